@@ -1,0 +1,24 @@
+"""The store contract both stages obey: layout, ids, fingerprints and validation.
+
+Never imports torch: the analysis stage depends on it.
+"""
+from .fingerprint import diff as fingerprint_diff
+from .fingerprint import fingerprint, fingerprint_inputs
+from .layout import SCHEMA, SCHEMA_VERSION, Blocks
+from .store import (
+    FingerprintMismatch,
+    RunWriter,
+    StoreError,
+    ensure_dataset,
+    open_root,
+    open_run,
+    sample_digest,
+    write_run,
+)
+from .validate import Violation, validate
+
+__all__ = [
+    "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "Violation",
+    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "open_root", "open_run",
+    "sample_digest", "validate", "write_run",
+]

@@ -1,0 +1,55 @@
+"""Run fingerprints: what a run was computed from, hashed, so that a resume never mixes two setups."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .layout import SCHEMA_VERSION
+
+
+def fingerprint_inputs(
+    *,
+    model: dict,
+    weights_id: str,
+    preprocess: dict,
+    transform: dict,
+    precision: str,
+    sample_digest: str,
+) -> dict:
+    """The exact inputs the fingerprint hashes (kept in the run's attrs so a mismatch can be explained)."""
+    return {
+        "model": model,
+        "weights_id": weights_id,
+        "preprocess": preprocess,
+        "transform": transform,
+        "precision": precision,
+        "sample_digest": sample_digest,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(inputs: dict) -> str:
+    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:32]
+
+
+def diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two fingerprint input trees: ``field: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub}: (absent) -> {new[key]!r}")
+            elif key not in new:
+                out.append(f"{sub}: {old[key]!r} -> (absent)")
+            else:
+                out.extend(diff(old[key], new[key], sub))
+        return out
+    if canonical_json(old) != canonical_json(new):
+        return [f"{path or '(root)'}: {old!r} -> {new!r}"]
+    return []

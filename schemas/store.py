@@ -1,0 +1,349 @@
+"""Writing stores that obey the contract.
+
+Writers create groups and arrays with deterministic metadata (so two processes preparing the same
+run write identical bytes), then fill whole blocks and flag each block done only after every array
+of that block is written. Nothing is resized, appended or re-attributed concurrently.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError
+
+from . import layout as L
+from .fingerprint import diff, fingerprint, fingerprint_inputs
+
+
+class StoreError(ValueError):
+    """A store, or data offered to it, breaks the contract. The message names the path."""
+
+
+class FingerprintMismatch(StoreError):
+    """A run exists under the same path but was computed from different inputs."""
+
+
+def created_with() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("beyond-imagenet")
+    except PackageNotFoundError:
+        own = "source"
+    return {"beyond-imagenet": own, "zarr": zarr.__version__, "numpy": np.__version__}
+
+
+def open_root(store: Any, *, create: bool = True) -> zarr.Group:
+    """Open a store for writing (a path, an fsspec URL or a zarr Store); create it if absent."""
+    try:
+        root = zarr.open_group(store, mode="r+" if not create else "a", zarr_format=3)
+    except FileNotFoundError as e:
+        raise StoreError(f"{store}: no store here (expected a Zarr v3 group)") from e
+    attrs = dict(root.attrs)
+    if not attrs:
+        root.attrs.update({"schema": L.SCHEMA, "schema_version": L.SCHEMA_VERSION, "created_with": created_with()})
+    else:
+        check_root_attrs(attrs, str(store))
+    return root
+
+
+def check_root_attrs(attrs: Mapping, where: str) -> None:
+    if attrs.get("schema") != L.SCHEMA:
+        raise StoreError(f"{where}: not a {L.SCHEMA} store (root attribute 'schema' is {attrs.get('schema')!r})")
+    if attrs.get("schema_version") != L.SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: store schema version {attrs.get('schema_version')!r}, this software reads version "
+            f"{L.SCHEMA_VERSION}; re-extract or use a matching release"
+        )
+
+
+def sample_digest(sample_id: np.ndarray, label: np.ndarray, columns: Mapping[str, np.ndarray] | None = None) -> str:
+    """sha256 over the ordered sample ids, labels and per-sample columns: the identity of a sample list."""
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, np.asarray(sample_id).tolist())).encode())
+    h.update(np.ascontiguousarray(np.asarray(label, dtype=np.int32)).tobytes())
+    for name in sorted(columns or {}):
+        h.update(name.encode())
+        values = np.asarray(columns[name])
+        if values.dtype.kind in "OUS":
+            h.update("\n".join(map(str, values.tolist())).encode())
+        else:
+            h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _create(group: zarr.Group, name: str, data: np.ndarray | None = None, **kw) -> zarr.Array:
+    """Create an array unless an identical one exists (concurrent writers prepare the same metadata)."""
+    try:
+        arr = group.create_array(name, compressors=ZstdCodec(level=L.ZSTD_LEVEL), **kw)
+    except ContainsArrayError:
+        arr = group[name]
+        if tuple(arr.shape) != tuple(kw["shape"]):
+            raise StoreError(f"{arr.path}: exists with shape {arr.shape}, expected {kw['shape']}") from None
+    if data is not None:
+        arr[...] = data
+    return arr
+
+
+def _group(parent: zarr.Group, name: str) -> zarr.Group:
+    try:
+        return parent.create_group(name)
+    except (ContainsGroupError, ContainsArrayError):
+        node = parent[name]
+        if not isinstance(node, zarr.Group):
+            raise StoreError(f"{node.path}: expected a group, found an array") from None
+        return node
+
+
+def _column_array(values: np.ndarray) -> tuple[np.ndarray, Any]:
+    values = np.asarray(values)
+    if values.dtype.kind in "OU":
+        return values.astype(str).astype(object), str
+    return values, values.dtype
+
+
+def ensure_dataset(
+    root: zarr.Group,
+    dataset: str,
+    *,
+    sample_id: np.ndarray,
+    label: np.ndarray,
+    columns: Mapping[str, np.ndarray] | None = None,
+    attrs: Mapping[str, Any],
+) -> zarr.Group:
+    """Create the dataset group with its sample list, or check that the existing one is the same list."""
+    sample_id = np.asarray(sample_id).astype(str)
+    label = np.asarray(label)
+    n = len(sample_id)
+    columns = dict(columns or {})
+    if label.shape != (n,):
+        raise StoreError(f"{dataset}/{L.LABEL}: expected shape ({n},) to match sample_id, got {label.shape}")
+    if len(set(sample_id.tolist())) != n:
+        raise StoreError(f"{dataset}/{L.SAMPLE_ID}: sample ids must be unique")
+    for name, values in columns.items():
+        if name in (L.SAMPLE_ID, L.LABEL) or name.startswith("_"):
+            raise StoreError(f"{dataset}/{name}: reserved column name")
+        if len(values) != n:
+            raise StoreError(f"{dataset}/{name}: expected {n} rows to match sample_id, got {len(values)}")
+    digest = sample_digest(sample_id, label, columns)
+    existing = root.get(dataset)
+    if existing is not None and "sample_digest" in existing.attrs:
+        if existing.attrs["sample_digest"] != digest:
+            raise StoreError(
+                f"{dataset}: the store holds a different sample list (digest {existing.attrs['sample_digest']}, "
+                f"offered {digest}); every run of a dataset must use the dataset's sample order"
+            )
+        return existing
+    group = _group(root, dataset)
+    _create(group, L.SAMPLE_ID, sample_id.astype(object), shape=(n,), dtype=str,
+            dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
+    _create(group, L.LABEL, label.astype(np.int32), shape=(n,), dtype="int32", fill_value=-1,
+            dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
+    for name, values in columns.items():
+        data, dtype = _column_array(values)
+        dims = (L.SAMPLE_DIM,) + tuple(f"{name}_{i}" for i in range(1, data.ndim))
+        chunking = L.row_chunking(n, data.shape[1] if data.ndim == 2 else None)
+        _create(group, name, data, shape=data.shape, dtype=dtype, dimension_names=dims, **chunking)
+    # The digest goes last: its presence marks the sample list complete.
+    group.attrs.update({**attrs, "n_samples": n, "sample_digest": digest})
+    return group
+
+
+class RunWriter:
+    """Writes one (dataset, transform, model) run block by block."""
+
+    def __init__(self, group: zarr.Group, n_samples: int):
+        self.group = group
+        self.blocks = L.Blocks(n_samples)
+
+    @property
+    def path(self) -> str:
+        return self.group.path
+
+    def done_blocks(self) -> np.ndarray:
+        return np.asarray(self.group[L.BLOCK_DONE][:], dtype=bool)
+
+    def pending_blocks(self) -> list[int]:
+        return [int(b) for b in np.flatnonzero(~self.done_blocks())]
+
+    def write_block(
+        self,
+        block: int,
+        logits: np.ndarray,
+        features: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        rows = self.blocks.slice(block)
+        n = rows.stop - rows.start
+        logits = np.asarray(logits)
+        expected = (n, self.group[L.LOGITS].shape[1])
+        if logits.shape != expected:
+            raise StoreError(f"{self.path}/{L.LOGITS}: block {block} expects shape {expected}, got {logits.shape}")
+        if valid is None:
+            valid = np.isfinite(logits).all(axis=1)
+        valid = np.asarray(valid, dtype=bool)
+        logits = np.where(valid[:, None], logits, np.nan)
+        self.group[L.LOGITS][rows] = logits
+        if L.FEATURES in self.group:
+            if features is None:
+                raise StoreError(f"{self.path}/{L.FEATURES}: the run has features; block {block} came without them")
+            feats = np.asarray(features, dtype=np.float16)
+            if feats.shape != (n, self.group[L.FEATURES].shape[1]):
+                raise StoreError(f"{self.path}/{L.FEATURES}: block {block} expects {(n, self.group[L.FEATURES].shape[1])}, got {feats.shape}")
+            self.group[L.FEATURES][rows] = np.where(valid[:, None], feats, np.nan)
+        self.group[L.VALID][rows] = valid
+        if seconds is not None:
+            self.group[L.BLOCK_SECONDS][block] = seconds
+        # Flag last: a block is done only once every array of it is on disk.
+        self.group[L.BLOCK_DONE][block] = True
+
+
+def open_run(
+    root: zarr.Group,
+    dataset: str,
+    transform: str,
+    model: str,
+    *,
+    num_classes: int,
+    feature_dim: int | None,
+    attrs: Mapping[str, Any],
+    transform_attrs: Mapping[str, Any] | None = None,
+    logits_dtype: str = "float32",
+    overwrite: bool = False,
+) -> RunWriter:
+    """Create (or reopen for resumption) the arrays of one run.
+
+    ``attrs`` must hold ``fingerprint_inputs``; an existing run with other inputs is refused with the list
+    of what differs, unless ``overwrite``.
+    """
+    if dataset not in root or "sample_digest" not in root[dataset].attrs:
+        raise StoreError(f"{dataset}: create the dataset group (ensure_dataset) before its runs")
+    if logits_dtype not in L.LOGIT_DTYPES:
+        raise StoreError(f"{dataset}/{transform}/{model}: logits dtype {logits_dtype!r}, expected one of {L.LOGIT_DTYPES}")
+    n = int(root[dataset].attrs["n_samples"])
+    inputs = attrs["fingerprint_inputs"]
+    fp = fingerprint(inputs)
+    run_attrs = {**attrs, "fingerprint": fp}
+    tgroup = _group(root[dataset], transform)
+    if not tgroup.attrs:
+        tgroup.attrs.update(transform_attrs or {"transform": {"id": transform}})
+    path = f"{dataset}/{transform}/{model}"
+    if model in tgroup:
+        old = dict(tgroup[model].attrs)
+        if old.get("fingerprint") == fp and not overwrite:
+            return RunWriter(tgroup[model], n)
+        if not overwrite:
+            changes = diff(old.get("fingerprint_inputs", {}), inputs)
+            raise FingerprintMismatch(
+                f"{path}: the store holds this run computed from other inputs; refusing to resume. "
+                f"What differs: {'; '.join(changes) or 'the fingerprint'}. Use --overwrite to replace it."
+            )
+        del tgroup[model]
+    group = _group(tgroup, model)
+    blocks = L.Blocks(n)
+    _create(group, L.LOGITS, shape=(n, num_classes), dtype=logits_dtype, fill_value=np.nan,
+            dimension_names=(L.SAMPLE_DIM, L.CLASS_DIM), **L.row_chunking(n, num_classes))
+    if feature_dim:
+        _create(group, L.FEATURES, shape=(n, feature_dim), dtype=L.FEATURE_DTYPE, fill_value=np.nan,
+                dimension_names=(L.SAMPLE_DIM, L.FEATURE_DIM), **L.row_chunking(n, feature_dim))
+    _create(group, L.VALID, shape=(n,), dtype="bool", fill_value=False,
+            dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
+    # One chunk per block: concurrent writers of different blocks never touch the same object.
+    for name, dtype, fill in ((L.BLOCK_DONE, "bool", False), (L.BLOCK_SECONDS, "float32", np.nan)):
+        _create(group, name, shape=(len(blocks),), dtype=dtype, fill_value=fill, chunks=(1,),
+                dimension_names=(L.BLOCK_DIM,))
+    if dict(group.attrs) != run_attrs:
+        group.attrs.update(run_attrs)
+    return RunWriter(group, n)
+
+
+def write_run(
+    store: Any,
+    dataset: str,
+    transform: str,
+    model: str,
+    logits: np.ndarray,
+    features: np.ndarray | None = None,
+    *,
+    sample_id: np.ndarray,
+    label: np.ndarray,
+    columns: Mapping[str, np.ndarray] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    valid: np.ndarray | None = None,
+    dataset_attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write a complete, valid run from arrays; returns its path in the store.
+
+    For logits computed elsewhere. ``valid`` defaults to rows without NaN. ``dataset_attrs`` defaults to the
+    data_manifest.yaml entry of ``dataset`` (required for a dataset the manifest does not know).
+    ``attrs`` may describe the model (``model``, ``preprocess``, ``precision``, ``logit_kind``, ...).
+    """
+    t0 = time.perf_counter()
+    logits = np.asarray(logits)
+    n = len(np.asarray(sample_id))
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise StoreError(f"{dataset}/{transform}/{model}/{L.LOGITS}: expected shape ({n}, classes), got {logits.shape}")
+    if features is not None and (np.ndim(features) != 2 or len(features) != n):
+        raise StoreError(f"{dataset}/{transform}/{model}/{L.FEATURES}: expected shape ({n}, dims), got {np.shape(features)}")
+    root = open_root(store)
+    group = ensure_dataset(root, dataset, sample_id=sample_id, label=label, columns=columns,
+                           attrs=dataset_attrs or default_dataset_attrs(dataset))
+    run_attrs = _external_run_attrs(model, transform, group.attrs["sample_digest"], attrs or {})
+    writer = open_run(
+        root, dataset, transform, model,
+        num_classes=logits.shape[1],
+        feature_dim=None if features is None else np.shape(features)[1],
+        attrs=run_attrs,
+        logits_dtype="float16" if logits.dtype == np.float16 else "float32",
+        overwrite=overwrite,
+    )
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != (n,):
+            raise StoreError(f"{dataset}/{transform}/{model}/{L.VALID}: expected shape ({n},), got {valid.shape}")
+    for b in writer.pending_blocks():
+        rows = writer.blocks.slice(b)
+        writer.write_block(
+            b,
+            logits[rows],
+            None if features is None else np.asarray(features)[rows],
+            None if valid is None else valid[rows],
+            seconds=time.perf_counter() - t0,
+        )
+    return writer.path
+
+
+def default_dataset_attrs(dataset: str) -> dict:
+    """Dataset attrs from the manifest entry: what the analysis needs to interpret labels and columns."""
+    from .manifest import load_manifest
+
+    entry = load_manifest().dataset(dataset)
+    return {"manifest": entry, "label_space": entry["label_space"]}
+
+
+def _external_run_attrs(model: str, transform: str, digest: str, given: Mapping[str, Any]) -> dict:
+    spec = given.get("model", {"id": model})
+    preprocess = given.get("preprocess", {})
+    precision = given.get("precision", "unknown")
+    inputs = given.get("fingerprint_inputs") or fingerprint_inputs(
+        model=spec,
+        weights_id=str(given.get("weights_id", "external")),
+        preprocess=preprocess,
+        transform={"id": transform},
+        precision=precision,
+        sample_digest=digest,
+    )
+    return {
+        **given,
+        "model": spec,
+        "preprocess": preprocess,
+        "precision": precision,
+        "logit_kind": given.get("logit_kind", "classifier"),
+        "fingerprint_inputs": inputs,
+    }

@@ -1,0 +1,99 @@
+"""Check a store against the contract and report every violation with its path."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from . import layout as L
+
+
+@dataclass(frozen=True)
+class Violation:
+    path: str
+    message: str
+    severity: str = "error"  # "error" breaks the contract; "warning" is an incomplete but valid state
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.path}: {self.message}"
+
+
+def _expect_array(group: zarr.Group, name: str, *, dims: tuple, dtypes: tuple, n: int | None,
+                  out: list[Violation]) -> zarr.Array | None:
+    path = f"{group.path}/{name}".lstrip("/")
+    node = group.get(name)
+    if node is None:
+        out.append(Violation(path, "missing array"))
+        return None
+    if not isinstance(node, zarr.Array):
+        out.append(Violation(path, "expected an array, found a group"))
+        return None
+    got_dims = tuple(node.metadata.dimension_names or ())
+    if got_dims[: len(dims)] != dims or len(got_dims) != node.ndim:
+        out.append(Violation(path, f"dimension_names {got_dims}, expected {dims}"))
+    kind = str(node.dtype)
+    if not any(kind.startswith(d) or d in kind.lower() for d in dtypes):
+        out.append(Violation(path, f"dtype {kind}, expected {' or '.join(dtypes)}"))
+    if n is not None and node.shape[0] != n:
+        out.append(Violation(path, f"{node.shape[0]} rows, expected {n} (the dataset's sample count)"))
+    return node
+
+
+def _missing_attrs(group: zarr.Group, keys: tuple, out: list[Violation]) -> None:
+    missing = [k for k in keys if k not in group.attrs]
+    if missing:
+        out.append(Violation(group.path or "/", f"missing attributes {missing}"))
+
+
+def validate_run(group: zarr.Group, n: int, out: list[Violation]) -> None:
+    _missing_attrs(group, L.RUN_ATTRS, out)
+    logits = _expect_array(group, L.LOGITS, dims=(L.SAMPLE_DIM, L.CLASS_DIM), dtypes=L.LOGIT_DTYPES, n=n, out=out)
+    if L.FEATURES in group:
+        _expect_array(group, L.FEATURES, dims=(L.SAMPLE_DIM, L.FEATURE_DIM), dtypes=("float16", "float32"), n=n, out=out)
+    valid = _expect_array(group, L.VALID, dims=(L.SAMPLE_DIM,), dtypes=("bool",), n=n, out=out)
+    n_blocks = len(L.Blocks(n))
+    done = _expect_array(group, L.BLOCK_DONE, dims=(L.BLOCK_DIM,), dtypes=("bool",), n=n_blocks, out=out)
+    if logits is not None and logits.ndim == 2 and logits.chunks[0] != min(L.CHUNK_ROWS, n):
+        out.append(Violation(f"{group.path}/{L.LOGITS}", f"row chunks {logits.chunks[0]}, expected {min(L.CHUNK_ROWS, n)}"))
+    if done is None or valid is None or done.shape != (n_blocks,):
+        return
+    done_flags = np.asarray(done[:], dtype=bool)
+    if not done_flags.all():
+        out.append(Violation(group.path, f"incomplete: {int(done_flags.sum())} of {n_blocks} blocks done", "warning"))
+    elif not np.asarray(valid[:]).any():
+        out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
+
+
+def validate(store: Any) -> list[Violation]:
+    """Every violation of the contract in ``store`` (a path, fsspec URL or zarr Store); empty when valid."""
+    out: list[Violation] = []
+    try:
+        root = zarr.open_group(store, mode="r")
+    except Exception as e:  # noqa: BLE001 - any failure to open means "not a store"
+        return [Violation(str(store), f"not a Zarr v3 store ({type(e).__name__}: {e})")]
+    attrs = dict(root.attrs)
+    missing = [k for k in L.ROOT_ATTRS if k not in attrs]
+    if missing:
+        return [Violation("/", f"missing root attributes {missing}: not a {L.SCHEMA} store")]
+    if attrs["schema"] != L.SCHEMA or attrs["schema_version"] != L.SCHEMA_VERSION:
+        return [Violation("/", f"schema {attrs['schema']!r} version {attrs['schema_version']!r}, "
+                               f"expected {L.SCHEMA!r} version {L.SCHEMA_VERSION}")]
+    for name, dataset in root.groups():
+        if name.startswith("_"):
+            continue
+        _missing_attrs(dataset, L.DATASET_ATTRS, out)
+        sid = _expect_array(dataset, L.SAMPLE_ID, dims=(L.SAMPLE_DIM,), dtypes=("str", "string", "<U", "object"), n=None, out=out)
+        n = int(dataset.attrs.get("n_samples", sid.shape[0] if sid is not None else -1))
+        if sid is not None and sid.shape[0] != n:
+            out.append(Violation(f"{name}/{L.SAMPLE_ID}", f"{sid.shape[0]} rows, attrs say n_samples={n}"))
+        _expect_array(dataset, L.LABEL, dims=(L.SAMPLE_DIM,), dtypes=("int",), n=n, out=out)
+        for col_name, col in dataset.arrays():
+            if col_name not in (L.SAMPLE_ID, L.LABEL) and col.shape[0] != n:
+                out.append(Violation(f"{name}/{col_name}", f"{col.shape[0]} rows, expected {n}"))
+        for tname, transform in dataset.groups():
+            _missing_attrs(transform, L.TRANSFORM_ATTRS, out)
+            for _, run in transform.groups():
+                validate_run(run, n, out)
+    return out
