@@ -1,0 +1,101 @@
+"""What a study gets: the store, cached run summaries, the bootstrap, and where its results go."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .bootstrap import Bootstrap
+from .store import RunKey, StoreReader
+from .summaries import SummaryCache
+
+RESULT_COLUMNS = ("model", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n")
+DIFF_COLUMNS = ("model_a", "model_b", "dataset", "transform", "metric", "diff", "ci_low", "ci_high", "n")
+
+# A statistic: given bootstrap weights over the dataset's rows (None for the point estimate), its values.
+Statistic = Callable[[np.ndarray | None], dict[str, np.ndarray]]
+
+
+def select(weights: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
+    """Weights restricted to a boolean row mask (no copy when every row is kept)."""
+    if weights is None or rows is None or rows.all():
+        return weights
+    return weights[:, rows]
+
+
+@dataclass
+class Section:
+    """A part of report.md: a title, markdown body and figure paths relative to the output folder."""
+
+    title: str
+    body: str
+    figures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    reader: StoreReader
+    out_dir: Path
+    boot: Bootstrap = field(default_factory=Bootstrap)
+    rows: list[dict] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    replicates: dict[tuple, np.ndarray] = field(default_factory=dict)
+    summaries: SummaryCache = None  # type: ignore[assignment]
+    _index: dict[tuple, dict] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.summaries is None:
+            self.summaries = SummaryCache(self.reader)
+        (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
+
+    def figure_path(self, name: str) -> Path:
+        return self.out_dir / "figures" / f"{name}.png"
+
+    def record(self, key: RunKey, stat: Statistic, n: int, *, weight_key: str | None = None,
+               n_rows: int | None = None, dataset: str | None = None) -> dict[str, float]:
+        """Evaluate ``stat`` (point estimate and bootstrap replicates) and add one tidy row per metric.
+
+        ``weight_key``/``n_rows`` name the sample population the bootstrap resamples (default: the run's
+        dataset and its full sample count); ``dataset`` overrides the dataset column (ImageNet-ReaL rows live
+        on ImageNet val's samples).
+        """
+        existing = {m: r["value"] for (mod, d, t, m), r in self._index.items()
+                    if (mod, d, t) == (key.model, dataset or key.dataset, key.transform)}
+        weight_key = weight_key or key.dataset
+        n_rows = n_rows if n_rows is not None else self.reader.n_samples(key.dataset)
+        values = stat(None)
+        if set(values) <= set(existing):  # another study already recorded these (e.g. top-1 at center)
+            return {m: existing[m] for m in values}
+        reps = stat(self.boot.weights(weight_key, n_rows)) if self.boot.n_boot > 0 else {}
+        out = {}
+        for metric, value in values.items():
+            if metric in existing:
+                out[metric] = existing[metric]
+                continue
+            low, high = self.boot.interval(reps.get(metric))
+            row = {"model": key.model, "dataset": dataset or key.dataset, "transform": key.transform,
+                   "metric": metric, "value": float(value), "ci_low": low, "ci_high": high, "n": int(n)}
+            self.rows.append(row)
+            self._index[(key.model, row["dataset"], key.transform, metric)] = row
+            if metric in reps:
+                self.replicates[(dataset or key.dataset, key.transform, metric, key.model)] = (float(value), reps[metric], int(n))
+            out[metric] = float(value)
+        return out
+
+    def paired_differences(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Model A minus model B for every metric both have, with a paired-bootstrap interval."""
+        out = []
+        for (dataset, transform, metric, model), (value, reps, n) in sorted(self.replicates.items(), key=str):
+            for a, b in pairs:
+                other = self.replicates.get((dataset, transform, metric, b))
+                if model != a or other is None:
+                    continue
+                low, high = self.boot.interval(np.asarray(reps) - np.asarray(other[1]))
+                out.append({"model_a": a, "model_b": b, "dataset": dataset, "transform": transform, "metric": metric,
+                            "diff": value - other[0], "ci_low": low, "ci_high": high, "n": min(n, other[2])})
+        return out
+
+    def value(self, model: str, dataset: str, transform: str, metric: str) -> dict | None:
+        return self._index.get((model, dataset, transform, metric))

@@ -1,0 +1,101 @@
+"""Label tables the analysis joins onto stored runs, read from files bundled in schemas/labels.
+
+Loaded lazily and cached: importing the analysis costs nothing.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+LABELS_DIR = Path(__file__).resolve().parents[1] / "schemas" / "labels"
+
+IMAGENET_X_FACTORS = (
+    "pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory",
+    "texture", "larger", "darker", "object_blocking", "person_blocking", "style", "brighter",
+    "multiple_objects",
+)
+
+
+def label_path(name: str) -> Path:
+    path = LABELS_DIR / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: bundled label file missing (reinstall the package)")
+    return path
+
+
+@lru_cache(maxsize=None)
+def imagenet_class_names() -> tuple[str, ...]:
+    return tuple(label_path("imagenet_classnames.txt").read_text().splitlines())
+
+
+@lru_cache(maxsize=None)
+def subset_indices(name: str) -> np.ndarray:
+    """ImageNet-1k indices of a class subset: ``imagenet-a-200`` / ``imagenet-r-200``."""
+    files = {"imagenet-a-200": "imagenet_a_indices.txt", "imagenet-r-200": "imagenet_r_indices.txt"}
+    if name not in files:
+        raise ValueError(f"unknown class subset {name!r}; available: {sorted(files)}")
+    idx = np.loadtxt(label_path(files[name]), dtype=np.int64)
+    return np.sort(idx)
+
+
+@lru_cache(maxsize=None)
+def cue_conflict_categories() -> dict[str, np.ndarray]:
+    """The 16 cue-conflict categories (sorted by name) -> their ImageNet-1k member indices."""
+    raw = json.loads(label_path("cue_conflict_16.json").read_text())
+    return {name: np.asarray(raw[name], dtype=np.int64) for name in sorted(raw)}
+
+
+@lru_cache(maxsize=None)
+def pug_classes() -> dict[str, np.ndarray]:
+    """The PUG-ImageNet classes (sorted by name) -> their ImageNet-1k indices."""
+    raw = json.loads(label_path("pug_imagenet_class_to_imagenet_idx.json").read_text())
+    return {name: np.asarray(raw[name], dtype=np.int64) for name in sorted(raw)}
+
+
+@lru_cache(maxsize=None)
+def real_labels() -> dict[str, tuple[int, ...]]:
+    """ImageNet-ReaL label sets keyed by validation file name (ILSVRC2012_val_%08d.JPEG)."""
+    with gzip.open(label_path("imagenet_real_labels.json.gz"), "rt") as f:
+        sets = json.load(f)
+    return {f"ILSVRC2012_val_{i + 1:08d}.JPEG": tuple(s) for i, s in enumerate(sets)}
+
+
+@dataclass(frozen=True)
+class ImageNetX:
+    """ImageNet-X top-factor annotations of the validation set (prototypes flagged)."""
+
+    file_name: np.ndarray   # [image] str
+    label: np.ndarray       # [image] int, the annotated class
+    prototype: np.ndarray   # [image] bool
+    factors: np.ndarray     # [image, factor] bool, one-hot top factor
+
+    def without_prototypes(self) -> "ImageNetX":
+        keep = ~self.prototype
+        return ImageNetX(self.file_name[keep], self.label[keep], self.prototype[keep], self.factors[keep])
+
+
+@lru_cache(maxsize=None)
+def imagenet_x() -> ImageNetX:
+    with gzip.open(label_path("imagenet_x_val_top_factor.csv.gz"), "rt", newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    if tuple(header[3:]) != IMAGENET_X_FACTORS:
+        raise ValueError(f"imagenet_x_val_top_factor.csv.gz: factor columns {header[3:]}, expected {IMAGENET_X_FACTORS}")
+    table = np.asarray(body, dtype=object)
+    return ImageNetX(
+        file_name=table[:, 0].astype(str),
+        label=table[:, 1].astype(np.int64),
+        prototype=table[:, 2].astype(np.int64).astype(bool),
+        factors=table[:, 3:].astype(np.int64).astype(bool),
+    )
+
+
+def base_file_name(sample_id: str) -> str:
+    """The image file name of a sample id (``n01440764/ILSVRC2012_val_00000293.JPEG`` -> the last part)."""
+    return sample_id.rsplit("/", 1)[-1]

@@ -1,0 +1,116 @@
+"""``analyze report``: every study over a store -> tidy results, paired differences, report.md and figures."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import polars as pl
+
+from . import studies
+from .bootstrap import Bootstrap
+from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
+from .store import StoreReader
+from .studies._common import PAPER_MODELS, comparison_pairs, order_models
+
+
+def paper_datasets() -> list[str]:
+    """The datasets of the paper's suite, as the manifest lists them."""
+    from schemas.manifest import load_manifest
+
+    return list(load_manifest().suite("paper")["datasets"])
+
+
+def _table(rows: list[dict], columns: tuple[str, ...]) -> pl.DataFrame:
+    schema = {c: pl.Float64 if c in ("value", "diff", "ci_low", "ci_high") else pl.Int64 if c == "n" else pl.Utf8
+              for c in columns}
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def _weights_note(reader: StoreReader) -> str | None:
+    """Say plainly when the logits come from random or synthetic weights."""
+    flagged = set()
+    for key in reader.runs():
+        attrs = reader.run_attrs(key)
+        inputs = attrs.get("fingerprint_inputs", {})
+        if attrs.get("synthetic") or str(inputs.get("weights_id", "")).startswith(("random", "synthetic")):
+            flagged.add(key.model)
+    if not flagged:
+        return None
+    return ("**These numbers mean nothing about real models: the logits of "
+            f"{', '.join(sorted(flagged))} come from random weights or synthetic data.** "
+            "They show what the report looks like, not how the backbones compare.")
+
+
+def _coverage(reader: StoreReader, ctx: Context) -> str:
+    lines = [f"- Models: {', '.join(order_models(reader.models)) or 'none'}",
+             f"- Datasets: {', '.join(reader.datasets) or 'none'}"]
+    missing_models = [m for m in PAPER_MODELS if m not in reader.models]
+    if missing_models:
+        lines.append(f"- The store lacks the paper's models: {', '.join(missing_models)}")
+    try:
+        missing = [d for d in paper_datasets() if d not in reader.datasets]
+    except Exception as e:  # noqa: BLE001 - a missing manifest must not stop the report
+        missing, _ = [], reader.notes.append(f"data_manifest.yaml unavailable ({e}); dataset coverage not checked")
+    if missing:
+        lines.append(f"- The store lacks the paper's datasets: {', '.join(missing)}")
+    for dataset in reader.datasets:
+        lines.append(f"  - `{dataset}`: transforms {', '.join(reader.transforms(dataset))}")
+    return "\n".join(lines)
+
+
+def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
+                 n_boot: int = 1000, seed: int = 0, progress: bool = True) -> dict:
+    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    reader = StoreReader(store)
+    out.mkdir(parents=True, exist_ok=True)
+    if Path(reader.url).resolve() == out.resolve() or out.resolve().is_relative_to(Path(reader.url).resolve()):
+        raise ValueError(f"--out {out}: must not lie inside the store (the analysis never writes into it)")
+    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
+    names = list(study_names) if study_names else studies.available()
+    modules = [studies.get(n) for n in names]
+    iterator = modules
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(modules, desc="studies", unit="study")
+    for module in iterator:
+        if progress:
+            iterator.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+        module.run(ctx)
+    results = _table(ctx.rows, RESULT_COLUMNS)
+    diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
+    for name, frame in (("results", results), ("differences", diffs)):
+        frame.write_parquet(out / f"{name}.parquet")
+        frame.write_csv(out / f"{name}.csv")
+    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed))
+    return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
+            "notes": list(reader.notes), "out": str(out)}
+
+
+def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int) -> str:
+    parts = ["# Beyond ImageNet accuracy: report", f"Store: `{reader.url}`"]
+    warning = _weights_note(reader)
+    if warning:
+        parts.append(warning)
+    parts += ["## What the store holds", _coverage(reader, ctx)]
+    ci = (f"Intervals: 95% Poisson-bootstrap percentile intervals over samples ({n_boot} replicates, seed {seed})."
+          if n_boot > 0 else "Intervals: none (bootstrap disabled).")
+    parts.append(ci)
+    for section in ctx.sections:
+        parts.append(f"## {section.title}\n\n{section.body}")
+        parts += [f"![{Path(f).stem}]({f})" for f in section.figures]
+    if len(diffs):
+        top = diffs.filter(pl.col("metric").is_in(["top1", "ece", "shape_bias", "top1_mean"]))
+        if len(top):
+            parts.append("## ConvNeXt minus ViT (paired bootstrap)\n\n" + "\n".join(
+                ["| A − B | dataset | transform | metric | diff | 95% CI |", "|---|---|---|---|---|---|"]
+                + [f"| {r['model_a']} − {r['model_b']} | {r['dataset']} | {r['transform']} | {r['metric']} | "
+                   f"{r['diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |" for r in top.iter_rows(named=True)]))
+    if reader.notes:
+        parts.append("## Notes on the data\n\n" + "\n".join(f"- {n}" for n in reader.notes))
+    parts.append("All metrics: `results.csv` / `results.parquet` (model, dataset, transform, metric, value, ci_low, "
+                 "ci_high, n); paired model differences: `differences.csv` / `differences.parquet`.")
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,168 @@
+"""Read-only access to a store: what it holds, its sample tables, and its runs streamed block by block."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+
+from schemas import layout as L
+
+
+class AnalysisError(ValueError):
+    """The store cannot be analysed as asked; the message names the path and what was expected."""
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    dataset: str
+    transform: str
+    model: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.dataset}/{self.transform}/{self.model}"
+
+
+@dataclass(frozen=True)
+class Samples:
+    sample_id: np.ndarray
+    label: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+
+class StoreReader:
+    """Opens ``url`` (a path or fsspec URL) read-only and checks what the analysis relies on.
+
+    Structural problems raise :class:`AnalysisError`; incomplete runs, all-invalid runs and NaN rows are
+    noted in ``notes`` and the affected runs or rows left out.
+    """
+
+    def __init__(self, url: Any):
+        self.url = str(url)
+        try:
+            self.root = zarr.open_group(url, mode="r")
+        except Exception as e:  # noqa: BLE001 - any failure to open means "not a store"
+            raise AnalysisError(f"{self.url}: not a Zarr v3 store ({type(e).__name__}: {e})") from None
+        attrs = dict(self.root.attrs)
+        if attrs.get("schema") != L.SCHEMA:
+            raise AnalysisError(f"{self.url}: not a {L.SCHEMA} store (root attribute 'schema' is {attrs.get('schema')!r})")
+        if attrs.get("schema_version") != L.SCHEMA_VERSION:
+            raise AnalysisError(
+                f"{self.url}: schema version {attrs.get('schema_version')!r}, this analysis reads version "
+                f"{L.SCHEMA_VERSION}"
+            )
+        self.notes: list[str] = []
+        self._samples: dict[str, Samples] = {}
+        self._runs = self._discover()
+
+    # -- discovery ------------------------------------------------------------------------------------
+    def _require(self, group: zarr.Group, name: str, shape0: int | None, what: str) -> zarr.Array:
+        path = f"{group.path}/{name}"
+        node = group.get(name)
+        if not isinstance(node, zarr.Array):
+            raise AnalysisError(f"{self.url}/{path}: missing array (expected {what})")
+        if shape0 is not None and node.shape[0] != shape0:
+            raise AnalysisError(f"{self.url}/{path}: {node.shape[0]} rows, expected {shape0} (the dataset's sample count)")
+        return node
+
+    def _discover(self) -> list[RunKey]:
+        runs: list[RunKey] = []
+        for name, dataset in sorted(self.root.groups()):
+            if name.startswith("_"):
+                continue
+            sid = self._require(dataset, L.SAMPLE_ID, None, "sample ids [sample]")
+            n = sid.shape[0]
+            self._require(dataset, L.LABEL, n, "labels [sample] int32")
+            if "label_space" not in dataset.attrs:
+                raise AnalysisError(f"{self.url}/{name}: missing attribute 'label_space' (the dataset's manifest entry)")
+            for tname, transform in sorted(dataset.groups()):
+                for mname, run in sorted(transform.groups()):
+                    key = RunKey(name, tname, mname)
+                    logits = self._require(run, L.LOGITS, n, "logits [sample, class]")
+                    if logits.ndim != 2:
+                        raise AnalysisError(f"{self.url}/{key.path}/logits: {logits.ndim} dimensions, expected 2 [sample, class]")
+                    self._require(run, L.VALID, n, "valid [sample] bool")
+                    done = np.asarray(self._require(run, L.BLOCK_DONE, len(L.Blocks(n)), "block_done [block] bool")[:])
+                    if not done.all():
+                        self.notes.append(f"{key.path}: incomplete ({int(done.sum())} of {done.size} blocks done); left out")
+                        continue
+                    runs.append(key)
+        return runs
+
+    # -- what the store holds -------------------------------------------------------------------------
+    def runs(self, dataset: str | None = None, transform: str | None = None) -> list[RunKey]:
+        return [k for k in self._runs
+                if (dataset is None or k.dataset == dataset) and (transform is None or k.transform == transform)]
+
+    @cached_property
+    def datasets(self) -> list[str]:
+        return sorted({k.dataset for k in self._runs})
+
+    @cached_property
+    def models(self) -> list[str]:
+        return sorted({k.model for k in self._runs})
+
+    def transforms(self, dataset: str) -> list[str]:
+        return sorted({k.transform for k in self._runs if k.dataset == dataset})
+
+    def dataset_attrs(self, dataset: str) -> dict:
+        return dict(self.root[dataset].attrs)
+
+    def manifest_entry(self, dataset: str) -> dict:
+        return dict(self.dataset_attrs(dataset).get("manifest") or {})
+
+    def run_attrs(self, key: RunKey) -> dict:
+        return dict(self.root[key.path].attrs)
+
+    def n_samples(self, dataset: str) -> int:
+        return int(self.root[dataset][L.SAMPLE_ID].shape[0])
+
+    def samples(self, dataset: str) -> Samples:
+        if dataset not in self._samples:
+            group = self.root[dataset]
+            columns = {name: _plain(arr[:]) for name, arr in group.arrays() if name not in (L.SAMPLE_ID, L.LABEL)}
+            self._samples[dataset] = Samples(_plain(group[L.SAMPLE_ID][:]), np.asarray(group[L.LABEL][:]), columns)
+        return self._samples[dataset]
+
+    # -- arrays ---------------------------------------------------------------------------------------
+    def valid(self, key: RunKey) -> np.ndarray:
+        return np.asarray(self.root[key.path][L.VALID][:], dtype=bool)
+
+    def logit_blocks(self, key: RunKey) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(rows, logits)`` block by block, so memory stays bounded whatever the store's size."""
+        arr = self.root[key.path][L.LOGITS]
+        for rows in L.Blocks(arr.shape[0]):
+            yield rows, arr[rows]
+
+    def features(self, key: RunKey) -> np.ndarray:
+        group = self.root[key.path]
+        if L.FEATURES not in group:
+            raise AnalysisError(f"{self.url}/{key.path}/features: missing array (the linear probes need pooled features)")
+        return np.asarray(group[L.FEATURES][:], dtype=np.float32)
+
+    def datatree(self):
+        """The whole store as an ``xarray.DataTree`` (lazy), for interactive use."""
+        import xarray as xr
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return xr.open_datatree(self.url, engine="zarr", consolidated=False)
+
+
+def _plain(values) -> np.ndarray:
+    """Variable-length strings come back as numpy's StringDType; fixed-width ``<U`` is what numpy's
+    string routines (np.char, np.unique) take everywhere."""
+    values = np.asarray(values)
+    return values.astype(object).astype(str) if values.dtype.kind in "TO" else values
+
+
+def open_store(url: Any) -> StoreReader:
+    """Open a store read-only for analysis."""
+    return StoreReader(url)

@@ -1,0 +1,28 @@
+"""Studies: one file per section of the paper; the file name is the study's registry key.
+
+Each module has ``TITLE`` and ``run(ctx: Context) -> None``, which adds tidy rows and a report section.
+A study whose data the store lacks adds a section saying so and nothing else.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from types import ModuleType
+
+# Report order, following the paper.
+ORDER = ("robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer")
+
+
+def available() -> list[str]:
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return [s for s in ORDER if s in found] + sorted(found - set(ORDER))
+
+
+def get(name: str) -> ModuleType:
+    names = available()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown study {name!r}; {hint}available: {', '.join(names)}")
+    return importlib.import_module(f"{__name__}.{name}")

@@ -1,0 +1,70 @@
+"""Calibration: ECE (15 bins), reliability diagrams and confidence histograms on ImageNet val and ImageNet-R."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..context import Context, Section, select
+from ..metrics.accuracy import correct_single
+from ..metrics.calibration import ece, reliability
+from ..tables import side_by_side
+from ._common import CENTER, order_models
+
+TITLE = "Calibration (ECE, %)"
+DATASETS = ("imagenet-val", "imagenet-r")
+
+
+def plot_reliability(path, curves: dict[str, dict], title: str):
+    """Reliability diagram (top) and confidence histogram (bottom), one column per model."""
+    fig, axes = plt.subplots(2, len(curves), figsize=(3.2 * len(curves), 5.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1]})
+    for j, (model, r) in enumerate(curves.items()):
+        centers = (r["lower"] + r["upper"]) / 2
+        width = r["upper"] - r["lower"]
+        ax = axes[0][j]
+        ax.bar(centers, np.nan_to_num(r["accuracy"]), width, edgecolor="k", lw=0.4, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy" if j == 0 else "")
+        hist = axes[1][j]
+        hist.bar(centers, r["count"] / max(1, r["count"].sum()), width, color="tab:orange", edgecolor="k", lw=0.4)
+        hist.set_xlim(0, 1)
+        hist.set_xlabel("confidence")
+        hist.set_ylabel("fraction" if j == 0 else "")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(ctx: Context) -> None:
+    figures = []
+    for dataset in DATASETS:
+        curves = {}
+        for key in ctx.reader.runs(dataset, CENTER):
+            summary = ctx.summaries(key)
+            if summary is None:
+                continue
+            label = ctx.reader.samples(dataset).label
+            rows = summary.valid & (label >= 0)
+            correct = correct_single(summary.pred, label)
+            conf = summary.confidence
+            ctx.record(key, lambda w: {"ece": ece(conf[rows], correct[rows], weights=select(w, rows))}, int(rows.sum()))
+            curves[key.model] = reliability(conf[rows], correct[rows])
+        if curves:
+            curves = {m: curves[m] for m in order_models(list(curves))}
+            figures.append(plot_reliability(ctx.figure_path(f"reliability_{dataset}"), curves,
+                                            f"Reliability and confidence histogram: {dataset}"))
+    rows = [r for r in ctx.rows if r["metric"] == "ece" and r["transform"] == CENTER]
+    if not rows:
+        ctx.sections.append(Section(TITLE, "The store holds neither ImageNet val nor ImageNet-R under `center`."))
+        return
+    models = order_models(sorted({r["model"] for r in rows}))
+    present = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    body = side_by_side(rows, models, present, lambda r: r["dataset"], "dataset")
+    body += ("\n\nSoftmax in float64 over the dataset's classes (ImageNet-R: its 200); 15 equal-width bins, "
+             "lower < confidence <= upper.")
+    ctx.sections.append(Section(TITLE, body, [f.relative_to(ctx.out_dir).as_posix() for f in figures]))

@@ -1,0 +1,60 @@
+"""ImageNet-X: error ratio per factor of variation (top factor, prototypes filtered)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import labels
+from ..context import Context, Section, select
+from ..figures import grouped_bars
+from ..metrics.accuracy import correct_single
+from ..metrics.imagenet_x import error_ratios
+from ..tables import fmt_value, side_by_side
+from ._common import CENTER, order_models
+
+TITLE = "ImageNet-X error ratios (lower is better; 1 = average error)"
+DATASET = "imagenet-val"
+
+
+def align(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, label, factors)``: the store rows annotated in ImageNet-X (prototypes filtered), joined on file name."""
+    ann = labels.imagenet_x().without_prototypes()
+    position = {name: i for i, name in enumerate(ann.file_name)}
+    idx = np.array([position.get(labels.base_file_name(s), -1) for s in sample_ids])
+    rows = idx >= 0
+    return rows, ann.label[idx[rows]], ann.factors[idx[rows]]
+
+
+def run(ctx: Context) -> None:
+    keys = ctx.reader.runs(DATASET, CENTER)
+    if not keys:
+        ctx.sections.append(Section(TITLE, "The store holds no `imagenet-val` run under `center`."))
+        return
+    rows, ann_label, factors = align(ctx.reader.samples(DATASET).sample_id)
+    if not rows.any():
+        ctx.sections.append(Section(TITLE, "No `imagenet-val` sample id matches an ImageNet-X file name."))
+        return
+    names = labels.IMAGENET_X_FACTORS
+    for key in keys:
+        summary = ctx.summaries(key)
+        if summary is None:
+            continue
+        keep = rows & summary.valid
+        correct = correct_single(summary.pred[keep], ann_label[summary.valid[rows]])
+        f = factors[summary.valid[rows]]
+
+        def stat(w, correct=correct, f=f, keep=keep):
+            ratios = error_ratios(correct, f, weights=select(w, keep))
+            return {f"error_ratio:{name}": ratios[..., j] for j, name in enumerate(names)}
+
+        ctx.record(key, stat, int(keep.sum()))
+    result = [r for r in ctx.rows if r["dataset"] == DATASET and r["metric"].startswith("error_ratio:")]
+    models = order_models(sorted({r["model"] for r in result}))
+    body = side_by_side(result, models, [f"error_ratio:{n}" for n in names], lambda r: r["metric"], "factor",
+                        cell=lambda r: fmt_value(r, scale=1.0, digits=3))
+    body = body.replace("error_ratio:", "")
+    body += f"\n\nJoined on file name: {int(rows.sum())} of {len(rows)} `imagenet-val` samples are annotated."
+    index = {(r["metric"], r["model"]): r for r in result}
+    fig = grouped_bars(ctx.figure_path("imagenet_x_error_ratios"), list(names),
+                       {m: [index.get((f"error_ratio:{n}", m), {"value": np.nan})["value"] for n in names] for m in models},
+                       ylabel="error ratio", title="ImageNet-X error ratios", hline=1.0)
+    ctx.sections.append(Section(TITLE, body, [fig.relative_to(ctx.out_dir).as_posix()]))

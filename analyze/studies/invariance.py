@@ -1,0 +1,62 @@
+"""Invariance to scale, shift and resolution on ImageNet val: top-1 and mean true-class probability."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..context import Context, Section, select
+from ..figures import lines
+from ..metrics.accuracy import accuracy, correct_single
+from ..metrics import wmean
+from ..tables import markdown_table
+from ._common import order_models
+
+TITLE = "Invariance (ImageNet val under scale, shift and resolution changes)"
+DATASET = "imagenet-val"
+KINDS = {"scale": "scale factor", "shift": "shift (px)", "res": "resolution (px)"}
+# The standard view is the origin of every curve: scale 1, shift 0 and resolution 224.
+CENTER_AS = (("scale", 1.0), ("shift", 0.0), ("res", 224.0))
+
+
+def parse(transform: str) -> list[tuple[str, float]]:
+    """The curve points a transform id stands for."""
+    if transform == "center":
+        return list(CENTER_AS)
+    match = re.fullmatch(r"(scale|shift|res)-([0-9.]+)", transform)
+    return [(match.group(1), float(match.group(2)))] if match else []
+
+
+def run(ctx: Context) -> None:
+    label = ctx.reader.samples(DATASET).label if DATASET in ctx.reader.datasets else None
+    keys = [k for k in ctx.reader.runs(DATASET) if parse(k.transform)]
+    if not any(k.transform != "center" for k in keys):
+        ctx.sections.append(Section(TITLE, "The store holds no scale-/shift-/res- transform of `imagenet-val`."))
+        return
+    curves: dict[str, dict[str, dict[str, dict[float, float]]]] = {}
+    for key in keys:
+        summary = ctx.summaries(key)
+        if summary is None:
+            continue
+        ok = summary.valid & (label >= 0)
+        correct = correct_single(summary.pred, label)
+        p_true = np.nan_to_num(summary.p_true)
+        result = ctx.record(key, lambda w: {"top1": accuracy(correct[ok], select(w, ok)),
+                                            "p_true": wmean(p_true[ok], select(w, ok))}, int(ok.sum()))
+        for kind, value in parse(key.transform):
+            for metric in ("top1", "p_true"):
+                points = curves.setdefault(metric, {}).setdefault(KINDS[kind], {}).setdefault(key.model, {})
+                # An explicit scale-1 / shift-0 / res-224 run wins over center.
+                if key.transform != "center" or value not in points:
+                    points[value] = result[metric] * 100
+    models = order_models(sorted({k.model for k in keys}))
+    figs, tables = [], []
+    for metric, label_text in (("top1", "top-1 (%)"), ("p_true", "mean true-class probability (%)")):
+        panels = {kind: {m: (sorted(v), [v[x] for x in sorted(v)]) for m, v in by_model.items()}
+                  for kind, by_model in curves.get(metric, {}).items()}
+        figs.append(lines(ctx.figure_path(f"invariance_{metric}"), panels, ylabel=label_text, title=f"Invariance: {label_text}"))
+        for kind, by_model in curves.get(metric, {}).items():
+            xs = sorted({x for v in by_model.values() for x in v})
+            tables.append(f"**{label_text} vs {kind}**\n\n" + markdown_table(
+                [kind] + models, [[f"{x:g}"] + [f"{by_model.get(m, {}).get(x, np.nan):.1f}" for m in models] for x in xs]))
+    ctx.sections.append(Section(TITLE, "\n\n".join(tables), [f.relative_to(ctx.out_dir).as_posix() for f in figs]))

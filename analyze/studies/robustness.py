@@ -1,0 +1,98 @@
+"""Robustness: top-1 on ImageNet val, ReaL, V2, A, R, Sketch, Hard and C (mean over its cells)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import labels
+from ..context import Context, Section, select
+from ..figures import grouped_bars
+from ..metrics.accuracy import accuracy, correct_multi, correct_single
+from ..metrics.grouped import group_means
+from ..tables import side_by_side
+from ._common import CENTER, order_models
+
+TITLE = "Robustness (top-1 accuracy, %)"
+DATASETS = ("imagenet-val", "imagenet-real", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch",
+            "imagenet-hard", "imagenet-c")
+
+
+def real_label_sets(sample_ids: np.ndarray) -> np.ndarray:
+    """ReaL label sets aligned with the samples, padded with -1 ([sample, slot])."""
+    table = labels.real_labels()
+    sets = [table.get(labels.base_file_name(s), ()) for s in sample_ids]
+    out = np.full((len(sets), max(1, max(map(len, sets)))), -1, np.int64)
+    for i, s in enumerate(sets):
+        out[i, : len(s)] = s
+    return out
+
+
+def _top1(ctx: Context, key, correct, rows, dataset=None) -> None:
+    ctx.record(key, lambda w: {"top1": accuracy(correct[rows], select(w, rows))}, int(rows.sum()), dataset=dataset)
+
+
+def imagenet_c(ctx: Context, key, summary) -> None:
+    """Top-1 per (corruption, severity) cell and their mean, resampling the underlying images."""
+    samples = ctx.reader.samples(key.dataset)
+    for col in ("corruption", "severity"):
+        if col not in samples.columns:
+            ctx.reader.notes.append(f"{key.dataset}/{col}: missing per-sample column; ImageNet-C cells need it")
+            return
+    cells = np.char.add(np.char.add(samples.columns["corruption"].astype(str), ":"), samples.columns["severity"].astype(str))
+    images, image_index = np.unique([labels.base_file_name(s) for s in samples.sample_id], return_inverse=True)
+    keys = np.unique(cells)
+    cell_index = np.searchsorted(keys, cells)
+    ok = summary.valid & (samples.label >= 0)
+    # Dense [image, cell] arrays: one bootstrap weight per underlying image serves all its 75 cells.
+    hits = np.zeros((len(images), len(keys)))
+    seen = np.zeros_like(hits)
+    correct = correct_single(summary.pred, samples.label)
+    np.add.at(hits, (image_index[ok], cell_index[ok]), correct[ok])
+    np.add.at(seen, (image_index[ok], cell_index[ok]), 1.0)
+
+    def stat(w):
+        from ..metrics import wsum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = wsum(hits, w) / wsum(seen, w)
+        out = {f"top1:{k}": acc[..., j] for j, k in enumerate(keys)}
+        out["top1"] = np.nanmean(acc, axis=-1)
+        return out
+
+    ctx.record(key, stat, int(ok.sum()), weight_key=f"{key.dataset}:images", n_rows=len(images))
+
+
+def run(ctx: Context) -> None:
+    reader = ctx.reader
+    for dataset in DATASETS:
+        source = "imagenet-val" if dataset == "imagenet-real" else dataset
+        for key in reader.runs(source, CENTER):
+            summary = ctx.summaries(key)
+            if summary is None:
+                continue
+            samples = reader.samples(source)
+            if dataset == "imagenet-c":
+                imagenet_c(ctx, key, summary)
+            elif dataset == "imagenet-real":
+                correct, counted = correct_multi(summary.pred, real_label_sets(samples.sample_id))
+                _top1(ctx, key, correct, summary.valid & counted, dataset="imagenet-real")
+            elif "label_set" in samples.columns:
+                correct, counted = correct_multi(summary.pred, samples.columns["label_set"])
+                _top1(ctx, key, correct, summary.valid & counted)
+            else:
+                _top1(ctx, key, correct_single(summary.pred, samples.label), summary.valid & (samples.label >= 0))
+    rows = [r for r in ctx.rows if r["metric"] == "top1" and r["dataset"] in DATASETS and r["transform"] == CENTER]
+    if not rows:
+        ctx.sections.append(Section(TITLE, "The store holds none of these datasets under the `center` transform."))
+        return
+    models = order_models(sorted({r["model"] for r in rows}))
+    present = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    table = side_by_side(rows, models, present, lambda r: r["dataset"], "dataset")
+    index = {(r["dataset"], r["model"]): r for r in rows}
+    fig = grouped_bars(
+        ctx.figure_path("robustness"), present,
+        {m: [index.get((d, m), {"value": np.nan})["value"] * 100 for d in present] for m in models},
+        errors={m: [(index[(d, m)]["ci_low"] * 100, index[(d, m)]["ci_high"] * 100) if (d, m) in index else (np.nan, np.nan)
+                    for d in present] for m in models},
+        ylabel="top-1 (%)", title="Robustness")
+    missing = [d for d in DATASETS if d not in present]
+    body = table + ("\n\nNot in the store: " + ", ".join(missing) if missing else "")
+    ctx.sections.append(Section(TITLE, body, [fig.relative_to(ctx.out_dir).as_posix()]))

@@ -1,0 +1,56 @@
+"""Shape / texture bias on the cue-conflict images."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import labels
+from ..context import Context, Section, select
+from ..figures import grouped_bars
+from ..metrics.shape_bias import shape_bias, shape_bias_per_category
+from ..tables import markdown_table
+from ._common import CENTER, order_models
+
+TITLE = "Shape bias on cue-conflict images"
+DATASET = "cue-conflict"
+
+
+def run(ctx: Context) -> None:
+    keys = ctx.reader.runs(DATASET, CENTER)
+    if not keys:
+        ctx.sections.append(Section(TITLE, "The store holds no `cue-conflict` run under `center`."))
+        return
+    samples = ctx.reader.samples(DATASET)
+    if "texture_label" not in samples.columns:
+        ctx.reader.notes.append(f"{DATASET}/texture_label: missing per-sample column; shape bias needs it")
+        return
+    shape, texture = samples.label, samples.columns["texture_label"]
+    categories = list(labels.cue_conflict_categories())
+    per_category = {}
+    for key in keys:
+        summary = ctx.summaries(key)
+        if summary is None or summary.category_probs is None:
+            continue
+        ok = summary.valid
+        decision = summary.category_probs.argmax(axis=1)
+        kept = int((ok & (shape != texture)).sum())
+        ctx.record(key, lambda w: shape_bias(decision[ok], shape[ok], texture[ok], weights=select(w, ok)), kept)
+        per_category[key.model] = shape_bias_per_category(decision[ok], shape[ok], texture[ok], len(categories))
+    rows = [r for r in ctx.rows if r["dataset"] == DATASET]
+    models = order_models(sorted({r["model"] for r in rows}))
+    index = {(r["model"], r["metric"]): r for r in rows}
+    metrics = ("shape_bias", "shape_fraction", "texture_fraction")
+
+    def cell(m, metric):
+        r = index.get((m, metric))
+        return "—" if r is None else f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+    body = markdown_table(["model", *metrics], [[m] + [cell(m, k) for k in metrics] for m in models])
+    body += ("\n\nDecision = the category with the highest mean softmax probability over its ImageNet classes; "
+             "images whose shape and texture categories coincide are dropped.\n\nPer shape category:\n\n")
+    body += markdown_table(["category"] + models,
+                           [[c] + [f"{per_category[m][i]:.2f}" for m in models] for i, c in enumerate(categories)])
+    fig = grouped_bars(ctx.figure_path("shape_texture_fractions"), models,
+                       {"shape": [index[(m, "shape_fraction")]["value"] for m in models],
+                        "texture": [index[(m, "texture_fraction")]["value"] for m in models]},
+                       ylabel="fraction of decisions", title="Shape vs texture decisions on cue-conflict")
+    ctx.sections.append(Section(TITLE, body, [fig.relative_to(ctx.out_dir).as_posix()]))
