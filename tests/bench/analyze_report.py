@@ -1,0 +1,89 @@
+"""Scale benchmark of ``analyze report`` (run by hand; pytest does not collect tests/bench).
+
+Builds a full-size SYNTHETIC store once (4 models; imagenet-val 50,000 x 1000 at the 13 invariance
+transforms; ImageNet-R, -A, -V2, -Sketch, -Hard, PUG-ImageNet and cue-conflict at their real sizes;
+pooled features too), then times
+
+  (1) reading the logits arrays the report reads, block by block, nothing else, and
+  (2) ``analyze report`` over the store, in a subprocess, with its peak resident memory.
+
+Targets on a 2-core machine: (2) within 2x of (1); peak memory under 4 GB.
+
+    python tests/bench/analyze_report.py --store /tmp/bench.zarr [--n-boot 1000] [--features 768]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tqdm import tqdm  # noqa: E402
+
+from analyze.store import StoreReader  # noqa: E402
+from analyze.synthetic import FULL_SIZES, build_synthetic_store  # noqa: E402
+
+
+def build(store: Path, features: int) -> float:
+    t0 = time.perf_counter()
+    build_synthetic_store(store, sizes=FULL_SIZES, feature_dim=features,
+                          progress=lambda jobs: tqdm(jobs, desc="building synthetic store", unit="run"))
+    (store / "BENCH_COMPLETE").write_text("ok\n")
+    return time.perf_counter() - t0
+
+
+def read_only(store: Path, threads: int) -> tuple[float, int]:
+    """Seconds to read every logits block of every run (same thread count as the report), and bytes read."""
+    reader = StoreReader(store)
+    t0 = time.perf_counter()
+    total = 0
+
+    def consume(item):
+        return item[1].nbytes
+
+    with ThreadPoolExecutor(threads) as pool:
+        for key in reader.runs():
+            total += sum(pool.map(consume, reader.logit_blocks(key)))
+    return time.perf_counter() - t0, total
+
+
+def report(store: Path, out: Path, n_boot: int) -> tuple[float, float]:
+    """Seconds and peak RSS (GB) of ``analyze report`` in a child process."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "analyze", "report", str(store), "--out", str(out),
+                    "--n-boot", str(n_boot), "--quiet"], check=True, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, peak_kb / 1024**2
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", type=Path, default=Path("/tmp/bench.zarr"))
+    p.add_argument("--out", type=Path, default=Path("/tmp/bench-report"))
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--features", type=int, default=768, help="pooled feature width written per run (0: none)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if not (args.store / "BENCH_COMPLETE").exists():
+        print(f"building {args.store} (once) ...")
+        print(f"built in {build(args.store, args.features):.0f} s")
+    size = sum(f.stat().st_size for f in args.store.rglob("*") if f.is_file())
+    read_s, nbytes = read_only(args.store, args.threads)
+    report_s, peak_gb = report(args.store, args.out, args.n_boot)
+    print(f"store on disk            {size / 1e9:8.2f} GB")
+    print(f"logits read              {nbytes / 1e9:8.2f} GB (decompressed)")
+    print(f"(1) read only            {read_s:8.1f} s   ({nbytes / 1e6 / read_s:,.0f} MB/s)")
+    print(f"(2) analyze report       {report_s:8.1f} s   (n_boot={args.n_boot})")
+    print(f"ratio (2)/(1)            {report_s / read_s:8.2f}   target <= 2")
+    print(f"peak memory of (2)       {peak_gb:8.2f} GB  target < 4")
+
+
+if __name__ == "__main__":
+    main()
