@@ -1,7 +1,8 @@
 """Seeded bootstrap confidence intervals over samples, paired across models.
 
 A Poisson bootstrap: replicate ``b`` weighs sample ``i`` by ``w_bi ~ Poisson(1)`` (Hanley & MacGibbon, 2006;
-the streaming form of resampling with replacement). The weights depend only on the seed, the dataset and the
+the streaming form of resampling with replacement). The weights are drawn by inverse CDF from 16-bit
+uniforms (Poisson(1) probabilities quantised to 1/65536), several times faster than numpy's sampler. The weights depend only on the seed, the dataset and the
 sample count, so every model and transform of a dataset sees the same replicates: a difference between two
 models computed replicate by replicate is a paired bootstrap.
 """
@@ -12,6 +13,21 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def _poisson1_table(bits: int = 16) -> np.ndarray:
+    """Inverse CDF of Poisson(1) at the centres of 2**bits equal quantiles."""
+    k = np.arange(20)
+    pmf = np.exp(-1.0) / np.cumprod(np.concatenate([[1.0], k[1:].astype(float)]))
+    u = (np.arange(2**bits) + 0.5) / 2**bits
+    return np.searchsorted(np.cumsum(pmf), u).astype(np.float32)
+
+
+_POISSON1 = _poisson1_table()
+
+
+def poisson1(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return _POISSON1[rng.integers(0, len(_POISSON1), size=shape, dtype=np.uint16)]
 
 
 def _key_seed(key: str) -> int:
@@ -32,7 +48,7 @@ class Bootstrap:
             return None
         if (key, n) not in self._cache:
             rng = np.random.default_rng([self.seed, _key_seed(key), n])
-            self._cache[(key, n)] = rng.poisson(1.0, size=(self.n_boot, n)).astype(np.float32)
+            self._cache[(key, n)] = poisson1(rng, (self.n_boot, n))
             while len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
         self._cache.move_to_end((key, n))
