@@ -1,0 +1,249 @@
+"""data_manifest.yaml and schemas/manifest.py: content, validation errors, label spaces, class subsets."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from schemas import manifest as M
+from schemas.manifest import ManifestError, class_subset_indices, label_file, load_manifest
+
+LABELS = Path(M.__file__).resolve().parent / "labels"
+
+VTAB = {  # id -> (group, classes)
+    "vtab-caltech101": ("natural", 102), "vtab-cifar100": ("natural", 100), "vtab-dtd": ("natural", 47),
+    "vtab-flowers102": ("natural", 102), "vtab-pets": ("natural", 37), "vtab-sun397": ("natural", 397),
+    "vtab-svhn": ("natural", 10), "vtab-camelyon": ("specialized", 2), "vtab-eurosat": ("specialized", 10),
+    "vtab-resisc45": ("specialized", 45), "vtab-retinopathy": ("specialized", 5),
+    "vtab-clevr-count": ("structured", 8), "vtab-clevr-dist": ("structured", 6), "vtab-dmlab": ("structured", 6),
+    "vtab-kitti-dist": ("structured", 4), "vtab-dsprites-loc": ("structured", 16),
+    "vtab-dsprites-ori": ("structured", 16), "vtab-smallnorb-azi": ("structured", 18),
+    "vtab-smallnorb-ele": ("structured", 9),
+}
+MAIN = ["imagenet-val", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-c",
+        "imagenet-hard", "pug-imagenet", "cue-conflict"]
+INVARIANCE = ["center", "scale-1", "scale-1.25", "scale-1.5", "scale-2", "scale-3", "shift-0", "shift-5",
+              "shift-30", "shift-75", "shift-100", "res-112", "res-224", "res-336", "res-512", "res-640"]
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return load_manifest(M.MANIFEST_PATH)
+
+
+def _raw() -> dict:
+    return yaml.safe_load(M.MANIFEST_PATH.read_text())
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    p = tmp_path / "manifest.yaml"
+    p.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return p
+
+
+# ---------------------------------------------------------------- content of the real manifest
+def test_every_dataset_of_the_paper(manifest):
+    assert set(manifest.datasets) == set(MAIN) | set(VTAB)
+    assert "imagenet-real" not in manifest.datasets and "imagenet-x" not in manifest.datasets
+    for did in manifest.datasets:
+        e = manifest.dataset(did)
+        assert e["id"] == did
+        assert set(M.REQUIRED_FIELDS) <= set(e)
+        assert e["logit_space"] == "imagenet-1k"
+        json.dumps(e)  # copied into store attrs: must be JSON-able
+
+
+def test_entry_details(manifest):
+    val = manifest.dataset("imagenet-val")
+    assert val["label_tables"] == ["real", "imagenet-x"] and val["expected_samples"] == 50000
+    assert manifest.dataset("imagenet-v2")["layout"]["class_order"] == "numeric"
+    a = manifest.dataset("imagenet-a")
+    assert (a["class_subset"], a["expected_samples"], a["num_labels"]) == ("imagenet-a-200", 7500, 1000)
+    assert manifest.dataset("imagenet-r")["class_subset"] == "imagenet-r-200"
+    hard = manifest.dataset("imagenet-hard")
+    assert hard["label_kind"] == "multi" and hard["layout"]["kind"] == "file-list"
+    assert M.parse_column_dtype(hard["columns"]["label_set"]) == ("int32", 0)
+    c = manifest.dataset("imagenet-c")
+    assert c["columns"] == {"corruption": "str", "severity": "int8"} and len(c["layout"]["corruptions"]) == 15
+    assert c["expected_samples"] == 15 * 5 * 50000
+    cue = manifest.dataset("cue-conflict")
+    assert (cue["label_space"], cue["num_labels"], cue["class_subset"]) == ("cue-conflict-16", 16, "cue-conflict-16")
+    assert cue["columns"] == {"texture_label": "int16"} and cue["expected_samples"] == 1280
+    pug = manifest.dataset("pug-imagenet")
+    assert (pug["label_space"], pug["num_labels"], pug["class_subset"]) == ("pug-imagenet-151", 151, "pug-imagenet")
+    assert "factor" in pug["columns"]
+    for did, (group, k) in VTAB.items():
+        e = manifest.dataset(did)
+        assert (e["group"], e["num_labels"], e["label_space"]) == (group, k, "own"), did
+        assert e["columns"] == {"split": "str"} and e["studies"] == ["transfer"]
+        assert e["expected_samples"] > 1000
+    for did in MAIN:
+        assert manifest.dataset(did)["group"] is None
+
+
+def test_suites(manifest):
+    assert {"paper", "robustness", "invariance", "vtab", "demo"} <= set(manifest.suites)
+    paper = manifest.suite("paper")
+    assert set(paper["datasets"]) == set(manifest.datasets)
+    assert paper["dataset_transforms"]["imagenet-val"] == INVARIANCE
+    assert paper["dataset_transforms"]["imagenet-a"] == ["center"]
+    inv = manifest.suite("invariance")
+    assert inv["datasets"] == ["imagenet-val"] and inv["transforms"] == INVARIANCE
+    assert len(set(inv["transforms"])) == len(INVARIANCE)  # center, scale-1, shift-0 are distinct ids
+    assert sorted(manifest.suite("vtab")["datasets"]) == sorted(VTAB)
+    demo = manifest.suite("demo")
+    assert demo["datasets"] == ["imagenet-val", "cue-conflict"]
+    assert demo["models"] == ["demo-convnext-sup", "demo-vit-sup", "demo-convnext-clip", "demo-vit-clip"]
+    assert demo["dataset_transforms"] == {"imagenet-val": ["center", "scale-1.5"], "cue-conflict": ["center"]}
+    assert demo["data_root"] == "demo"
+    assert manifest.dataset("imagenet-val", suite="demo")["expected_samples"] == 64
+    assert manifest.dataset("imagenet-val")["expected_samples"] == 50000  # overrides do not leak
+    assert manifest.suite_plan("demo") == [("imagenet-val", ["center", "scale-1.5"]), ("cue-conflict", ["center"])]
+    for s in manifest.suites:
+        for d, ts in manifest.suite_plan(s):
+            assert all(M.is_transform_id(t) for t in ts), (s, d)
+
+
+def test_returned_entries_are_copies(manifest):
+    e = manifest.dataset("imagenet-a")
+    e["layout"]["path"] = "elsewhere"
+    assert manifest.dataset("imagenet-a")["layout"]["path"] == "imagenet-a"
+
+
+# ---------------------------------------------------------------- lookups and validation errors
+def test_unknown_dataset_and_suite_suggest(manifest):
+    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet-aa'.*did you mean 'imagenet-a'.*available"):
+        manifest.dataset("imagenet-aa")
+    with pytest.raises(ValueError, match=r"unknown suite 'robustnes'.*did you mean 'robustness'"):
+        manifest.suite("robustnes")
+
+
+def test_missing_field_names_file_entry_field(tmp_path):
+    raw = _raw()
+    del raw["datasets"]["imagenet-a"]["num_labels"]
+    p = _write(tmp_path, raw)
+    with pytest.raises(ManifestError) as e:
+        load_manifest(p)
+    msg = str(e.value)
+    assert str(p) in msg and "datasets.imagenet-a.num_labels" in msg and "missing field" in msg
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda r: r["datasets"]["imagenet-r"].update(label_space="imagenet-21k"), "datasets.imagenet-r.label_space"),
+    (lambda r: r["datasets"]["imagenet-r"].update(num_labels=200), "datasets.imagenet-r.num_labels"),
+    (lambda r: r["datasets"]["imagenet-c"]["columns"].update(severity="int9"), "datasets.imagenet-c.columns.severity"),
+    (lambda r: r["datasets"]["imagenet-a"].update(class_subset="imagenet-b-200"), "datasets.imagenet-a.class_subset"),
+    (lambda r: r["datasets"]["imagenet-a"]["layout"].update(class_ordr="numeric"), "datasets.imagenet-a.layout"),
+    (lambda r: r["datasets"]["imagenet-a"]["layout"].update(kind="zip"), "datasets.imagenet-a.layout.kind"),
+    (lambda r: r["datasets"]["vtab-dtd"].update(group="natural-ish"), "datasets.vtab-dtd.group"),
+    (lambda r: r["datasets"]["imagenet-val"].update(label_tables=["reel"]), "datasets.imagenet-val.label_tables"),
+    (lambda r: r["datasets"]["imagenet-val"].update(studies=["vibes"]), "datasets.imagenet-val.studies"),
+    (lambda r: r["suites"]["robustness"]["datasets"].append("imagenet-b"), "suites.robustness.datasets"),
+    (lambda r: r["suites"]["invariance"]["transforms"].append("rotate-90"), "suites.invariance.transforms"),
+    (lambda r: r["suites"]["demo"]["overrides"]["cue-conflict"].update(size=3), "suites.demo.overrides.cue-conflict.size"),
+])
+def test_validation_errors(tmp_path, mutate, where):
+    raw = _raw()
+    mutate(raw)
+    p = _write(tmp_path, raw)
+    with pytest.raises(ManifestError, match=r".*" + where.replace(".", r"\.")):
+        load_manifest(p)
+
+
+def test_unknown_suite_dataset_suggests(tmp_path):
+    raw = _raw()
+    raw["suites"]["robustness"]["datasets"].append("imagenet-skech")
+    with pytest.raises(ManifestError, match="did you mean 'imagenet-sketch'"):
+        load_manifest(_write(tmp_path, raw))
+
+
+def test_env_var_overrides_path(tmp_path, monkeypatch):
+    raw = _raw()
+    raw["datasets"]["imagenet-a"]["title"] = "from the env manifest"
+    p = _write(tmp_path, raw)
+    monkeypatch.setenv(M.ENV_VAR, str(p))
+    m = load_manifest()
+    assert m.path == p and m.dataset("imagenet-a")["title"] == "from the env manifest"
+    monkeypatch.setenv(M.ENV_VAR, str(tmp_path / "nope.yaml"))
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_manifest()
+
+
+def test_bad_yaml(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("datasets: [unclosed\n")
+    with pytest.raises(ManifestError, match=str(p)):
+        load_manifest(p)
+
+
+# ---------------------------------------------------------------- label files, spaces, subsets
+def test_label_file():
+    assert label_file("imagenet_synsets.txt").is_file()
+    with pytest.raises(FileNotFoundError, match="no_such_file.txt.*present: "):
+        label_file("no_such_file.txt")
+
+
+def test_label_spaces():
+    assert len(M.label_space_names("imagenet-1k")) == 1000
+    cats = M.label_space_names("cue-conflict-16")
+    assert cats == sorted(cats) and len(cats) == 16 and cats[0] == "airplane"
+    pug = M.label_space_names("pug-imagenet-151")
+    assert len(pug) == 151 and pug == sorted(json.loads((LABELS / "pug_imagenet_class_to_imagenet_idx.json").read_text()))
+    assert M.label_space_names("own") is None
+    assert len(M.imagenet_synsets()) == 1000 and M.imagenet_synsets()[0] == "n01440764"
+
+
+def test_class_subset_indices_against_the_files():
+    a = class_subset_indices("imagenet-a-200")
+    r = class_subset_indices("imagenet-r-200")
+    assert len(a) == len(r) == 200
+    assert a.tolist() == sorted(int(x) for x in (LABELS / "imagenet_a_indices.txt").read_text().split())
+    assert r.tolist() == sorted(int(x) for x in (LABELS / "imagenet_r_indices.txt").read_text().split())
+    syn = (LABELS / "imagenet_synsets.txt").read_text().split()
+    assert [syn[i] for i in a] == (LABELS / "imagenet_a_synsets.txt").read_text().split()
+
+    cue = json.loads((LABELS / "cue_conflict_16.json").read_text())
+    expect_cue = sorted({i for v in cue.values() for i in v})
+    got = class_subset_indices("cue-conflict-16")
+    assert got.tolist() == expect_cue and len(got) == 207
+
+    pug = json.loads((LABELS / "pug_imagenet_class_to_imagenet_idx.json").read_text())
+    expect_pug = sorted({int(i) for v in pug.values() for i in v})
+    got = class_subset_indices("pug-imagenet")
+    assert got.tolist() == expect_pug and len(got) in (176, 177)
+    for name in M.CLASS_SUBSETS:
+        idx = class_subset_indices(name)
+        assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0) and idx.min() >= 0 and idx.max() < 1000
+    assert class_subset_indices(None) is None
+    with pytest.raises(ValueError, match="unknown class subset"):
+        class_subset_indices("imagenet-z-200")
+
+
+def test_class_groups():
+    g = M.class_groups("cue-conflict-16")
+    assert list(g) == M.label_space_names("cue-conflict-16") and len(g["knife"]) == 1
+    p = M.class_groups("pug-imagenet")
+    assert list(p) == M.label_space_names("pug-imagenet-151")
+
+
+def test_no_torch_import():
+    code = "import sys, schemas.manifest as m; m.load_manifest(); assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(M.__file__).resolve().parents[1])
+
+
+def test_main_validates(capsys):
+    assert M.main([str(M.MANIFEST_PATH)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_deep_copy_raw_is_untouched(manifest):
+    before = copy.deepcopy(manifest.datasets)
+    manifest.suite("paper")
+    manifest.dataset("imagenet-val", suite="demo")
+    assert manifest.datasets == before
