@@ -39,13 +39,16 @@ def created_with() -> dict:
 
 def open_root(store: Any, *, create: bool = True) -> zarr.Group:
     """Open a store for writing (a path, an fsspec URL or a zarr Store); create it if absent."""
+    root_attrs = {"schema": L.SCHEMA, "schema_version": L.SCHEMA_VERSION, "created_with": created_with()}
     try:
-        root = zarr.open_group(store, mode="r+" if not create else "a", zarr_format=3)
+        # Attributes given at creation land in the group's one metadata write: concurrent creators write
+        # identical bytes, and no reader ever sees a root without them.
+        root = zarr.open_group(store, mode="r+" if not create else "a", zarr_format=3, attributes=root_attrs)
     except FileNotFoundError as e:
         raise StoreError(f"{store}: no store here (expected a Zarr v3 group)") from e
     attrs = dict(root.attrs)
-    if not attrs:
-        root.attrs.update({"schema": L.SCHEMA, "schema_version": L.SCHEMA_VERSION, "created_with": created_with()})
+    if "schema" not in attrs and not any(True for _ in root.members()):
+        root.attrs.update(root_attrs)  # an empty group made by other means: adopt it
     else:
         check_root_attrs(attrs, str(store))
     return root
@@ -99,6 +102,27 @@ def _group(parent: zarr.Group, name: str) -> zarr.Group:
         return node
 
 
+def _settle_attrs(group: zarr.Group, attrs: Mapping[str, Any], tries: int = 5) -> None:
+    """Write ``attrs`` and read them back until they stick.
+
+    Two processes preparing the same run may both create a group; a late creation rewrites the group's
+    metadata without attributes. Every writer's attributes are identical, so rewriting them is safe.
+    """
+    for attempt in range(tries):
+        current = dict(zarr.open_group(group.store, path=group.path, mode="r").attrs)
+        if all(current.get(k) == v for k, v in _json_roundtrip(attrs).items()):
+            return
+        group.attrs.update(attrs)
+        time.sleep(0.05 * attempt)
+    raise StoreError(f"{group.path}: could not settle the group's attributes (another writer keeps changing them)")
+
+
+def _json_roundtrip(attrs: Mapping[str, Any]) -> dict:
+    import json
+
+    return json.loads(json.dumps(dict(attrs), default=str))
+
+
 def _column_array(values: np.ndarray) -> tuple[np.ndarray, Any]:
     values = np.asarray(values)
     if values.dtype.kind in "OU":
@@ -149,7 +173,7 @@ def ensure_dataset(
         chunking = L.row_chunking(n, data.shape[1] if data.ndim == 2 else None)
         _create(group, name, data, shape=data.shape, dtype=dtype, dimension_names=dims, **chunking)
     # The digest goes last: its presence marks the sample list complete.
-    group.attrs.update({**attrs, "n_samples": n, "sample_digest": digest})
+    _settle_attrs(group, {**attrs, "n_samples": n, "sample_digest": digest})
     return group
 
 
@@ -221,11 +245,16 @@ def open_run(
     ``attrs`` must hold ``fingerprint_inputs``; an existing run with other inputs is refused with the list
     of what differs, unless ``overwrite``.
     """
-    if dataset not in root or "sample_digest" not in root[dataset].attrs:
+    # A concurrent writer may be (re)creating the dataset group: give it a moment to settle.
+    for attempt in range(20):
+        if dataset in root and "sample_digest" in zarr.open_group(root.store, path=dataset, mode="r").attrs:
+            break
+        time.sleep(0.1 * min(attempt, 5))
+    else:
         raise StoreError(f"{dataset}: create the dataset group (ensure_dataset) before its runs")
     if logits_dtype not in L.LOGIT_DTYPES:
         raise StoreError(f"{dataset}/{transform}/{model}: logits dtype {logits_dtype!r}, expected one of {L.LOGIT_DTYPES}")
-    n = int(root[dataset].attrs["n_samples"])
+    n = int(zarr.open_group(root.store, path=dataset, mode="r").attrs["n_samples"])
     inputs = attrs["fingerprint_inputs"]
     fp = fingerprint(inputs)
     run_attrs = {**attrs, "fingerprint": fp}
@@ -257,8 +286,7 @@ def open_run(
     for name, dtype, fill in ((L.BLOCK_DONE, "bool", False), (L.BLOCK_SECONDS, "float32", np.nan)):
         _create(group, name, shape=(len(blocks),), dtype=dtype, fill_value=fill, chunks=(1,),
                 dimension_names=(L.BLOCK_DIM,))
-    if dict(group.attrs) != run_attrs:
-        group.attrs.update(run_attrs)
+    _settle_attrs(group, run_attrs)
     return RunWriter(group, n)
 
 
