@@ -1,0 +1,1 @@
+"""GPU stage: models, dataset readers, transforms, runner and CLI. Knows no metric."""
