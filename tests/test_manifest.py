@@ -28,8 +28,9 @@ VTAB = {  # id -> (group, classes)
 }
 MAIN = ["imagenet-val", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-c",
         "imagenet-hard", "pug-imagenet", "cue-conflict"]
-INVARIANCE = ["center", "scale-1", "scale-1.25", "scale-1.5", "scale-2", "scale-3", "shift-0", "shift-5",
-              "shift-30", "shift-75", "shift-100", "res-112", "res-224", "res-336", "res-512", "res-640"]
+# The 13 distinct views: center stands for scale-1, shift-0 and res-224.
+INVARIANCE = ["center", "scale-1.25", "scale-1.5", "scale-2", "scale-3", "shift-5", "shift-30", "shift-75",
+              "shift-100", "res-112", "res-336", "res-512", "res-640"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_suites(manifest):
     assert paper["dataset_transforms"]["imagenet-a"] == ["center"]
     inv = manifest.suite("invariance")
     assert inv["datasets"] == ["imagenet-val"] and inv["transforms"] == INVARIANCE
-    assert len(set(inv["transforms"])) == len(INVARIANCE)  # center, scale-1, shift-0 are distinct ids
+    assert len(set(inv["transforms"])) == len(INVARIANCE) == 13
     assert sorted(manifest.suite("vtab")["datasets"]) == sorted(VTAB)
     demo = manifest.suite("demo")
     assert demo["datasets"] == ["imagenet-val", "cue-conflict"]
