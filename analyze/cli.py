@@ -42,7 +42,10 @@ def _demo_store(args) -> int:
 def _studies(value: str) -> list[str]:
     names = [v for v in value.split(",") if v]
     for name in names:
-        studies.get(name)  # raises with did-you-mean
+        try:
+            studies.get(name)
+        except ValueError as e:  # argparse shows ArgumentTypeError's text, keeping the did-you-mean
+            raise argparse.ArgumentTypeError(str(e)) from None
     return names
 
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (AnalysisError, ValueError, FileNotFoundError) as e:
+    except (AnalysisError, ValueError, OSError) as e:
         print(f"analyze: error: {e}", file=sys.stderr)
         return 2
 

@@ -53,13 +53,13 @@ class Context:
     def figure_path(self, name: str) -> Path:
         return self.out_dir / "figures" / f"{name}.png"
 
-    def record(self, key: RunKey, stat: Statistic, n: int, *, weight_key: str | None = None,
+    def record(self, key: RunKey, stat: Statistic, n: int | dict[str, int], *, weight_key: str | None = None,
                n_rows: int | None = None, dataset: str | None = None) -> dict[str, float]:
         """Evaluate ``stat`` (point estimate and bootstrap replicates) and add one tidy row per metric.
 
         ``weight_key``/``n_rows`` name the sample population the bootstrap resamples (default: the run's
         dataset and its full sample count); ``dataset`` overrides the dataset column (ImageNet-ReaL rows live
-        on ImageNet val's samples).
+        on ImageNet val's samples). ``n``: the sample count behind every metric, or a dict per metric.
         """
         existing = {m: r["value"] for (mod, d, t, m), r in self._index.items()
                     if (mod, d, t) == (key.model, dataset or key.dataset, key.transform)}
@@ -76,11 +76,12 @@ class Context:
                 continue
             low, high = self.boot.interval(reps.get(metric))
             row = {"model": key.model, "dataset": dataset or key.dataset, "transform": key.transform,
-                   "metric": metric, "value": float(value), "ci_low": low, "ci_high": high, "n": int(n)}
+                   "metric": metric, "value": float(value), "ci_low": low, "ci_high": high,
+                   "n": int(n[metric] if isinstance(n, dict) else n)}
             self.rows.append(row)
             self._index[(key.model, row["dataset"], key.transform, metric)] = row
             if metric in reps:
-                self.replicates[(dataset or key.dataset, key.transform, metric, key.model)] = (float(value), reps[metric], int(n))
+                self.replicates[(dataset or key.dataset, key.transform, metric, key.model)] = (float(value), reps[metric], row["n"])
             out[metric] = float(value)
         return out
 

@@ -21,6 +21,14 @@ def paper_datasets() -> list[str]:
     return list(load_manifest().suite("paper")["datasets"])
 
 
+def _local_path(url: str) -> Path | None:
+    """The folder of a store on the local file system (plain path or file:// URL); None elsewhere."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return Path(path).resolve() if "file" in fs.protocol or "local" in fs.protocol else None
+
+
 def _table(rows: list[dict], columns: tuple[str, ...]) -> pl.DataFrame:
     schema = {c: pl.Float64 if c in ("value", "diff", "ci_low", "ci_high") else pl.Int64 if c == "n" else pl.Utf8
               for c in columns}
@@ -65,9 +73,12 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     t0 = time.perf_counter()
     out = Path(out_dir)
     reader = StoreReader(store)
+    local = _local_path(reader.url)
+    if local is not None and (out.resolve() == local or out.resolve().is_relative_to(local)):
+        raise ValueError(f"--out {out}: must not lie inside the store {reader.url} (the analysis never writes into it)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    if Path(reader.url).resolve() == out.resolve() or out.resolve().is_relative_to(Path(reader.url).resolve()):
-        raise ValueError(f"--out {out}: must not lie inside the store (the analysis never writes into it)")
     ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in names]

@@ -71,6 +71,8 @@ def summarize_run(reader: StoreReader, key: RunKey, threads: int = 2) -> RunSumm
             if cat is not None:
                 cat[rows] = cat_block
     valid = reader.valid(key)
+    if not valid.all() and valid.any():
+        reader.notes.append(f"{key.path}: {int((~valid).sum())} of {n} samples could not be read (valid=false); excluded")
     nan_rows = int((valid & ~finite).sum())
     if nan_rows:
         reader.notes.append(f"{key.path}/logits: {nan_rows} rows marked valid hold NaN/inf logits; treated as invalid")

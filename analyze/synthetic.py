@@ -53,9 +53,12 @@ def _datasets(sizes: dict[str, int], rng: np.random.Generator) -> dict[str, dict
             label = rng.choice(labels.subset_indices(f"{dataset}-200"), n)
         elif dataset == "cue-conflict":
             cats = list(labels.cue_conflict_categories())
-            shape = np.arange(n) % len(cats)
-            texture = rng.integers(0, len(cats), n)
-            texture[:: max(1, n // 80)] = shape[:: max(1, n // 80)]
+            k = len(cats)
+            shape = np.arange(n) % k
+            # Texture differs from shape except for one image in every k (80 of the real 1,280).
+            texture = (shape + rng.integers(1, k, n)) % k
+            same = np.arange(n) % k == (np.arange(n) // k) % k
+            texture[same] = shape[same]
             ids = np.array([f"{cats[s]}/{cats[s]}{i}-{cats[t]}{i}.png" for i, (s, t) in enumerate(zip(shape, texture))])
             label, columns = shape, {"texture_label": texture.astype(np.int16)}
         elif dataset == "pug-imagenet":

@@ -49,6 +49,9 @@ def run(ctx: Context) -> None:
                 # An explicit scale-1 / shift-0 / res-224 run wins over center.
                 if key.transform != "center" or value not in points:
                     points[value] = result[metric] * 100
+    if not curves:
+        ctx.sections.append(Section(TITLE, "Every scale-/shift-/res- run of `imagenet-val` is invalid; see the notes."))
+        return
     models = order_models(sorted({k.model for k in keys}))
     figs, tables = [], []
     for metric, label_text in (("top1", "top-1 (%)"), ("p_true", "mean true-class probability (%)")):

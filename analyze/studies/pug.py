@@ -42,13 +42,13 @@ def run(ctx: Context) -> None:
         ctx.record(key, lambda w: {"top1": accuracy(correct[ok], select(w, ok))}, int(ok.sum()))
         for factor in factors:
             values = samples.columns[factor][ok]
-            group_keys, _ = group_means(correct[ok], values)
+            group_keys, counts = np.unique(values, return_counts=True)
 
             def stat(w, values=values, factor=factor, group_keys=group_keys):
                 _, means = group_means(correct[ok], values, select(w, ok))
                 return {f"top1:{factor}={k}": means[..., j] for j, k in enumerate(group_keys)}
 
-            result = ctx.record(key, stat, int(ok.sum()))
+            result = ctx.record(key, stat, {f"top1:{factor}={k}": int(c) for k, c in zip(group_keys, counts)})
             panels[factor][key.model] = ([str(k) for k in group_keys], [v * 100 for v in result.values()])
     rows = [r for r in ctx.rows if r["dataset"] == DATASET]
     models = order_models(sorted({r["model"] for r in rows}))

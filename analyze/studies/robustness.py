@@ -57,7 +57,8 @@ def imagenet_c(ctx: Context, key, summary) -> None:
         out["top1"] = np.nanmean(acc, axis=-1)
         return out
 
-    ctx.record(key, stat, int(ok.sum()), weight_key=f"{key.dataset}:images", n_rows=len(images))
+    counts = {f"top1:{k}": int(c) for k, c in zip(keys, seen.sum(axis=0))}
+    ctx.record(key, stat, {**counts, "top1": int(ok.sum())}, weight_key=f"{key.dataset}:images", n_rows=len(images))
 
 
 def run(ctx: Context) -> None:
