@@ -65,8 +65,9 @@ def _datasets(sizes: dict[str, int], rng: np.random.Generator) -> dict[str, dict
             n_pug = len(labels.pug_classes())
             ids = np.array([f"pug/{i:06d}.png" for i in range(n)])
             label = rng.integers(0, n_pug, n)
-            columns = {"world": rng.choice(np.array(["desert", "forest", "city", "beach"]), n),
-                       "camera_yaw": rng.choice(np.arange(0, 360, 45), n).astype(np.int16)}
+            columns = {"factor": rng.choice(np.array(["Worlds", "Camera_Yaw"]), n),
+                       "world": rng.choice(np.array(["desert", "forest", "city", "beach"]), n),
+                       "camera_yaw": rng.choice(np.arange(0, 360, 45), n).astype(np.float32)}
         elif dataset == "imagenet-hard":
             ids = np.array([f"hard/{i:06d}.jpg" for i in range(n)])
             label = rng.integers(0, 1000, n)

@@ -286,6 +286,31 @@ def test_pug_overall_and_per_factor(kit, tmp_path, results_of):
     assert (tmp_path / "out" / "figures" / "pug_factors.png").stat().st_size > 0
 
 
+def test_pug_factor_folders_group_only_their_own_images(kit, tmp_path, results_of):
+    """With PUG's one-folder-per-factor layout, a factor's values are compared only within its folder."""
+    classes = kit.read_pug_classes()
+    n = 16
+    label = np.zeros(n, int)
+    factor = np.array(["Worlds"] * 8 + ["Camera_Yaw"] * 8)
+    world = np.array(["desert", "city"] * 8)
+    yaw = np.array([0, 90] * 8, np.float32)
+    hit = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0, 1, 0], bool)
+    members = classes[0][1]
+    pred = np.array([members[0] if h else next(c for c in range(1000) if c not in members) for h in hit])
+    store = tmp_path / "pug.zarr"
+    kit.write(store, "pug-imagenet", "center", "convnext-sup", kit.planted(pred, 1000),
+              sample_id=[f"{f}/{classes[0][0]}/{i}.png" for i, f in enumerate(factor)], label=label,
+              columns={"factor": factor, "world": world, "camera_yaw": yaw})
+    rows, _ = results_of(store, tmp_path / "out", studies=["pug"])
+    for folder, column, values in (("Worlds", "world", world), ("Camera_Yaw", "camera_yaw", yaw)):
+        inside = factor == folder
+        for v in sorted(set(values[inside].tolist())):
+            rows_v = inside & (values == v)
+            r = _row(rows, "convnext-sup", "pug-imagenet", "center", f"top1:{folder}={v}")
+            assert r["value"] == pytest.approx(hit[rows_v].mean()), (folder, v)
+            assert r["n"] == rows_v.sum()
+
+
 # --------------------------------------------------------------------------------------------------- VTAB
 def _vtab_split(rng, centers, counts, mislabel_test=0):
     xs, ys, splits = [], [], []

@@ -1,4 +1,9 @@
-"""PUG-ImageNet: top-1 (1000-way, mapped to PUG classes) overall and per factor of variation."""
+"""PUG-ImageNet: top-1 (1000-way, mapped to PUG classes) overall and per factor of variation.
+
+PUG-ImageNet varies one factor at a time: its images sit in one folder per factor (column ``factor``), and
+within a folder the factor's value (e.g. column ``camera_yaw``) changes. Accuracy is reported per factor
+folder and, within it, per value of that factor.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -25,14 +30,46 @@ def pug_correct(pred: np.ndarray, pug_label: np.ndarray) -> np.ndarray:
     return ok & member[np.where(ok, pug_label, 0), pred]
 
 
+def value_column(folder: str, columns: list[str]) -> str | None:
+    """The column holding the varied value of a factor folder (``Camera_Yaw`` -> ``camera_yaw``,
+    ``Object_Scale`` -> ``scale``, ``Worlds`` -> ``world``)."""
+    name = folder.lower().replace(" ", "_").replace("-", "_")
+    for col in columns:
+        if name == col or name.endswith("_" + col) or name.rstrip("s") == col:
+            return col
+    return None
+
+
+def _known(values: np.ndarray) -> np.ndarray:
+    """Rows whose value was filled (readers leave "" or NaN where they could not)."""
+    if values.dtype.kind == "f":
+        return np.isfinite(values)
+    return values.astype(str) != ""
+
+
+def factor_groups(columns: dict[str, np.ndarray], declared: list[str]) -> list[tuple[str, np.ndarray, str]]:
+    """``(factor name, rows, value column)`` for each factor the samples vary."""
+    value_cols = [c for c in declared if c != "factor" and c in columns]
+    if "factor" in columns:
+        folders = columns["factor"].astype(str)
+        out = []
+        for folder in np.unique(folders):
+            col = value_column(folder, value_cols)
+            if col is not None:
+                out.append((folder, (folders == folder) & _known(columns[col]), col))
+        return out
+    return [(col, _known(columns[col]), col) for col in value_cols]
+
+
 def run(ctx: Context) -> None:
     keys = ctx.reader.runs(DATASET, CENTER)
     if not keys:
         ctx.sections.append(Section(TITLE, "The store holds no `pug-imagenet` run under `center`."))
         return
     samples = ctx.reader.samples(DATASET)
-    factors = [c for c in ctx.reader.manifest_entry(DATASET).get("columns", {}) if c in samples.columns] or sorted(samples.columns)
-    panels: dict[str, dict] = {f: {} for f in factors}
+    declared = list(ctx.reader.manifest_entry(DATASET).get("columns", {})) or sorted(samples.columns)
+    groups = factor_groups(samples.columns, declared)
+    panels: dict[str, dict] = {}
     for key in keys:
         summary = ctx.summaries(key)
         if summary is None:
@@ -40,16 +77,19 @@ def run(ctx: Context) -> None:
         ok = summary.valid
         correct = pug_correct(summary.pred, samples.label)
         ctx.record(key, lambda w: {"top1": accuracy(correct[ok], select(w, ok))}, int(ok.sum()))
-        for factor in factors:
-            values = samples.columns[factor][ok]
+        for factor, rows, col in groups:
+            rows = rows & ok
+            if not rows.any():
+                continue
+            values = samples.columns[col][rows]
             group_keys, counts = np.unique(values, return_counts=True)
 
-            def stat(w, values=values, factor=factor, group_keys=group_keys):
-                _, means = group_means(correct[ok], values, select(w, ok))
+            def stat(w, rows=rows, values=values, factor=factor, group_keys=group_keys):
+                _, means = group_means(correct[rows], values, select(w, rows))
                 return {f"top1:{factor}={k}": means[..., j] for j, k in enumerate(group_keys)}
 
             result = ctx.record(key, stat, {f"top1:{factor}={k}": int(c) for k, c in zip(group_keys, counts)})
-            panels[factor][key.model] = ([str(k) for k in group_keys], [v * 100 for v in result.values()])
+            panels.setdefault(factor, {})[key.model] = ([f"{k}" for k in group_keys], [v * 100 for v in result.values()])
     rows = [r for r in ctx.rows if r["dataset"] == DATASET]
     models = order_models(sorted({r["model"] for r in rows}))
     metrics = sorted({r["metric"] for r in rows}, key=lambda m: (m != "top1", m))
@@ -57,7 +97,5 @@ def run(ctx: Context) -> None:
     body = markdown_table(["metric"] + models,
                           [[m] + [f"{index[(m, mod)]['value'] * 100:.1f}" if (m, mod) in index else "—" for mod in models]
                            for m in metrics])
-    figs = []
-    if factors:
-        figs.append(lines(ctx.figure_path("pug_factors"), panels, ylabel="top-1 (%)", title="PUG-ImageNet per factor"))
+    figs = [lines(ctx.figure_path("pug_factors"), panels, ylabel="top-1 (%)", title="PUG-ImageNet per factor")] if panels else []
     ctx.sections.append(Section(TITLE, body, [f.relative_to(ctx.out_dir).as_posix() for f in figs]))
