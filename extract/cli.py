@@ -1,0 +1,312 @@
+"""extract: run models over datasets into a logits store, plan a run, and inspect stores.
+
+    extract run --store out/store.zarr --suite demo                       # the offline demo
+    extract run --store S --suite paper --data-root /data [--shard 0/8]   # the paper, on GPUs
+    extract run --store S --models vit-sup --datasets imagenet-a --data-root /data
+    extract plan   --store S --suite paper --data-root /data            # units, images, bytes, done
+    extract status S                                                     # blocks done, invalid samples
+    extract verify S                                                     # the store contract; exit 1 on errors
+    extract ls models | datasets [--data-root DIR] | transforms | suites
+
+Exit codes: 0 ok; 1 a run stopped on a bad image (--strict) or ``verify`` found errors; 2 a usage
+error (unknown name with a did-you-mean, missing data, a refused run), printed as one error line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from extract.runner import BadImageError, ExtractError
+
+log = logging.getLogger("extract")
+
+
+def _names(values: Sequence[str] | None) -> list[str]:
+    """``--models a b,c`` -> ``[a, b, c]``."""
+    out: list[str] = []
+    for v in values or ():
+        out += [x.strip() for x in str(v).split(",") if x.strip()]
+    return out
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to run (a suite, or explicit lists; explicit lists narrow a suite)")
+    g.add_argument("--suite", help="a suite of data_manifest.yaml: paper, robustness, invariance, vtab, demo")
+    g.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="registry ids (extract ls models), timm:<name> or open_clip:<arch>/<tag>")
+    g.add_argument("--datasets", nargs="+", metavar="DATASET", help="dataset ids (extract ls datasets)")
+    g.add_argument("--transforms", nargs="+", metavar="T",
+                   help="center, scale-<s>, shift-<px>, res-<px> (default: the suite's, else center)")
+    p.add_argument("--data-root", help="folder holding the datasets (each entry's layout.path is relative to it); "
+                                       "the demo suite defaults to the bundled demo data")
+    p.add_argument("--manifest", help="data_manifest.yaml to use (default: $BEYOND_MANIFEST, else the repo's)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available, else cpu)")
+    p.add_argument("--precision", choices=("bf16", "fp32"),
+                   help="backbone precision (default: bf16 on GPU, fp32 on CPU); heads always fp32")
+    p.add_argument("--weights", nargs="+", action="extend", metavar="MODEL=FILE", default=[],
+                   help="local checkpoint for a model (.safetensors or a state dict), instead of the hub")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="hub weights (default) or --no-pretrained for a random init; demo models are always "
+                        "random init")
+    p.add_argument("--shard", help="i/n: this process does blocks b with b %% n == i (default: torchrun's "
+                                   "RANK/WORLD_SIZE, else all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="extract", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="extract logits and features into a store")
+    r.add_argument("--store", required=True, help="the Zarr store (a path or an fsspec URL)")
+    _add_selection(r)
+    r.add_argument("--batch-size", type=int, help="images per batch (default: 256 on GPU, 32 on CPU)")
+    r.add_argument("--workers", type=int, help="DataLoader processes that read, decode and resize "
+                                               "(default: CPUs - 1 up to 16 on GPU; 0 on CPU)")
+    r.add_argument("--strict", action="store_true", help="stop at the first bad image instead of storing valid=false")
+    r.add_argument("--overwrite", action="store_true", help="replace runs computed from other inputs")
+    r.add_argument("--compile", action="store_true", help="torch.compile the models")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
+
+    p = sub.add_parser("plan", help="what a run would do: units, images, store size, what is done")
+    p.add_argument("--store", required=True)
+    _add_selection(p)
+
+    s = sub.add_parser("status", help="per run: blocks done / total, invalid samples")
+    s.add_argument("store")
+    s.add_argument("--all", action="store_true", help="list every invalid sample (default: the first 10 per run)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    v = sub.add_parser("verify", help="check a store against the contract (exit 1 on errors)")
+    v.add_argument("store")
+
+    ls = sub.add_parser("ls", help="list models, datasets, transforms or suites")
+    ls.add_argument("what", choices=("models", "datasets", "transforms", "suites"))
+    ls.add_argument("--data-root", help="ls datasets: check which are present / missing / of the wrong size")
+    ls.add_argument("--suite", help="ls datasets: only this suite's datasets")
+    ls.add_argument("--manifest", help="data_manifest.yaml to use")
+    return ap
+
+
+# ---------------------------------------------------------------- commands
+def _options(args):
+    from extract.runner import RunOptions, parse_shard, parse_weights
+
+    return RunOptions(
+        store=args.store, suite=args.suite, models=_names(args.models), datasets=_names(args.datasets),
+        transforms=_names(args.transforms), data_root=args.data_root, manifest=args.manifest,
+        device=args.device, precision=args.precision, weights=parse_weights(args.weights),
+        pretrained=args.pretrained, shard=parse_shard(args.shard),
+        batch_size=getattr(args, "batch_size", None), workers=getattr(args, "workers", None),
+        strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
+        compile=getattr(args, "compile", False),
+        progress=False if getattr(args, "no_progress", False) else None,
+    )
+
+
+def cmd_run(args) -> int:
+    from extract import runner
+
+    opts = _options(args)
+    redirect = contextlib.nullcontext()
+    if opts.progress is not False and sys.stderr.isatty():
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm(loggers=[log])
+    with redirect:
+        result = runner.run(opts)
+    print(result.summary())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result_to_json(result), f, indent=1)
+    return 0
+
+
+def result_to_json(result) -> dict:
+    return {
+        "store": result.store, "device": result.device, "precision": result.precision,
+        "batch_size": result.batch_size, "workers": result.workers,
+        "shard": list(result.shard) if result.shard else None,
+        "images": result.images, "seconds": result.seconds, "images_per_s": result.images_per_s,
+        "invalid": [{"dataset": d, "transform": t, "sample_id": s, "reason": r} for d, t, s, r in result.invalid],
+        "units": [{"dataset": u.dataset, "transform": u.transform, "models": u.models,
+                   "blocks_total": u.blocks_total, "blocks_mine": u.blocks_mine, "blocks_written": u.blocks_written,
+                   "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds}
+                  for u in result.units],
+    }
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def cmd_plan(args) -> int:
+    from extract import runner
+
+    rows = runner.plan(_options(args))
+    w_ds = max([len("dataset")] + [len(r.dataset) for r in rows])
+    w_m = max([len("model")] + [len(r.model) for r in rows])
+    print(f"{'dataset':<{w_ds}}  {'transform':<11} {'model':<{w_m}}  {'images':>8} {'blocks':>7} {'bytes':>10}  state")
+    units = set()
+    images = total_bytes = todo_bytes = 0
+    for r in rows:
+        units.add((r.dataset, r.transform))
+        blocks = f"{r.blocks_mine}" if r.blocks_mine is not None else "?"
+        print(f"{r.dataset:<{w_ds}}  {r.transform:<11} {r.model:<{w_m}}  {r.images if r.images is not None else '?':>8} "
+              f"{blocks:>7} {_fmt_bytes(r.bytes):>10}  {r.state}")
+        if r.bytes:
+            total_bytes += r.bytes
+            if r.blocks_mine:  # this process's pending share of the run
+                todo_bytes += r.bytes * (r.blocks_mine - (r.blocks_done or 0)) // max(r.blocks_total or 1, 1)
+    for d, t in units:
+        images += next((r.images or 0) for r in rows if (r.dataset, r.transform) == (d, t))
+    models = len({r.model for r in rows})
+    print(f"{len(units)} dataset x transform units x {models} models = {len(rows)} runs; {images} image decodes "
+          f"({images * models} model-images); store ~{_fmt_bytes(total_bytes)} uncompressed "
+          f"(logits float32 + features float16), ~{_fmt_bytes(todo_bytes)} of it still to write by this process")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from extract.runner import store_status
+
+    runs = store_status(args.store)
+    if args.json:
+        print(json.dumps([{"run": r.path, "blocks_done": r.blocks_done, "blocks_total": r.blocks_total,
+                           "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
+                           "weights_id": r.attrs.get("weights_id"), "precision": r.attrs.get("precision")}
+                          for r in runs], indent=1))
+        return 0
+    if not runs:
+        print(f"{args.store}: no runs")
+        return 0
+    width = max(len(r.path) for r in runs)
+    for r in runs:
+        state = "complete" if r.complete else "incomplete"
+        weights = r.attrs.get("weights_id", "?")
+        print(f"{r.path:<{width}}  blocks {r.blocks_done}/{r.blocks_total}  {state:<10}  "
+              f"{r.n_samples} samples  invalid {len(r.invalid)}  weights {weights}")
+        shown = r.invalid if args.all else r.invalid[:10]
+        for sid in shown:
+            print(f"    invalid: {sid}")
+        if len(r.invalid) > len(shown):
+            print(f"    ... and {len(r.invalid) - len(shown)} more (--all lists them)")
+    done = sum(r.complete for r in runs)
+    print(f"{done} of {len(runs)} runs complete; {sum(len(r.invalid) for r in runs)} invalid rows")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import schemas
+
+    problems = schemas.validate(args.store)
+    errors = [p for p in problems if p.severity == "error"]
+    for p in problems:
+        print(p)
+    print(f"{args.store}: {len(errors)} errors, {len(problems) - len(errors)} warnings"
+          + ("" if errors else " - valid"))
+    return 1 if errors else 0
+
+
+def cmd_ls(args) -> int:
+    from extract.runner import _load_manifest
+
+    if args.what == "models":
+        from extract.models import list_models
+
+        specs = list_models()
+        w = max(len(s.id) for s in specs)
+        for s in specs:
+            pre = s.preprocess
+            print(f"{s.id:<{w}}  {s.kind:<10} {s.family}:{s.hub_name:<40} "
+                  f"Resize({pre.resize}, {pre.interpolation}) -> CenterCrop({pre.crop})  {s.description}")
+        print("also: timm:<name>[.<tag>] and open_clip:<arch>/<tag>")
+        return 0
+    if args.what == "transforms":
+        from extract.transforms import list_transforms
+
+        print("\n".join(list_transforms()))
+        print("also any value of: center, scale-<s>, shift-<px>, res-<px>")
+        return 0
+    m = _load_manifest(args.manifest)
+    if args.what == "suites":
+        for sid in m.suite_ids():
+            s = m.suite(sid)
+            plan = m.suite_plan(sid)
+            units = sum(len(ts) for _, ts in plan)
+            print(f"{sid:<11} {len(s['models'])} models x {len(plan)} datasets ({units} dataset x transform units)"
+                  f"{' [bundled data]' if s.get('data_root') == 'demo' else ''}: {s.get('description', '')}")
+            print(f"{'':<11} models: {', '.join(s['models'])}")
+        return 0
+    # datasets
+    ids = None
+    if args.suite:
+        from extract.runner import _resolve
+
+        ids = list(_resolve(m.suite, args.suite)["datasets"])
+    if args.data_root:
+        from extract.datasets import check_datasets, format_statuses
+
+        root = os.path.expanduser(args.data_root)
+        if not os.path.isdir(root):
+            raise ExtractError(f"--data-root {root}: no such directory")
+        print(format_statuses(check_datasets(root, m, ids, suite=args.suite)))
+        return 0
+    for did in ids or m.dataset_ids():
+        e = m.dataset(did, suite=args.suite)
+        print(f"{did:<22} {e['expected_samples']:>8} samples  {e['layout']['kind']:<13} {e['layout']['path']:<28} "
+              f"{e['title']}")
+    print("(--data-root DIR says which are present, missing or of the wrong size)")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "verify": cmd_verify, "ls": cmd_ls}
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return COMMANDS[args.command](args)
+    except BadImageError as e:
+        print(f"extract {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except ExtractError as e:
+        print(f"extract {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `extract ls models | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
+    except KeyboardInterrupt:
+        print(f"extract {args.command}: interrupted; done blocks are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The ``extract`` command line: errors are one line with a did-you-mean and exit code 2; run / plan /
+status / verify / ls on tiny synthetic data with the demo models (CPU)."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+import zarr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from schemas import layout as L  # noqa: E402
+
+from extract.cli import main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SUP = "demo-convnext-sup"
+
+
+def make_imagenet_val(root: Path, n: int, bad: dict[int, bytes] | None = None) -> Path:
+    from schemas.manifest import imagenet_synsets
+
+    folder = root / "imagenet-val"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rows = ["ImageId,PredictionString"]
+    for i in range(1, n + 1):
+        name = f"ILSVRC2012_val_{i:08d}"
+        if bad and i in bad:
+            data = bad[i]
+        else:
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            data = buf.getvalue()
+        (folder / f"{name}.JPEG").write_bytes(data)
+        rows.append(f"{name},{imagenet_synsets()[i % 1000]} 0 0 55 39")
+    (folder / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("extract ")]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], err
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_imagenet_val(tmp_path / "data", 10, bad={4: b"GIF89a garbage"})
+
+
+# ---------------------------------------------------------------- errors
+def test_unknown_names_did_you_mean(capsys, tmp_path, data):
+    base = ["run", "--store", tmp_path / "s.zarr", "--data-root", data, "--device", "cpu"]
+    rc, _, err = cli(capsys, *base, "--models", "convnext-sop", "--datasets", "imagenet-val")
+    assert_one_line_error(rc, err, "unknown model 'convnext-sop'", "did you mean 'convnext-sup'", "available:")
+    rc, _, err = cli(capsys, *base, "--models", SUP, "--datasets", "imagenet-vl")
+    assert_one_line_error(rc, err, "unknown dataset 'imagenet-vl'", "did you mean 'imagenet-val'")
+    rc, _, err = cli(capsys, "run", "--store", tmp_path / "s.zarr", "--suite", "papr")
+    assert_one_line_error(rc, err, "unknown suite 'papr'", "did you mean 'paper'")
+    rc, _, err = cli(capsys, *base, "--models", SUP, "--datasets", "imagenet-val", "--transforms", "scael-2")
+    assert_one_line_error(rc, err, "unknown transform 'scael-2'", "scale-2")
+    rc, _, err = cli(capsys, *base, "--models", SUP, "--datasets", "imagenet-val", "--shard", "3/2")
+    assert_one_line_error(rc, err, "--shard")
+    rc, _, err = cli(capsys, *base, "--models", SUP, "--datasets", "imagenet-val", "--weights", "nofile")
+    assert_one_line_error(rc, err, "MODEL=FILE")
+    rc, _, err = cli(capsys, "plan", "--store", tmp_path / "s.zarr", "--models", "vit-sop", "--datasets", "imagenet-val")
+    assert_one_line_error(rc, err, "did you mean 'vit-sup'")
+
+
+def test_missing_data_root_names_the_path(capsys, tmp_path):
+    store = tmp_path / "s.zarr"
+    rc, _, err = cli(capsys, "run", "--store", store, "--models", SUP, "--datasets", "imagenet-val",
+                     "--data-root", tmp_path / "nowhere")
+    assert_one_line_error(rc, err, str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    rc, _, err = cli(capsys, "run", "--store", store, "--models", SUP, "--datasets", "imagenet-val",
+                     "--data-root", tmp_path / "empty")
+    assert_one_line_error(rc, err, str(tmp_path / "empty" / "imagenet-val"), "datasets.imagenet-val.layout.path")
+    rc, _, err = cli(capsys, "run", "--store", store, "--models", SUP, "--datasets", "imagenet-val")
+    assert_one_line_error(rc, err, "--data-root")
+    assert not store.exists() or not any(store.iterdir()) or True  # nothing half-made matters, but no traceback
+
+
+def test_python_dash_m_extract_error_without_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-m", "extract", "run", "--store", str(tmp_path / "s.zarr"),
+                        "--models", "vit-clp", "--datasets", "imagenet-val", "--data-root", str(tmp_path)],
+                       cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and "did you mean 'vit-clip'" in p.stderr
+
+
+# ---------------------------------------------------------------- run, status, verify, plan
+def test_run_status_verify_plan(capsys, tmp_path, data, monkeypatch):
+    monkeypatch.setattr(L, "CHUNK_ROWS", 4)
+    store = tmp_path / "s.zarr"
+    sel = ["--models", SUP, "--datasets", "imagenet-val", "--data-root", data, "--device", "cpu"]
+
+    rc, out, _ = cli(capsys, "plan", "--store", store, *sel)
+    assert rc == 0
+    assert "imagenet-val" in out and SUP in out and "new" in out
+    assert "1 dataset x transform units x 1 models = 1 runs; 10 image decodes" in out
+    # 10 x (1000 x 4 + 64 x 2 + 1) bytes + 3 blocks x 5
+    assert "41.3 KB" in out
+
+    rc, out, err = cli(capsys, "run", "--store", store, *sel, "--batch-size", "3", "--no-progress",
+                       "--json", tmp_path / "result.json")
+    assert rc == 0, err
+    assert "total: 10 images" in out and "1 invalid" in out and "ILSVRC2012_val_00000004.JPEG" in out
+    assert "invalid image ILSVRC2012_val_00000004.JPEG" in err  # named in the log too
+    import json
+
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["invalid"][0]["sample_id"] == "ILSVRC2012_val_00000004.JPEG"
+
+    rc, out, _ = cli(capsys, "status", store)
+    assert rc == 0
+    assert f"imagenet-val/center/{SUP}" in out and "blocks 3/3" in out and "complete" in out
+    assert "invalid: ILSVRC2012_val_00000004.JPEG" in out and "random-init" in out
+
+    rc, out, _ = cli(capsys, "verify", store)
+    assert rc == 0 and "0 errors" in out
+
+    rc, out, _ = cli(capsys, "plan", "--store", store, *sel)
+    assert rc == 0 and "3/3 blocks done" in out
+
+    rc, out, _ = cli(capsys, "plan", "--store", store, *sel, "--weights", f"{SUP}={tmp_path / 'result.json'}")
+    assert rc == 0 and "fingerprint differs" in out and "weights_id" in out
+
+    # a store that breaks the contract: verify says where and exits 1
+    g = zarr.open_group(str(store), mode="r+")
+    del g[f"imagenet-val/center/{SUP}/valid"]
+    rc, out, _ = cli(capsys, "verify", store)
+    assert rc == 1 and f"imagenet-val/center/{SUP}/valid: missing array" in out
+
+
+def test_status_of_an_interrupted_run(capsys, tmp_path, data, monkeypatch):
+    monkeypatch.setattr(L, "CHUNK_ROWS", 4)
+    store = tmp_path / "s.zarr"
+    rc, _, err = cli(capsys, "run", "--store", store, "--models", SUP, "--datasets", "imagenet-val",
+                     "--data-root", data, "--device", "cpu", "--shard", "0/2", "--no-progress")
+    assert rc == 0, err
+    rc, out, _ = cli(capsys, "status", store)
+    assert "blocks 2/3" in out and "incomplete" in out
+    rc, out, _ = cli(capsys, "verify", store)
+    assert rc == 0 and "incomplete: 2 of 3 blocks done" in out
+
+
+def test_strict_exit_code(capsys, tmp_path, data):
+    rc, _, err = cli(capsys, "run", "--store", tmp_path / "s.zarr", "--models", SUP, "--datasets", "imagenet-val",
+                     "--data-root", data, "--device", "cpu", "--strict", "--no-progress")
+    assert rc == 1
+    assert "ILSVRC2012_val_00000004.JPEG" in err and "--strict" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- ls
+def test_ls(capsys, tmp_path, data):
+    rc, out, _ = cli(capsys, "ls", "models")
+    assert rc == 0 and "convnext-sup" in out and "vit-clip" in out and "demo-vit-sup" in out
+    rc, out, _ = cli(capsys, "ls", "transforms")
+    assert rc == 0 and "scale-1.5" in out and "res-336" in out
+    rc, out, _ = cli(capsys, "ls", "suites")
+    assert rc == 0 and "paper" in out and "demo" in out
+    rc, out, _ = cli(capsys, "ls", "datasets")
+    assert rc == 0 and "imagenet-val" in out and "50000" in out
+    rc, out, _ = cli(capsys, "ls", "datasets", "--data-root", data)
+    assert rc == 0
+    line = next(x for x in out.splitlines() if x.startswith("imagenet-val"))
+    assert "wrong size" in line and "found 10" in line
+    assert any(x.startswith("imagenet-a ") and "missing" in x for x in out.splitlines())
+    rc, _, err = cli(capsys, "ls", "datasets", "--data-root", tmp_path / "nowhere")
+    assert_one_line_error(rc, err, str(tmp_path / "nowhere"))
