@@ -20,13 +20,14 @@ def _poisson1_table(bits: int = 16) -> np.ndarray:
     k = np.arange(20)
     pmf = np.exp(-1.0) / np.cumprod(np.concatenate([[1.0], k[1:].astype(float)]))
     u = (np.arange(2**bits) + 0.5) / 2**bits
-    return np.searchsorted(np.cumsum(pmf), u).astype(np.float32)
+    return np.searchsorted(np.cumsum(pmf), u).astype(np.uint8)
 
 
 _POISSON1 = _poisson1_table()
 
 
 def poisson1(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Poisson(1) counts as uint8 (the largest count the table holds is well under 255)."""
     return _POISSON1[rng.integers(0, len(_POISSON1), size=shape, dtype=np.uint16)]
 
 
@@ -39,6 +40,9 @@ class Bootstrap:
     n_boot: int = 1000
     seed: int = 0
     level: float = 0.95
+    # Counts are kept as uint8 for every sample population (a byte per sample and replicate); only the
+    # most recent float32 copies, which the matrix products need, are kept beside them.
+    _counts: dict = field(default_factory=dict, repr=False)
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     max_cached: int = 2
 
@@ -47,8 +51,10 @@ class Bootstrap:
         if self.n_boot <= 0:
             return None
         if (key, n) not in self._cache:
-            rng = np.random.default_rng([self.seed, _key_seed(key), n])
-            self._cache[(key, n)] = poisson1(rng, (self.n_boot, n))
+            if (key, n) not in self._counts:
+                rng = np.random.default_rng([self.seed, _key_seed(key), n])
+                self._counts[(key, n)] = poisson1(rng, (self.n_boot, n))
+            self._cache[(key, n)] = self._counts[(key, n)].astype(np.float32)
             while len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
         self._cache.move_to_end((key, n))

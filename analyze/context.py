@@ -88,7 +88,7 @@ class Context:
     def paired_differences(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Model A minus model B for every metric both have, with a paired-bootstrap interval."""
         out = []
-        for (dataset, transform, metric, model), (value, reps, n) in sorted(self.replicates.items(), key=str):
+        for (dataset, transform, metric, model), (value, reps, n) in sorted(self.replicates.items(), key=lambda item: item[0]):
             for a, b in pairs:
                 other = self.replicates.get((dataset, transform, metric, b))
                 if model != a or other is None:

@@ -82,6 +82,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in names]
+    ctx.summaries.prefetch([k for k in reader.runs() if any(m.wants(k) for m in modules)], progress=progress)
     iterator = modules
     if progress:
         from tqdm import tqdm

@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import zarr
@@ -135,11 +135,12 @@ class StoreReader:
     def valid(self, key: RunKey) -> np.ndarray:
         return np.asarray(self.root[key.path][L.VALID][:], dtype=bool)
 
-    def logit_blocks(self, key: RunKey) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yield ``(rows, logits)`` block by block, so memory stays bounded whatever the store's size."""
-        arr = self.root[key.path][L.LOGITS]
-        for rows in L.Blocks(arr.shape[0]):
-            yield rows, arr[rows]
+    def blocks(self, key: RunKey) -> L.Blocks:
+        """The run's row blocks: reading block by block keeps memory bounded whatever the store's size."""
+        return L.Blocks(self.n_samples(key.dataset))
+
+    def logits(self, key: RunKey, rows: slice) -> np.ndarray:
+        return self.root[key.path][L.LOGITS][rows]
 
     def features(self, key: RunKey) -> np.ndarray:
         group = self.root[key.path]

@@ -48,7 +48,7 @@ def open_root(store: Any, *, create: bool = True) -> zarr.Group:
         raise StoreError(f"{store}: no store here (expected a Zarr v3 group)") from e
     attrs = dict(root.attrs)
     if "schema" not in attrs and not any(True for _ in root.members()):
-        root.attrs.update(root_attrs)  # an empty group made by other means: adopt it
+        root.update_attributes(root_attrs)  # an empty group made by other means: adopt it
     else:
         check_root_attrs(attrs, str(store))
     return root
@@ -92,9 +92,9 @@ def _create(group: zarr.Group, name: str, data: np.ndarray | None = None, **kw) 
     return arr
 
 
-def _group(parent: zarr.Group, name: str) -> zarr.Group:
+def _group(parent: zarr.Group, name: str, attributes: Mapping[str, Any] | None = None) -> zarr.Group:
     try:
-        return parent.create_group(name)
+        return parent.create_group(name, attributes=dict(attributes or {}))
     except (ContainsGroupError, ContainsArrayError):
         node = parent[name]
         if not isinstance(node, zarr.Group):
@@ -102,17 +102,23 @@ def _group(parent: zarr.Group, name: str) -> zarr.Group:
         return node
 
 
-def _settle_attrs(group: zarr.Group, attrs: Mapping[str, Any], tries: int = 5) -> None:
-    """Write ``attrs`` and read them back until they stick.
+def read_attrs(group: zarr.Group, path: str | None = None) -> dict:
+    """A fresh snapshot of a group's attributes, read from the store in one go."""
+    return dict(zarr.open_group(group.store, path=group.path if path is None else path, mode="r").attrs)
+
+
+def _settle_attrs(group: zarr.Group, attrs: Mapping[str, Any], tries: int = 8) -> zarr.Group:
+    """Write ``attrs`` (one metadata write) and read them back until they stick; returns the fresh group.
 
     Two processes preparing the same run may both create a group; a late creation rewrites the group's
     metadata without attributes. Every writer's attributes are identical, so rewriting them is safe.
     """
+    wanted = _json_roundtrip(attrs)
     for attempt in range(tries):
-        current = dict(zarr.open_group(group.store, path=group.path, mode="r").attrs)
-        if all(current.get(k) == v for k, v in _json_roundtrip(attrs).items()):
-            return
-        group.attrs.update(attrs)
+        current = read_attrs(group)
+        if all(current.get(k) == v for k, v in wanted.items()):
+            return zarr.open_group(group.store, path=group.path, mode="r+")
+        group.update_attributes({**current, **wanted})
         time.sleep(0.05 * attempt)
     raise StoreError(f"{group.path}: could not settle the group's attributes (another writer keeps changing them)")
 
@@ -155,13 +161,14 @@ def ensure_dataset(
             raise StoreError(f"{dataset}/{name}: expected {n} rows to match sample_id, got {len(values)}")
     digest = sample_digest(sample_id, label, columns)
     existing = root.get(dataset)
-    if existing is not None and "sample_digest" in existing.attrs:
-        if existing.attrs["sample_digest"] != digest:
+    stored = read_attrs(existing).get("sample_digest") if isinstance(existing, zarr.Group) else None
+    if stored is not None:
+        if stored != digest:
             raise StoreError(
-                f"{dataset}: the store holds a different sample list (digest {existing.attrs['sample_digest']}, "
+                f"{dataset}: the store holds a different sample list (digest {stored}, "
                 f"offered {digest}); every run of a dataset must use the dataset's sample order"
             )
-        return existing
+        return zarr.open_group(root.store, path=dataset, mode="r+")
     group = _group(root, dataset)
     _create(group, L.SAMPLE_ID, sample_id.astype(object), shape=(n,), dtype=str,
             dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
@@ -173,8 +180,7 @@ def ensure_dataset(
         chunking = L.row_chunking(n, data.shape[1] if data.ndim == 2 else None)
         _create(group, name, data, shape=data.shape, dtype=dtype, dimension_names=dims, **chunking)
     # The digest goes last: its presence marks the sample list complete.
-    _settle_attrs(group, {**attrs, "n_samples": n, "sample_digest": digest})
-    return group
+    return _settle_attrs(group, {**attrs, "n_samples": n, "sample_digest": digest})
 
 
 class RunWriter:
@@ -245,35 +251,35 @@ def open_run(
     ``attrs`` must hold ``fingerprint_inputs``; an existing run with other inputs is refused with the list
     of what differs, unless ``overwrite``.
     """
+    if logits_dtype not in L.LOGIT_DTYPES:
+        raise StoreError(f"{dataset}/{transform}/{model}: logits dtype {logits_dtype!r}, expected one of {L.LOGIT_DTYPES}")
     # A concurrent writer may be (re)creating the dataset group: give it a moment to settle.
     for attempt in range(20):
-        if dataset in root and "sample_digest" in zarr.open_group(root.store, path=dataset, mode="r").attrs:
+        dataset_attrs = read_attrs(root, dataset) if dataset in root else {}
+        if "sample_digest" in dataset_attrs:
             break
         time.sleep(0.1 * min(attempt, 5))
     else:
         raise StoreError(f"{dataset}: create the dataset group (ensure_dataset) before its runs")
-    if logits_dtype not in L.LOGIT_DTYPES:
-        raise StoreError(f"{dataset}/{transform}/{model}: logits dtype {logits_dtype!r}, expected one of {L.LOGIT_DTYPES}")
-    n = int(zarr.open_group(root.store, path=dataset, mode="r").attrs["n_samples"])
+    n = int(dataset_attrs["n_samples"])
     inputs = attrs["fingerprint_inputs"]
     fp = fingerprint(inputs)
     run_attrs = {**attrs, "fingerprint": fp}
-    tgroup = _group(root[dataset], transform)
-    if not tgroup.attrs:
-        tgroup.attrs.update(transform_attrs or {"transform": {"id": transform}})
+    tattrs = dict(transform_attrs or {"transform": {"id": transform}})
+    tgroup = _settle_attrs(_group(root[dataset], transform, tattrs), tattrs)
     path = f"{dataset}/{transform}/{model}"
-    if model in tgroup:
-        old = dict(tgroup[model].attrs)
-        if old.get("fingerprint") == fp and not overwrite:
-            return RunWriter(tgroup[model], n)
+    # A run group without a fingerprint is one being prepared (here or by a concurrent writer): ours to finish.
+    old = read_attrs(tgroup, f"{tgroup.path}/{model}") if model in tgroup else {}
+    if "fingerprint" in old and old["fingerprint"] != fp:
         if not overwrite:
             changes = diff(old.get("fingerprint_inputs", {}), inputs)
             raise FingerprintMismatch(
                 f"{path}: the store holds this run computed from other inputs; refusing to resume. "
                 f"What differs: {'; '.join(changes) or 'the fingerprint'}. Use --overwrite to replace it."
             )
+    if overwrite and model in tgroup:
         del tgroup[model]
-    group = _group(tgroup, model)
+    group = _group(tgroup, model, run_attrs)
     blocks = L.Blocks(n)
     _create(group, L.LOGITS, shape=(n, num_classes), dtype=logits_dtype, fill_value=np.nan,
             dimension_names=(L.SAMPLE_DIM, L.CLASS_DIM), **L.row_chunking(n, num_classes))
@@ -286,8 +292,7 @@ def open_run(
     for name, dtype, fill in ((L.BLOCK_DONE, "bool", False), (L.BLOCK_SECONDS, "float32", np.nan)):
         _create(group, name, shape=(len(blocks),), dtype=dtype, fill_value=fill, chunks=(1,),
                 dimension_names=(L.BLOCK_DIM,))
-    _settle_attrs(group, run_attrs)
-    return RunWriter(group, n)
+    return RunWriter(_settle_attrs(group, run_attrs), n)
 
 
 def write_run(

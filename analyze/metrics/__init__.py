@@ -22,9 +22,13 @@ def wsum(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
 
 def wmean(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean over samples; NaN where the weights sum to zero."""
-    total = wsum(np.ones(len(x)), weights)
+    x = np.asarray(x, dtype=np.float64)
+    flat = x.reshape(len(x), -1)
+    # The weight total rides along as one more column: one pass over the weight matrix, not two.
+    sums = wsum(np.concatenate([np.ones((len(x), 1)), flat], axis=1), weights)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return wsum(x, weights) / (total[..., None] if np.ndim(x) > 1 else total)
+        means = sums[..., 1:] / sums[..., :1]
+    return means.reshape(means.shape[:-1] + x.shape[1:])
 
 
 def check_same_length(**arrays: np.ndarray) -> int:

@@ -25,9 +25,10 @@ def stable_exp(logits: np.ndarray, out: np.ndarray | None = None) -> tuple[np.nd
     """``(exp(z - max z), sum)`` in float64, row-wise. The max is exact in the logits' own dtype."""
     logits = np.asarray(logits)
     z = np.empty(logits.shape) if out is None else out
-    np.subtract(logits, logits.max(axis=1, keepdims=True), out=z, dtype=np.float64)
-    np.exp(z, out=z)
-    return z, z.sum(axis=1)
+    with np.errstate(invalid="ignore"):  # NaN / inf rows give a NaN sum, which callers read as invalid
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=z, dtype=np.float64)
+        np.exp(z, out=z)
+        return z, z.sum(axis=1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Studies: one file per section of the paper; the file name is the study's registry key.
 
-Each module has ``TITLE`` and ``run(ctx: Context) -> None``, which adds tidy rows and a report section.
+Each module has ``TITLE``, ``wants(key) -> bool`` (whether it reads that run's logits) and
+``run(ctx: Context) -> None``, which adds tidy rows and a report section.
 A study whose data the store lacks adds a section saying so and nothing else.
 """
 from __future__ import annotations

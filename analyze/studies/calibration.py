@@ -7,11 +7,17 @@ import numpy as np
 from ..context import Context, Section, select
 from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
+from ..store import RunKey
 from ..tables import side_by_side
 from ._common import CENTER, order_models
 
 TITLE = "Calibration (ECE, %)"
 DATASETS = ("imagenet-val", "imagenet-r")
+
+
+def wants(key: RunKey) -> bool:
+    """Whether this study reads the run's logits (the report summarises those runs up front)."""
+    return key.transform == CENTER and key.dataset in DATASETS
 
 
 def plot_reliability(path, curves: dict[str, dict], title: str):

@@ -8,11 +8,17 @@ from ..context import Context, Section, select
 from ..figures import grouped_bars
 from ..metrics.accuracy import correct_single
 from ..metrics.imagenet_x import error_ratios
+from ..store import RunKey
 from ..tables import fmt_value, side_by_side
 from ._common import CENTER, order_models
 
 TITLE = "ImageNet-X error ratios (lower is better; 1 = average error)"
 DATASET = "imagenet-val"
+
+
+def wants(key: RunKey) -> bool:
+    """Whether this study reads the run's logits (the report summarises those runs up front)."""
+    return key.transform == CENTER and key.dataset == DATASET
 
 
 def align(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from ..context import Context, Section, select
 from ..figures import lines
 from ..metrics.accuracy import accuracy, correct_single
 from ..metrics import wmean
+from ..store import RunKey
 from ..tables import markdown_table
 from ._common import order_models
 
@@ -17,6 +18,11 @@ DATASET = "imagenet-val"
 KINDS = {"scale": "scale factor", "shift": "shift (px)", "res": "resolution (px)"}
 # The standard view is the origin of every curve: scale 1, shift 0 and resolution 224.
 CENTER_AS = (("scale", 1.0), ("shift", 0.0), ("res", 224.0))
+
+
+def wants(key: RunKey) -> bool:
+    """Whether this study reads the run's logits (the report summarises those runs up front)."""
+    return key.dataset == DATASET and bool(parse(key.transform))
 
 
 def parse(transform: str) -> list[tuple[str, float]]:

@@ -13,11 +13,17 @@ from ..context import Context, Section, select
 from ..figures import lines
 from ..metrics.accuracy import accuracy
 from ..metrics.grouped import group_means
+from ..store import RunKey
 from ..tables import markdown_table
 from ._common import CENTER, order_models
 
 TITLE = "PUG-ImageNet (top-1 %, overall and per factor)"
 DATASET = "pug-imagenet"
+
+
+def wants(key: RunKey) -> bool:
+    """Whether this study reads the run's logits (the report summarises those runs up front)."""
+    return key.transform == CENTER and key.dataset == DATASET
 
 
 def pug_correct(pred: np.ndarray, pug_label: np.ndarray) -> np.ndarray:

@@ -7,13 +7,18 @@ from .. import labels
 from ..context import Context, Section, select
 from ..figures import grouped_bars
 from ..metrics.accuracy import accuracy, correct_multi, correct_single
-from ..metrics.grouped import group_means
+from ..store import RunKey
 from ..tables import side_by_side
 from ._common import CENTER, order_models
 
 TITLE = "Robustness (top-1 accuracy, %)"
 DATASETS = ("imagenet-val", "imagenet-real", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch",
             "imagenet-hard", "imagenet-c")
+
+
+def wants(key: RunKey) -> bool:
+    """Whether this study reads the run's logits (the report summarises those runs up front)."""
+    return key.transform == CENTER and key.dataset in DATASETS
 
 
 def real_label_sets(sample_ids: np.ndarray) -> np.ndarray:

@@ -1,17 +1,21 @@
 """Shape / texture bias on the cue-conflict images."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import labels
 from ..context import Context, Section, select
 from ..figures import grouped_bars
 from ..metrics.shape_bias import shape_bias, shape_bias_per_category
+from ..store import RunKey
 from ..tables import markdown_table
 from ._common import CENTER, order_models
 
 TITLE = "Shape bias on cue-conflict images"
 DATASET = "cue-conflict"
+
+
+def wants(key: RunKey) -> bool:
+    """Whether this study reads the run's logits (the report summarises those runs up front)."""
+    return key.transform == CENTER and key.dataset == DATASET
 
 
 def run(ctx: Context) -> None:

@@ -16,6 +16,11 @@ GROUPS = ("natural", "specialized", "structured")
 SPLITS = ("train800", "val200", "test")
 
 
+def wants(key: RunKey) -> bool:
+    """The probes read pooled features, not logits."""
+    return False
+
+
 def probe_task(ctx: Context, key: RunKey) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-test-sample correctness and the test rows, or None when the run can't be probed."""
     samples = ctx.reader.samples(key.dataset)

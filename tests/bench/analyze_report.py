@@ -30,26 +30,28 @@ from analyze.store import StoreReader  # noqa: E402
 from analyze.synthetic import FULL_SIZES, build_synthetic_store  # noqa: E402
 
 
+def _marker(store: Path) -> Path:
+    """Beside the store, not in it: the store holds nothing but the contract's groups."""
+    return store.with_name(store.name + ".complete")
+
+
 def build(store: Path, features: int) -> float:
     t0 = time.perf_counter()
     build_synthetic_store(store, sizes=FULL_SIZES, feature_dim=features,
                           progress=lambda jobs: tqdm(jobs, desc="building synthetic store", unit="run"))
-    (store / "BENCH_COMPLETE").write_text("ok\n")
+    _marker(store).write_text("ok\n")
     return time.perf_counter() - t0
 
 
 def read_only(store: Path, threads: int) -> tuple[float, int]:
-    """Seconds to read every logits block of every run (same thread count as the report), and bytes read."""
+    """Seconds to read every logits block of every run the report reads, with the report's thread pool
+    and task layout (one task per block, all runs in one pool), and the bytes read."""
     reader = StoreReader(store)
+    keys = [k for k in reader.runs() if not k.dataset.startswith("vtab-")]
+    tasks = [(key, rows) for key in keys for rows in reader.blocks(key)]
     t0 = time.perf_counter()
-    total = 0
-
-    def consume(item):
-        return item[1].nbytes
-
     with ThreadPoolExecutor(threads) as pool:
-        for key in reader.runs():
-            total += sum(pool.map(consume, reader.logit_blocks(key)))
+        total = sum(pool.map(lambda task: reader.logits(*task).nbytes, tasks))
     return time.perf_counter() - t0, total
 
 
@@ -69,17 +71,20 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp/bench-report"))
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--features", type=int, default=768, help="pooled feature width written per run (0: none)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=3, help="read threads (the report uses 3)")
     args = p.parse_args()
-    if not (args.store / "BENCH_COMPLETE").exists():
+    if not _marker(args.store).exists():
         print(f"building {args.store} (once) ...")
         print(f"built in {build(args.store, args.features):.0f} s")
     size = sum(f.stat().st_size for f in args.store.rglob("*") if f.is_file())
-    read_s, nbytes = read_only(args.store, args.threads)
+    # Read, report, read: the report is compared with the faster of the two reads, so whatever the page
+    # cache holds favours the read.
+    first_read_s, nbytes = read_only(args.store, args.threads)
     report_s, peak_gb = report(args.store, args.out, args.n_boot)
+    read_s = min(first_read_s, read_only(args.store, args.threads)[0])
     print(f"store on disk            {size / 1e9:8.2f} GB")
     print(f"logits read              {nbytes / 1e9:8.2f} GB (decompressed)")
-    print(f"(1) read only            {read_s:8.1f} s   ({nbytes / 1e6 / read_s:,.0f} MB/s)")
+    print(f"(1) read only            {read_s:8.1f} s   ({nbytes / 1e6 / read_s:,.0f} MB/s; faster of two reads)")
     print(f"(2) analyze report       {report_s:8.1f} s   (n_boot={args.n_boot})")
     print(f"ratio (2)/(1)            {report_s / read_s:8.2f}   target <= 2")
     print(f"peak memory of (2)       {peak_gb:8.2f} GB  target < 4")
