@@ -1,6 +1,7 @@
 """What a study gets: the store, cached run summaries, the bootstrap, and where its results go."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -8,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .bootstrap import Bootstrap
+from .metrics import DeferredWeights, ProductBatch
 from .store import RunKey, StoreReader
 from .summaries import SummaryCache
 
@@ -15,13 +17,17 @@ RESULT_COLUMNS = ("model", "dataset", "transform", "metric", "value", "ci_low", 
 DIFF_COLUMNS = ("model_a", "model_b", "dataset", "transform", "metric", "diff", "ci_low", "ci_high", "n")
 
 # A statistic: given bootstrap weights over the dataset's rows (None for the point estimate), its values.
+# It is evaluated again later for its replicates, so it must bind the per-run arrays it uses (default
+# arguments), not refer to loop variables.
 Statistic = Callable[[np.ndarray | None], dict[str, np.ndarray]]
 
 
-def select(weights: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
+def select(weights, rows: np.ndarray | None):
     """Weights restricted to a boolean row mask (no copy when every row is kept)."""
     if weights is None or rows is None or rows.all():
         return weights
+    if isinstance(weights, DeferredWeights):
+        return weights.restrict(rows)
     return weights[:, rows]
 
 
@@ -44,6 +50,9 @@ class Context:
     replicates: dict[tuple, np.ndarray] = field(default_factory=dict)
     summaries: SummaryCache = None  # type: ignore[assignment]
     _index: dict[tuple, dict] = field(default_factory=dict, repr=False)
+    # Statistics waiting for their bootstrap replicates: one ProductBatch per sample population.
+    _batches: dict[tuple, ProductBatch] = field(default_factory=dict, repr=False)
+    _pending: list[tuple] = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         if self.summaries is None:
@@ -68,25 +77,41 @@ class Context:
         values = stat(None)
         if set(values) <= set(existing):  # another study already recorded these (e.g. top-1 at center)
             return {m: existing[m] for m in values}
-        reps = stat(self.boot.weights(weight_key, n_rows)) if self.boot.n_boot > 0 else {}
-        out = {}
+        out, new_rows = {}, {}
         for metric, value in values.items():
             if metric in existing:
                 out[metric] = existing[metric]
                 continue
-            low, high = self.boot.interval(reps.get(metric))
             row = {"model": key.model, "dataset": dataset or key.dataset, "transform": key.transform,
-                   "metric": metric, "value": float(value), "ci_low": low, "ci_high": high,
+                   "metric": metric, "value": float(value), "ci_low": float("nan"), "ci_high": float("nan"),
                    "n": int(n[metric] if isinstance(n, dict) else n)}
             self.rows.append(row)
             self._index[(key.model, row["dataset"], key.transform, metric)] = row
-            if metric in reps:
-                self.replicates[(dataset or key.dataset, key.transform, metric, key.model)] = (float(value), reps[metric], row["n"])
+            new_rows[metric] = row
             out[metric] = float(value)
+        if self.boot.n_boot > 0:
+            batch = self._batches.setdefault((weight_key, n_rows), ProductBatch(n_rows, self.boot.n_boot))
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stat(DeferredWeights(batch))  # records the sums the replicates need
+            self._pending.append((batch, stat, new_rows))
         return out
+
+    def flush(self) -> None:
+        """Compute the bootstrap replicates of every statistic recorded so far and fill their intervals."""
+        for (weight_key, n_rows), batch in self._batches.items():
+            batch.compute(self.boot.weights(weight_key, n_rows))
+        for batch, stat, rows in self._pending:
+            reps = stat(DeferredWeights(batch))
+            for metric, row in rows.items():
+                row["ci_low"], row["ci_high"] = self.boot.interval(reps.get(metric))
+                self.replicates[(row["dataset"], row["transform"], metric, row["model"])] = (
+                    row["value"], reps[metric], row["n"])
+        self._batches, self._pending = {}, []
 
     def paired_differences(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Model A minus model B for every metric both have, with a paired-bootstrap interval."""
+        self.flush()
         out = []
         for (dataset, transform, metric, model), (value, reps, n) in sorted(self.replicates.items(), key=lambda item: item[0]):
             for a, b in pairs:

@@ -92,6 +92,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         if progress:
             iterator.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
         module.run(ctx)
+        ctx.flush()
     results = _table(ctx.rows, RESULT_COLUMNS)
     diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
     for name, frame in (("results", results), ("differences", diffs)):

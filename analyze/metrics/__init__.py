@@ -7,15 +7,75 @@ which makes differences between models paired by construction.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 
-def wsum(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+class ProductBatch:
+    """One matrix product ``W @ X`` for many statistics of one sample population.
+
+    Statistics are evaluated twice against :class:`DeferredWeights`: first every weighted sum they ask for
+    is recorded as columns of ``X`` (their results are discarded), then, after one product with the real
+    ``[B, n]`` weights, the same statistics replayed in the same order read their slices of it. Reading the
+    weight matrix once instead of once per statistic is what makes 1000 replicates cheap.
+    """
+
+    def __init__(self, n_rows: int, n_boot: int):
+        self.n_rows, self.n_boot = n_rows, n_boot
+        self.columns: list[np.ndarray] = []
+        self.result: np.ndarray | None = None
+        self.cursor = 0
+
+    def product(self, flat: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+        k = flat.shape[1]
+        if self.result is None:
+            full = np.zeros((self.n_rows, k), np.float32)
+            full[slice(None) if index is None else index] = flat
+            self.columns.append(full)
+            return np.zeros((self.n_boot, k))
+        out = self.result[:, self.cursor:self.cursor + k]
+        self.cursor += k
+        return out
+
+    def compute(self, weights: np.ndarray) -> None:
+        # Equal columns (every weighted mean's count column, two models that agree) are multiplied once:
+        # less work, and bit-identical replicates for identical inputs.
+        first: dict[bytes, int] = {}
+        where, unique = [], []
+        for block in self.columns:
+            for column in np.ascontiguousarray(block.T):
+                digest = hashlib.blake2b(column.tobytes(), digest_size=16).digest()
+                if digest not in first:
+                    first[digest] = len(first)
+                    unique.append(column)
+                where.append(first[digest])
+        x = np.stack(unique, axis=1) if unique else np.zeros((self.n_rows, 0), np.float32)
+        product = np.asarray(weights, dtype=np.float32) @ x
+        self.result = product.astype(np.float64)[:, np.asarray(where, dtype=np.int64)]
+        self.columns, self.cursor = [], 0
+
+
+class DeferredWeights:
+    """Stands for the ``[B, n]`` weights of a :class:`ProductBatch`, optionally restricted to some rows."""
+
+    def __init__(self, batch: ProductBatch, index: np.ndarray | None = None):
+        self.batch, self.index = batch, index
+
+    def restrict(self, rows: np.ndarray) -> "DeferredWeights":
+        base = np.arange(self.batch.n_rows) if self.index is None else self.index
+        return DeferredWeights(self.batch, base[np.asarray(rows, dtype=bool)])
+
+
+def wsum(x: np.ndarray, weights: np.ndarray | DeferredWeights | None = None) -> np.ndarray:
     """Sum over the sample axis (axis 0 of ``x``): ``x [n, ...]`` -> ``[...]`` or ``[B, ...]`` with weights."""
     x = np.asarray(x)
     if weights is None:
         return x.sum(axis=0, dtype=np.float64)
     flat = x.reshape(len(x), -1).astype(np.float32, copy=False)
+    if isinstance(weights, DeferredWeights):
+        out = weights.batch.product(flat, weights.index)
+        return out.reshape(out.shape[:-1] + x.shape[1:])
     out = np.asarray(weights, dtype=np.float32) @ flat
     return out.reshape(out.shape[:-1] + x.shape[1:]).astype(np.float64)
 

@@ -58,7 +58,8 @@ def run(ctx: Context) -> None:
             rows = summary.valid & (label >= 0)
             correct = correct_single(summary.pred, label)
             conf = summary.confidence
-            ctx.record(key, lambda w: {"ece": ece(conf[rows], correct[rows], weights=select(w, rows))}, int(rows.sum()))
+            ctx.record(key, lambda w, conf=conf, correct=correct, rows=rows: {
+                "ece": ece(conf[rows], correct[rows], weights=select(w, rows))}, int(rows.sum()))
             curves[key.model] = reliability(conf[rows], correct[rows])
         if curves:
             curves = {m: curves[m] for m in order_models(list(curves))}

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..context import Context, Section, select
 from ..figures import lines
-from ..metrics.accuracy import accuracy, correct_single
+from ..metrics.accuracy import correct_single
 from ..metrics import wmean
 from ..store import RunKey
 from ..tables import markdown_table
@@ -47,8 +47,13 @@ def run(ctx: Context) -> None:
         ok = summary.valid & (label >= 0)
         correct = correct_single(summary.pred, label)
         p_true = np.nan_to_num(summary.p_true)
-        result = ctx.record(key, lambda w: {"top1": accuracy(correct[ok], select(w, ok)),
-                                            "p_true": wmean(p_true[ok], select(w, ok))}, int(ok.sum()))
+        both = np.stack([correct[ok], p_true[ok]], axis=1).astype(np.float64)
+
+        def stat(w, both=both, ok=ok):
+            means = wmean(both, select(w, ok))  # top-1 and mean true-class probability in one pass
+            return {"top1": means[..., 0], "p_true": means[..., 1]}
+
+        result = ctx.record(key, stat, int(ok.sum()))
         for kind, value in parse(key.transform):
             for metric in ("top1", "p_true"):
                 points = curves.setdefault(metric, {}).setdefault(KINDS[kind], {}).setdefault(key.model, {})

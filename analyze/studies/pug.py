@@ -82,7 +82,7 @@ def run(ctx: Context) -> None:
             continue
         ok = summary.valid
         correct = pug_correct(summary.pred, samples.label)
-        ctx.record(key, lambda w: {"top1": accuracy(correct[ok], select(w, ok))}, int(ok.sum()))
+        ctx.record(key, lambda w, correct=correct, ok=ok: {"top1": accuracy(correct[ok], select(w, ok))}, int(ok.sum()))
         for factor, rows, col in groups:
             rows = rows & ok
             if not rows.any():
@@ -90,7 +90,7 @@ def run(ctx: Context) -> None:
             values = samples.columns[col][rows]
             group_keys, counts = np.unique(values, return_counts=True)
 
-            def stat(w, rows=rows, values=values, factor=factor, group_keys=group_keys):
+            def stat(w, correct=correct, rows=rows, values=values, factor=factor, group_keys=group_keys):
                 _, means = group_means(correct[rows], values, select(w, rows))
                 return {f"top1:{factor}={k}": means[..., j] for j, k in enumerate(group_keys)}
 

@@ -37,7 +37,8 @@ def run(ctx: Context) -> None:
         ok = summary.valid
         decision = summary.category_probs.argmax(axis=1)
         kept = int((ok & (shape != texture)).sum())
-        ctx.record(key, lambda w: shape_bias(decision[ok], shape[ok], texture[ok], weights=select(w, ok)), kept)
+        ctx.record(key, lambda w, decision=decision, ok=ok: shape_bias(
+            decision[ok], shape[ok], texture[ok], weights=select(w, ok)), kept)
         per_category[key.model] = shape_bias_per_category(decision[ok], shape[ok], texture[ok], len(categories))
     rows = [r for r in ctx.rows if r["dataset"] == DATASET]
     models = order_models(sorted({r["model"] for r in rows}))

@@ -59,8 +59,10 @@ def run(ctx: Context) -> None:
                 return {"top1": accuracy(correct, select(w, test))}
 
             value = ctx.record(key, stat, int(test.sum()))["top1"]
-            reps = ctx.replicates.get((task, CENTER, "top1", key.model), (None, None))[1]
-            task_reps.setdefault(key.model, {})[task] = (value, reps)
+            task_reps.setdefault(key.model, {})[task] = (value, None)  # replicates after the flush below
+    ctx.flush()
+    task_reps = {model: {task: (value, ctx.replicates.get((task, CENTER, "top1", model), (None, None))[1])
+                         for task, (value, _) in per_task.items()} for model, per_task in task_reps.items()}
     models = order_models(list(task_reps))
     # Group means: the mean over the group's tasks, replicate by replicate (tasks resample independently).
     group_rows = {}
