@@ -45,7 +45,7 @@ class Context:
     reader: StoreReader
     out_dir: Path
     boot: Bootstrap = field(default_factory=Bootstrap)
-    rows: list[dict] = field(default_factory=list)
+    _rows: list[dict] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
     replicates: dict[tuple, np.ndarray] = field(default_factory=dict)
     summaries: SummaryCache = None  # type: ignore[assignment]
@@ -58,6 +58,12 @@ class Context:
         if self.summaries is None:
             self.summaries = SummaryCache(self.reader)
         (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every tidy row so far, intervals filled (pending replicates are computed first)."""
+        self.flush()
+        return self._rows
 
     def figure_path(self, name: str) -> Path:
         return self.out_dir / "figures" / f"{name}.png"
@@ -85,7 +91,7 @@ class Context:
             row = {"model": key.model, "dataset": dataset or key.dataset, "transform": key.transform,
                    "metric": metric, "value": float(value), "ci_low": float("nan"), "ci_high": float("nan"),
                    "n": int(n[metric] if isinstance(n, dict) else n)}
-            self.rows.append(row)
+            self._rows.append(row)
             self._index[(key.model, row["dataset"], key.transform, metric)] = row
             new_rows[metric] = row
             out[metric] = float(value)

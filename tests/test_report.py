@@ -52,6 +52,17 @@ def test_output_files_and_exact_columns(synthetic):
     assert set(results["model"]) == {"convnext-sup", "vit-sup", "convnext-clip", "vit-clip"}
 
 
+def test_report_tables_show_the_intervals_of_results_csv(synthetic):
+    """report.md's tables are written after the bootstrap: each cell carries the interval of its result row."""
+    out = synthetic["out"]
+    results = pl.read_parquet(out / "results.parquet")
+    row = results.filter((pl.col("model") == "convnext-sup") & (pl.col("dataset") == "imagenet-val")
+                         & (pl.col("transform") == "center") & (pl.col("metric") == "top1")).row(0, named=True)
+    cell = f"{row['value'] * 100:.1f} [{row['ci_low'] * 100:.1f}, {row['ci_high'] * 100:.1f}]"
+    line = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| imagenet-val |"))
+    assert line.split(" | ")[1] == cell
+
+
 def test_values_and_intervals_are_sane(synthetic):
     results = pl.read_parquet(synthetic["out"] / "results.parquet")
     top1 = results.filter(pl.col("metric") == "top1")

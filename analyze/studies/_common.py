@@ -12,6 +12,6 @@ def order_models(models: list[str]) -> list[str]:
 
 
 def comparison_pairs(models: list[str]) -> list[tuple[str, str]]:
-    """ConvNeXt vs ViT with the same training: ``convnext-<x>`` against ``vit-<x>`` when both exist."""
-    return [(m, "vit" + m[len("convnext"):]) for m in models
-            if m.startswith("convnext") and "vit" + m[len("convnext"):] in models]
+    """ConvNeXt vs ViT with the same training and size: ``...convnext-<x>`` against ``...vit-<x>``."""
+    return [(m, m.replace("convnext", "vit", 1)) for m in models
+            if "convnext" in m and m.replace("convnext", "vit", 1) in models]
