@@ -21,7 +21,8 @@ import os
 import sys
 from typing import Sequence
 
-from extract.runner import BadImageError, ExtractError
+from extract.inventory import ExtractError
+from extract.runner import BadImageError
 
 log = logging.getLogger("extract")
 
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- commands
 def _options(args):
-    from extract.runner import RunOptions, parse_shard, parse_weights
+    from extract.inventory import RunOptions, parse_shard, parse_weights
 
     return RunOptions(
         store=args.store, suite=args.suite, models=_names(args.models), datasets=_names(args.datasets),
@@ -156,9 +157,9 @@ def _fmt_bytes(n: int | None) -> str:
 
 
 def cmd_plan(args) -> int:
-    from extract import runner
+    from extract.inventory import plan
 
-    rows = runner.plan(_options(args))
+    rows = plan(_options(args))
     w_ds = max([len("dataset")] + [len(r.dataset) for r in rows])
     w_m = max([len("model")] + [len(r.model) for r in rows])
     print(f"{'dataset':<{w_ds}}  {'transform':<11} {'model':<{w_m}}  {'images':>8} {'blocks':>7} {'bytes':>10}  state")
@@ -183,7 +184,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from extract.runner import store_status
+    from extract.inventory import store_status
 
     runs = store_status(args.store)
     if args.json:
@@ -224,7 +225,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from extract.runner import _load_manifest
+    from extract.inventory import get_manifest, lookup
 
     if args.what == "models":
         from extract.models import list_models
@@ -243,7 +244,7 @@ def cmd_ls(args) -> int:
         print("\n".join(list_transforms()))
         print("also any value of: center, scale-<s>, shift-<px>, res-<px>")
         return 0
-    m = _load_manifest(args.manifest)
+    m = get_manifest(args.manifest)
     if args.what == "suites":
         for sid in m.suite_ids():
             s = m.suite(sid)
@@ -256,9 +257,7 @@ def cmd_ls(args) -> int:
     # datasets
     ids = None
     if args.suite:
-        from extract.runner import _resolve
-
-        ids = list(_resolve(m.suite, args.suite)["datasets"])
+        ids = list(lookup(m.suite, args.suite)["datasets"])
     if args.data_root:
         from extract.datasets import check_datasets, format_statuses
 

@@ -126,7 +126,10 @@ class ModelSpec:
         is given, "random-init:seed=<n>" when ``pretrained`` is False (demo models by default).
         """
         if weights is not None:
-            return f"file:{file_sha256(weights)}"
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"weights file {path}: no such file")
+            return f"file:{file_sha256(path)}"
         if pretrained is None:
             pretrained = not self.demo
         if not pretrained:
@@ -299,6 +302,23 @@ def _meta_timm_model(name: str) -> nn.Module:
 
     with torch.device("meta"):
         return timm.create_model(name, pretrained=False)
+
+
+def output_dims(spec: ModelSpec) -> tuple[int, int | None]:
+    """(classes, feature dim) of ``spec`` without loading weights (timm on the meta device, open_clip's config);
+    (1000, None) when the library cannot say."""
+    try:
+        if spec.family == "timm":
+            m = _meta_timm_model(spec.hub_name)
+            return int(m.num_classes), int(m.head_hidden_size if hasattr(m, "head_hidden_size") else m.num_features)
+        if spec.family == "open_clip":
+            import open_clip
+
+            register_demo_configs()
+            return 1000, int(open_clip.get_model_config(spec.arch)["embed_dim"])
+    except Exception:  # noqa: BLE001 - an estimate only
+        pass
+    return 1000, None
 
 
 def _has_pos_embed(model: nn.Module) -> bool:
@@ -497,14 +517,27 @@ def get_pos_embed(module: nn.Module) -> torch.Tensor | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def software_versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("timm", "open_clip", "torchvision"):
+# What a run's numbers depend on: key in the store's attrs -> installed distribution.
+_SOFTWARE = {"beyond-imagenet": "beyond-imagenet", "torch": "torch", "torchvision": "torchvision", "timm": "timm",
+             "open_clip": "open_clip_torch", "pillow": "pillow", "zarr": "zarr", "numpy": "numpy"}
+
+
+@lru_cache(maxsize=1)
+def _software_versions() -> tuple[tuple[str, str], ...]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [("python", platform.python_version())]
+    for key, dist in _SOFTWARE.items():
         try:
-            out[mod] = getattr(__import__(mod), "__version__", "unknown")
-        except Exception:  # noqa: BLE001
-            out[mod] = "not installed"
-    return out
+            out.append((key, torch.__version__ if key == "torch" else version(dist)))  # torch's names its CUDA build
+        except PackageNotFoundError:
+            out.append((key, "source" if key == "beyond-imagenet" else "not installed"))
+    return tuple(out)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of python and of every package that shapes the logits (looked up once per process)."""
+    return dict(_software_versions())
 
 
 class LoadedModel(nn.Module):
@@ -699,11 +732,11 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
             clip.to(dev)
             head = zeroshot.build_zeroshot_head(clip, tokenizer, names, temps, dev)
             zero_shot_info = {"templates": len(temps), "head_source": "computed",
-                              "class_names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+                              "class_names_sha256": zeroshot.class_names_sha256(names)}
         else:
             zero_shot_info = {"templates": len(templates) if templates is not None else None,
                               "head_source": "given",
-                              "class_names_sha256": (hashlib.sha256("\n".join(class_names).encode()).hexdigest()
+                              "class_names_sha256": (zeroshot.class_names_sha256(class_names)
                                                      if class_names is not None else None)}
         head = np.asarray(head, dtype=np.float32)
         if head.ndim != 2:
@@ -741,5 +774,5 @@ __all__ = [
     "SUPERVISED_PREPROCESS", "CLIP_PREPROCESS", "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD",
     "CLIP_LOGIT_SCALE", "DEMO_OPEN_CLIP_CONFIGS", "resolve_model", "list_models", "load_model",
     "register_demo_configs", "set_image_size", "get_pos_embed", "read_state_dict", "file_sha256",
-    "random_init_seed", "software_versions", "clip_preprocess",
+    "random_init_seed", "software_versions", "clip_preprocess", "output_dims",
 ]

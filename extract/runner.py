@@ -1,4 +1,4 @@
-"""The extraction runner: every model of a run over every (dataset, transform), block by block, into one store.
+"""The extraction run loop: every model of a run over every (dataset, transform), block by block, into one store.
 
 Work unit = (dataset, transform, block). For each dataset and transform, a torch DataLoader (``workers``
 processes) reads and decodes every image of the pending blocks ONCE and makes one uint8 tensor per
@@ -8,528 +8,81 @@ written whole for every model that still needed it, then flagged done (``schemas
 loses at most the blocks in flight and a rerun skips the done ones, model by model.
 
 ``shard=(i, n)`` (or torchrun's RANK / WORLD_SIZE) gives this process the blocks ``b % n == i``; every
-process prepares the same groups and arrays idempotently, so several processes on several machines can
-fill one store.
+process prepares the same groups and arrays through ``schemas`` (idempotent and safe to run at once), so
+several processes on several machines can fill one store.
 
 Bad images (truncated, empty, not an image, unreadable) become ``valid=false`` rows (logits NaN), are
 counted and named in the log and in the returned ``RunResult``; ``strict`` stops at the first one instead.
-The store keeps them as ``valid == false`` rows of done blocks: ``store_status`` lists them by sample id.
+The store keeps them as ``valid == false`` rows of done blocks: ``extract.inventory.store_status`` lists
+them by sample id. Options, selection and fingerprints live in ``extract.inventory``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
-import os
-import random
 import sys
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 import schemas
 from schemas import layout as L
 
+from extract.inventory import (
+    ExtractError,
+    RunOptions,
+    Selection,
+    Unit,
+    default_batch_size,
+    default_device,
+    default_precision,
+    default_workers,
+    is_cuda,
+    jsonable,
+    open_reader,
+    parse_weights,
+    reader_samples,
+    resolve_selection,
+    resolved_preprocess,
+    run_fingerprint_inputs,
+    sample_columns,
+    shard_blocks,
+    shard_from_env,
+    spec_pretrained,
+    weights_id,
+)
+
 log = logging.getLogger("extract")
-
-HEAD_ARRAY = "weights"
-HEAD_LOGIT_SCALE = 100.0
-# How long a process waits for another one that is preparing the same group (concurrent shards).
-PREPARE_WAIT_S = float(os.environ.get("BEYOND_PREPARE_WAIT_S", "60"))
-
-
-# ---------------------------------------------------------------- errors
-class ExtractError(Exception):
-    """A problem the user can fix (unknown name, missing data, refused run); the message says what and where."""
 
 
 class BadImageError(ExtractError):
     """``strict``: an image could not be read or decoded."""
 
 
-# ---------------------------------------------------------------- small helpers
-def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    if text is None or text == "":
-        return None
-    if not isinstance(text, str):
-        i, n = (int(v) for v in text)
-    else:
-        try:
-            a, b = text.split("/")
-            i, n = int(a), int(b)
-        except ValueError:
-            raise ExtractError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise ExtractError(f"--shard {i}/{n}: expected 0 <= i < n")
-    return i, n
-
-
-def shard_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
-    """torchrun's RANK / WORLD_SIZE, when set."""
-    env = os.environ if env is None else env
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return parse_shard(f"{env['RANK']}/{env['WORLD_SIZE']}")
-    return None
-
-
-def shard_blocks(n_blocks: int, shard: tuple[int, int] | None) -> list[int]:
-    """The blocks of one shard: block b goes to shard b % n."""
-    if shard is None:
-        return list(range(n_blocks))
-    i, n = shard
-    return [b for b in range(n_blocks) if b % n == i]
-
-
-def cuda_available() -> bool:
+# ---------------------------------------------------------------- the store
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """The store's refusals (another sample list, another fingerprint, not a store) as ExtractErrors."""
     try:
-        import torch
-    except ImportError:  # pragma: no cover - the extract extra is missing
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def default_device(env: Mapping[str, str] | None = None) -> str:
-    """cuda (cuda:LOCAL_RANK under torchrun) when a GPU is there, else cpu."""
-    env = os.environ if env is None else env
-    if cuda_available():
-        return f"cuda:{env['LOCAL_RANK']}" if "LOCAL_RANK" in env else "cuda"
-    return "cpu"
-
-
-def is_cuda(device: str) -> bool:
-    return str(device).startswith("cuda")
-
-
-def default_batch_size(device: str) -> int:
-    return 256 if is_cuda(device) else 32
-
-
-def default_precision(device: str) -> str:
-    return "bf16" if is_cuda(device) else "fp32"
-
-
-def default_workers(device: str) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus - 1, 16)) if is_cuda(device) else 0
-
-
-def parse_weights(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["vit-sup=/ckpt/vit.safetensors", ...]`` -> ``{"vit-sup": "/ckpt/vit.safetensors"}``."""
-    if not items:
-        return {}
-    if isinstance(items, Mapping):
-        return {str(k): str(v) for k, v in items.items()}
-    out: dict[str, str] = {}
-    for item in items:
-        model, sep, path = str(item).partition("=")
-        if not sep or not model or not path:
-            raise ExtractError(f"--weights {item!r}: expected MODEL=FILE")
-        out[model.strip()] = path.strip()
-    return out
-
-
-def software_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("beyond-imagenet", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "zarr", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
-
-
-# ---------------------------------------------------------------- options and selection
-@dataclass
-class RunOptions:
-    """Everything ``extract run`` takes (the CLI fills it from its arguments)."""
-
-    store: str | Path
-    models: Sequence[str] = ()
-    datasets: Sequence[str] = ()
-    transforms: Sequence[str] = ()
-    suite: str | None = None
-    data_root: str | Path | None = None
-    device: str | None = None
-    batch_size: int | None = None
-    workers: int | None = None
-    shard: tuple[int, int] | None = None
-    strict: bool = False
-    overwrite: bool = False
-    precision: str | None = None
-    weights: Mapping[str, str] = field(default_factory=dict)
-    pretrained: bool = True
-    manifest: Any = None          # a path, a schemas.manifest.Manifest, or None (the default manifest)
-    progress: bool | None = None  # None: a bar when stderr is a terminal
-    seed: int = 0
-    compile: bool = False
-
-
-@dataclass
-class Unit:
-    """One (dataset, transform) of a run: every model over every block."""
-
-    dataset: str
-    transform: Any  # extract.transforms.TransformSpec
-
-
-@dataclass
-class Selection:
-    models: list            # [ModelSpec]
-    units: list[Unit]
-    suite: str | None
-    data_root: Path
-    manifest: Any
-
-    @property
-    def datasets(self) -> list[str]:
-        return list(OrderedDict.fromkeys(u.dataset for u in self.units))
-
-    def entry(self, dataset: str) -> dict:
-        return self.manifest.dataset(dataset, suite=self.suite)
-
-
-def _load_manifest(manifest: Any):
-    from schemas.manifest import Manifest, load_manifest
-
-    if isinstance(manifest, Manifest):
-        return manifest
-    try:
-        return load_manifest(manifest)
-    except FileNotFoundError as e:
-        raise ExtractError(str(e)) from None
-    except ValueError as e:
-        raise ExtractError(str(e)) from None
-
-
-def _resolve(fn, name: str):
-    try:
-        return fn(name)
-    except (KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise ExtractError(str(msg)) from None
-
-
-def resolve_selection(
-    *,
-    suite: str | None = None,
-    models: Sequence[str] = (),
-    datasets: Sequence[str] = (),
-    transforms: Sequence[str] = (),
-    data_root: str | Path | None = None,
-    manifest: Any = None,
-    need_data_root: bool = True,
-) -> Selection:
-    """Suite and/or explicit lists -> model specs and (dataset, transform) units; unknown names -> ExtractError.
-
-    With a suite, explicit ``models`` / ``datasets`` / ``transforms`` narrow or replace the suite's.
-    """
-    from extract.models import resolve_model
-    from extract.transforms import parse_transform
-
-    m = _load_manifest(manifest)
-    plan: list[tuple[str, list[str]]]
-    suite_models: list[str] = []
-    suite_root = None
-    if suite:
-        s = _resolve(m.suite, suite)
-        suite_models = list(s["models"])
-        suite_root = s.get("data_root")
-        plan = [(d, list(s["dataset_transforms"][d])) for d in s["datasets"]]
-        if datasets:
-            for d in datasets:
-                _resolve(m.dataset, d)
-            wanted = list(datasets)
-            plan = [(d, ts) for d, ts in plan if d in wanted] + [
-                (d, list(s["transforms"])) for d in wanted if d not in dict(plan)]
-        if transforms:
-            plan = [(d, list(transforms)) for d, _ in plan]
-    else:
-        missing = [flag for flag, v in (("--models", models), ("--datasets", datasets)) if not v]
-        if missing:
-            raise ExtractError(f"say what to run: --suite NAME (available: {', '.join(m.suite_ids())}) "
-                               f"or {' and '.join(missing)}")
-        for d in datasets:
-            _resolve(m.dataset, d)
-        plan = [(d, list(transforms or ["center"])) for d in datasets]
-    names = list(models or suite_models)
-    if not names:
-        raise ExtractError("no models: give --models or a --suite")
-    specs = []
-    for name in OrderedDict.fromkeys(names):
-        specs.append(_resolve(resolve_model, name))
-    ids = [s.id for s in specs]
-    if len(set(ids)) != len(ids):
-        raise ExtractError(f"a model is listed twice: {ids}")
-    units = []
-    for d, ts in plan:
-        seen = set()
-        for t in ts:
-            spec = _resolve(parse_transform, t)
-            if spec.id not in seen:
-                seen.add(spec.id)
-                units.append(Unit(d, spec))
-    if not units:
-        raise ExtractError("nothing selected: no dataset x transform left")
-    root = resolve_data_root(data_root, suite_root=suite_root, required=need_data_root)
-    return Selection(models=specs, units=units, suite=suite, data_root=root, manifest=m)
-
-
-def resolve_data_root(data_root: str | Path | None, *, suite_root: str | None = None, required: bool = True) -> Path | None:
-    if data_root is None:
-        if suite_root == "demo":
-            from extract.datasets import demo_data_root
-
-            return Path(demo_data_root())
-        if not required:
-            return None
-        raise ExtractError("no --data-root: say where the datasets live (each manifest entry's layout.path is "
-                           "relative to it), or run --suite demo for the bundled demo data")
-    root = Path(data_root).expanduser()
-    if not root.is_dir():
-        raise ExtractError(f"--data-root {root}: no such directory")
-    return root
-
-
-# ---------------------------------------------------------------- preprocessing and fingerprints
-def geometry_key(pre) -> Any:
-    key = pre.geometry_key()
-    return tuple(key) if isinstance(key, list) else key
-
-
-def resolved_preprocess(spec, t) -> dict:
-    """What the model sees: its eval preprocessing resolved for transform ``t`` (fingerprinted)."""
-    from extract.transforms import output_size
-
-    pre = spec.preprocess
-    return {**pre.to_dict(), "transform": t.id, "input_size": int(output_size(t, pre))}
-
-
-def spec_pretrained(spec, pretrained: bool | None) -> bool | None:
-    """Demo models are random-init whatever ``--pretrained`` says; others follow it (None: hub weights)."""
-    return None if getattr(spec, "demo", False) else pretrained
-
-
-def weights_id(spec, weights_file: str | None, pretrained: bool | None) -> str:
-    """"timm/<name>", "open_clip/<arch>/<tag>", "file:<sha256>" or "random-init:seed=<n>"."""
-    if weights_file:
-        p = Path(weights_file).expanduser()
-        if not p.is_file():
-            raise ExtractError(f"--weights {spec.id}={weights_file}: no such file")
-        return str(spec.weights_id(weights=p))
-    try:
-        return str(spec.weights_id(pretrained=spec_pretrained(spec, pretrained)))
-    except ValueError as e:
-        raise ExtractError(f"{spec.id}: {e}") from None
-
-
-def run_fingerprint_inputs(spec, t, *, wid: str, precision: str, digest: str) -> dict:
-    return schemas.fingerprint_inputs(
-        model=_jsonable(spec.to_dict()),
-        weights_id=wid,
-        preprocess=_jsonable(resolved_preprocess(spec, t)),
-        transform=_jsonable(t.to_dict()),
-        precision=precision,
-        sample_digest=digest,
-    )
-
-
-# ---------------------------------------------------------------- zero-shot heads in the store
-def head_attrs(spec, wid: str, class_names: Sequence[str], templates: Sequence[str], source: str) -> dict:
-    """What a zero-shot head was built from; a stored head is reused only when these match."""
-    names_digest = hashlib.sha256("\n".join(class_names).encode()).hexdigest()[:16]
-    return _jsonable({
-        "model": spec.to_dict(),
-        "weights_id": wid,
-        "class_names": {"source": source, "n": len(class_names), "sha256": names_digest},
-        "templates": list(templates),
-        "logit_scale": HEAD_LOGIT_SCALE,
-        "normalisation": "each prompt embedding L2-normalised, averaged over templates, renormalised",
-    })
-
-
-def read_head(root, model: str, attrs: Mapping[str, Any]) -> np.ndarray | None:
-    """The head stored at ``_heads/<model>`` when it was built from ``attrs``; else None."""
-    heads = root.get(L.HEADS_GROUP)
-    if heads is None or model not in heads:
-        return None
-    group = heads[model]
-    stored = dict(group.attrs)
-    if not stored.get("complete") or {k: stored.get(k) for k in attrs} != dict(attrs):
-        return None
-    if HEAD_ARRAY not in group:
-        return None
-    return np.asarray(group[HEAD_ARRAY][...], dtype=np.float32)
-
-
-def write_head(root, model: str, weights: np.ndarray, attrs: Mapping[str, Any]) -> None:
-    """Store a zero-shot head at ``_heads/<model>/weights`` [class, embed] float32 (replacing another one)."""
-    from zarr.codecs import ZstdCodec
-
-    weights = np.asarray(weights, dtype=np.float32)
-    heads = _retry(lambda: _child_group(root, L.HEADS_GROUP), f"{L.HEADS_GROUP}")
-    if model in heads:
-        old = dict(heads[model].attrs)
-        if old.get("complete"):
-            if {k: old.get(k) for k in attrs} == dict(attrs):
-                return
-            del heads[model]  # a head from other inputs (other weights or templates): replace it
-        # else another process is writing the same head right now: write the same bytes alongside it
-    group = _retry(lambda: _child_group(heads, model), f"{L.HEADS_GROUP}/{model}")
-    try:
-        arr = group.create_array(HEAD_ARRAY, shape=weights.shape, dtype="float32", chunks=weights.shape,
-                                 compressors=ZstdCodec(level=L.ZSTD_LEVEL), dimension_names=("class", "embed"))
-    except Exception:  # noqa: BLE001 - created meanwhile by another process: same metadata
-        arr = group[HEAD_ARRAY]
-    arr[...] = weights
-    group.update_attributes({**attrs, "shape": list(weights.shape), "complete": True})  # one write, not one per key
-
-
-def _child_group(parent, name: str):
-    from zarr.errors import ContainsArrayError, ContainsGroupError
-
-    try:
-        return parent.create_group(name)
-    except (ContainsGroupError, ContainsArrayError):
-        return parent[name]
-
-
-# ---------------------------------------------------------------- concurrent preparation
-class _Preparing(Exception):
-    """Another process is half-way through preparing this group: wait for it."""
-
-
-def _retry(fn, what: str, wait_s: float | None = None):
-    """Run ``fn`` until it stops tripping over a concurrent writer preparing the same metadata."""
-    import zarr.errors as ze
-
-    transient = (ze.ContainsGroupError, ze.ContainsArrayError, json.JSONDecodeError, _Preparing, FileNotFoundError)
-    deadline = time.monotonic() + (PREPARE_WAIT_S if wait_s is None else wait_s)
-    delay = 0.05
-    while True:
-        try:
-            return fn()
-        except transient as e:
-            if time.monotonic() > deadline:
-                if isinstance(e, _Preparing):
-                    raise ExtractError(str(e)) from None
-                raise
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
-
-
-def _open_root(store):
-    def attempt():
-        try:
-            return schemas.open_root(str(store))
-        except schemas.StoreError:
-            import zarr
-
-            # zarr writes attributes one key at a time: another process may be half-way through the root's.
-            attrs = dict(zarr.open_group(str(store), mode="r").attrs)
-            if set(attrs) < set(L.ROOT_ATTRS) and attrs.get("schema") in (None, L.SCHEMA):
-                raise _Preparing(f"{store}: the store's root attributes were never completed") from None
-            raise
-
-    try:
-        return _retry(attempt, str(store))
+        yield
     except schemas.StoreError as e:
         raise ExtractError(str(e)) from None
 
 
-def _open_run(root, dataset: str, t, spec, *, num_classes, feature_dim, attrs, logits_dtype, overwrite):
-    """schemas.open_run, robust to other processes preparing the same run at the same moment.
-
-    zarr creates a group by checking that none exists and then writing its metadata, so a process that
-    creates a group a few milliseconds after another one rewrites its metadata without attributes until it
-    writes them again itself. A missing dataset digest or run fingerprint is that window: wait and retry.
-    """
-    fp = schemas.fingerprint(attrs["fingerprint_inputs"])
-    path = f"{dataset}/{t.id}/{spec.id}"
-
-    def stored_fingerprint():
-        node = zarr_get(root, path)
-        return None if node is None else node.attrs.get("fingerprint")
-
-    def attempt():
-        if "sample_digest" not in zarr_get(root, dataset).attrs:
-            raise _Preparing(f"{dataset}: the dataset group exists but its sample list was never completed "
-                             f"(another process is writing it, or one crashed doing so)")
-        if not overwrite and zarr_get(root, path) is not None and stored_fingerprint() is None:
-            raise _Preparing(
-                f"{path}: the run exists but was never fully prepared (another process is preparing it, or one "
-                f"crashed while doing so); if no other process is running, rerun with --overwrite")
-        try:
-            return schemas.open_run(
-                root, dataset, t.id, spec.id,
-                num_classes=num_classes, feature_dim=feature_dim, attrs=attrs,
-                transform_attrs={"transform": _jsonable(t.to_dict())},
-                logits_dtype=logits_dtype, overwrite=overwrite,
-            )
-        except schemas.FingerprintMismatch:
-            if stored_fingerprint() in (None, fp):  # attributes rewritten meanwhile: not a real mismatch
-                raise _Preparing(f"{path}: being prepared by another process") from None
-            raise
-        except schemas.StoreError as e:
-            if "before its runs" in str(e):
-                raise _Preparing(str(e)) from None
-            raise
-        except KeyError as e:  # an attribute read while a concurrent creator rewrote the group's metadata
-            raise _Preparing(f"{path}: attribute {e} missing while another process prepares the run") from None
-
-    try:
-        return _retry(attempt, path)
-    except schemas.FingerprintMismatch as e:
-        raise ExtractError(str(e)) from None
-    except schemas.StoreError as e:
-        raise ExtractError(str(e)) from None
-
-
-def zarr_get(group, path: str):
-    """A node by path, fresh from the store (None when absent)."""
-    try:
-        return group[path]
-    except KeyError:
-        return None
-
-
-# ---------------------------------------------------------------- datasets
-def open_reader(dataset: str, data_root: Path, entry: dict, manifest_path: Any = None):
-    """The dataset's reader; a missing folder -> ExtractError naming the path and the manifest entry."""
-    from extract.readers import open_reader as _open
-
-    try:
-        return _open(dataset, entry, data_root, manifest_path=manifest_path)
-    except FileNotFoundError as e:
-        raise ExtractError(str(e)) from None
-    except ValueError as e:
-        raise ExtractError(f"{dataset}: {e}") from None
-
-
-def reader_samples(reader):
-    try:
-        return reader.samples()
-    except FileNotFoundError as e:
-        raise ExtractError(str(e)) from None
-    except ValueError as e:
-        raise ExtractError(f"{reader.dataset_id}: {e}") from None
+def open_store(store):
+    """The store's root group for writing (created with its attributes when absent)."""
+    with store_errors():
+        return schemas.open_root(str(store))
 
 
 def dataset_attrs(reader, entry: dict) -> dict:
     from schemas.manifest import label_space_names
 
-    attrs = {"manifest": _jsonable(entry), "label_space": entry["label_space"]}
+    attrs = {"manifest": jsonable(entry), "label_space": entry["label_space"]}
     names = getattr(reader, "class_names", None)
     if callable(names):
         names = names()
@@ -543,41 +96,16 @@ def dataset_attrs(reader, entry: dict) -> dict:
     return attrs
 
 
-def _columns(table) -> dict:
-    cols = getattr(table, "columns", None) or {}
-    return {k: np.asarray(v) for k, v in cols.items()}
-
-
 def ensure_dataset_group(root, dataset: str, reader, entry: dict):
     """The dataset group with its sample list (the same list for every process and every rerun)."""
-    import zarr
-
     table = reader_samples(reader)
-
-    def attempt():
-        schemas.ensure_dataset(root, dataset, sample_id=np.asarray(table.sample_id), label=np.asarray(table.label),
-                               columns=_columns(table), attrs=dataset_attrs(reader, entry))
-        # Read back from the store: the group handle ensure_dataset returns may predate the attributes that
-        # a concurrent writer settled.
-        group = zarr.open_group(root.store, path=dataset, mode="r+")
-        if "sample_digest" not in group.attrs:
-            raise _Preparing(f"{dataset}: the dataset group's sample list was never completed")
-        return group
-
-    try:
-        return _retry(attempt, dataset)
-    except schemas.StoreError as e:
-        raise ExtractError(str(e)) from None
+    with store_errors():
+        return schemas.ensure_dataset(root, dataset, sample_id=np.asarray(table.sample_id),
+                                      label=np.asarray(table.label), columns=sample_columns(table),
+                                      attrs=dataset_attrs(reader, entry))
 
 
-def _sample_path(reader, index: int, sample_id: str) -> str:
-    for name in ("path_of", "sample_path", "path"):
-        fn = getattr(reader, name, None)
-        if callable(fn):
-            try:
-                return str(fn(index))
-            except Exception:  # noqa: BLE001 - only for the message
-                break
+def _sample_path(reader, sample_id: str) -> str:
     root = getattr(reader, "root", None)
     return str(Path(root) / sample_id) if root is not None else sample_id
 
@@ -628,9 +156,7 @@ class ModelCache:
         t0 = time.perf_counter()
         try:
             model = load_model(spec, **kwargs)
-        except FileNotFoundError as e:
-            raise ExtractError(f"{spec.id}: {e}") from None
-        except ValueError as e:
+        except (FileNotFoundError, ValueError) as e:
             raise ExtractError(f"{spec.id}: {e}") from None
         if spec.kind == "zero-shot" and spec.id not in self.heads:
             self._store_head(spec, model)
@@ -643,12 +169,14 @@ class ModelCache:
         return model
 
     def _head_inputs(self, spec):
-        from extract.zeroshot import imagenet_class_names, openai_templates
+        from extract.zeroshot import head_attrs, imagenet_class_names, openai_templates
 
         names, templates = list(imagenet_class_names()), list(openai_templates())
         return names, templates, head_attrs(spec, self.weights_id(spec), names, templates, "imagenet-1k")
 
     def _head_kwargs(self, spec) -> dict:
+        from extract.zeroshot import read_head, write_head
+
         names, templates, attrs = self._head_inputs(spec)
         head = self.heads.get(spec.id)
         memo_key = (spec.id, schemas.fingerprint(attrs))
@@ -666,6 +194,8 @@ class ModelCache:
         return {"class_names": names, "templates": templates, "head": head}
 
     def _store_head(self, spec, model) -> None:
+        from extract.zeroshot import write_head
+
         head = model.zero_shot_head
         if head is None:
             return
@@ -708,23 +238,6 @@ class BlockImages:
             reason = f"{type(e).__name__}: {e}"
             out = {k: torch.zeros(3, s, s, dtype=torch.uint8) for k, s in self.sizes.items()}
             return index, False, reason, out
-
-
-class Normalizer:
-    """``extract.transforms.normalize`` with the same arithmetic, mean and std kept on the device (no
-    host-to-device copy, hence no stream synchronisation, per batch)."""
-
-    def __init__(self, pre, device):
-        import torch
-
-        self.mean = torch.tensor(pre.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
-        self.std = torch.tensor(pre.std, dtype=torch.float32, device=device).view(-1, 1, 1)
-
-    def __call__(self, batch_uint8):
-        import torch
-
-        x = batch_uint8.to(torch.float32) / 255.0
-        return (x - self.mean) / self.std
 
 
 def collate(items):
@@ -865,7 +378,7 @@ def run(opts: RunOptions) -> RunResult:
         torch.backends.cudnn.benchmark = True
 
     t_start = time.perf_counter()
-    root = _open_root(opts.store)
+    root = open_store(opts.store)
     cache = ModelCache(opts, device, precision, root)
     result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
     # Every dataset is found and listed before any work: a missing one fails in seconds, not hours in.
@@ -887,15 +400,17 @@ def run(opts: RunOptions) -> RunResult:
 
 
 def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
-    describe = _jsonable(model.describe()) if hasattr(model, "describe") else {}
+    from extract.models import CLIP_LOGIT_SCALE, software_versions
+
+    describe = jsonable(model.describe()) if hasattr(model, "describe") else {}
     describe.pop("software", None)
     if isinstance(describe.get("logit_kind"), dict):  # "given" vs "computed" head: not part of the run
         describe["logit_kind"].get("zero-shot", {}).pop("head_source", None)
     attrs = {
-        "model": _jsonable(spec.to_dict()),
+        "model": jsonable(spec.to_dict()),
         "weights_id": wid,
         "weights": "random" if wid.startswith("random-init") else wid,
-        "preprocess": _jsonable(resolved_preprocess(spec, t)),
+        "preprocess": jsonable(resolved_preprocess(spec, t)),
         "precision": precision,
         "precision_detail": ("backbone bf16 autocast; classifier head and CLIP logit product fp32"
                              if precision == "bf16" else "fp32 throughout"),
@@ -908,7 +423,7 @@ def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
     if spec.kind == "zero-shot":
         attrs["logit_kind"] = "zero-shot"
         attrs["zero_shot"] = {"class_names": "imagenet-1k", "templates": "openai-imagenet-80",
-                              "logit_scale": HEAD_LOGIT_SCALE, "head": f"{L.HEADS_GROUP}/{spec.id}"}
+                              "logit_scale": CLIP_LOGIT_SCALE, "head": f"{L.HEADS_GROUP}/{spec.id}"}
     return attrs
 
 
@@ -917,7 +432,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     import torch
     from torch.utils.data import DataLoader
 
-    from extract.transforms import output_size
+    from extract.transforms import normalize, output_size
 
     t = unit.transform
     n = int(dgroup.attrs["n_samples"])
@@ -937,11 +452,14 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
         model = cache.get(spec, output_size(t, spec.preprocess))
         if model.precision != precision:  # the model knows best what it runs in
             fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=model.precision, digest=digest)
-        writer = _open_run(root, unit.dataset, t, spec, num_classes=int(model.num_classes),
-                           feature_dim=int(model.feature_dim) or None,
-                           attrs=_run_attrs(spec, t, model, wid=wid, precision=model.precision,
-                                            fp_inputs=fp_inputs, device=device),
-                           logits_dtype=logits_dtype, overwrite=opts.overwrite)
+        with store_errors():
+            writer = schemas.open_run(
+                root, unit.dataset, t.id, spec.id, num_classes=int(model.num_classes),
+                feature_dim=int(model.feature_dim) or None,
+                attrs=_run_attrs(spec, t, model, wid=wid, precision=model.precision, fp_inputs=fp_inputs,
+                                 device=device),
+                transform_attrs={"transform": jsonable(t.to_dict())},
+                logits_dtype=logits_dtype, overwrite=opts.overwrite)
         pending = set(writer.pending_blocks()) & set(mine)
         if pending:
             runs.append(_Run(spec, model, writer, spec.preprocess, pending))
@@ -954,8 +472,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     # One decoded image feeds every model; one resized tensor per preprocessing geometry.
     geometries: dict[Any, Any] = {}
     for r in runs:
-        geometries.setdefault(geometry_key(r.pre), r.pre)
-    norms = {r.spec.id: Normalizer(r.pre, device) for r in runs}
+        geometries.setdefault(r.pre.geometry_key(), r.pre)
     data = BlockImages(reader, t, geometries)
     batches = block_batches(blocks, todo, batch_size)
     cuda = is_cuda(device)
@@ -995,7 +512,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                     sid, reason = name_of(int(idx[j])), batch["errors"][j]
                     if opts.strict:
                         raise BadImageError(
-                            f"{unit.dataset}: bad image {_sample_path(reader, int(idx[j]), sid)} (sample {sid}): "
+                            f"{unit.dataset}: bad image {_sample_path(reader, sid)} (sample {sid}): "
                             f"{reason}; --strict stops here (without it the row is stored valid=false and the run "
                             f"goes on)")
                     res.invalid.append((sid, reason))
@@ -1005,7 +522,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                 for r in runs:
                     if r.spec.id not in st["out"]:
                         continue
-                    x = norms[r.spec.id](on_device[geometry_key(r.pre)])
+                    x = normalize(on_device[r.pre.geometry_key()], r.pre)
                     logits, feats = r.model.forward(x)
                     st["out"][r.spec.id][0].append(logits.detach().float())
                     st["out"][r.spec.id][1].append(None if feats is None else feats.detach().float())
@@ -1037,8 +554,11 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
 
 def _done(root, path: str, fp_inputs: dict, blocks: Sequence[int]) -> bool:
     """The run at ``path`` has these inputs and all of ``blocks`` done."""
-    node = zarr_get(root, path)
-    if node is None or node.attrs.get("fingerprint") != schemas.fingerprint(fp_inputs) or L.BLOCK_DONE not in node:
+    try:
+        node = root[path]
+    except KeyError:
+        return False
+    if node.attrs.get("fingerprint") != schemas.fingerprint(fp_inputs) or L.BLOCK_DONE not in node:
         return False
     flags = np.asarray(node[L.BLOCK_DONE][...], dtype=bool)
     return bool(flags[list(blocks)].all()) if len(blocks) else True
@@ -1075,157 +595,3 @@ def _progress(opts: RunOptions, *, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, dynamic_ncols=True, smoothing=0.05)
 
 
-# ---------------------------------------------------------------- plan and status
-@dataclass
-class RunStatus:
-    path: str
-    blocks_done: int
-    blocks_total: int
-    n_samples: int
-    invalid: list[str]
-    attrs: dict
-
-    @property
-    def complete(self) -> bool:
-        return self.blocks_done == self.blocks_total
-
-
-def store_status(store) -> list[RunStatus]:
-    """Every run of a store: blocks done / total and the sample ids of its invalid rows (in done blocks)."""
-    import zarr
-
-    try:
-        root = zarr.open_group(str(store), mode="r")
-    except Exception as e:  # noqa: BLE001
-        raise ExtractError(f"{store}: not a store ({type(e).__name__}: {e})") from None
-    out = []
-    for dname, dgroup in sorted(root.groups()):
-        if dname.startswith("_"):
-            continue
-        n = int(dgroup.attrs.get("n_samples", 0))
-        ids: list[np.ndarray] = []
-
-        def sample_ids(dgroup=dgroup, ids=ids) -> np.ndarray:  # read once per dataset, only when needed
-            if not ids:
-                ids.append(np.asarray(dgroup[L.SAMPLE_ID][...]).astype(object))
-            return ids[0]
-
-        for tname, tgroup in sorted(dgroup.groups()):
-            for mname, run_group in sorted(tgroup.groups()):
-                out.append(_run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids))
-    return out
-
-
-def _run_status(path: str, group, n: int, ids) -> RunStatus:
-    blocks = L.Blocks(n)
-    done = np.asarray(group[L.BLOCK_DONE][...], dtype=bool) if L.BLOCK_DONE in group else np.zeros(len(blocks), bool)
-    invalid: list[str] = []
-    if done.any() and L.VALID in group:
-        valid = np.asarray(group[L.VALID][...], dtype=bool)
-        row_done = np.repeat(done, blocks.rows)[:n]
-        bad = np.flatnonzero(row_done & ~valid)
-        if bad.size:
-            invalid = ids()[bad].tolist()
-    return RunStatus(path, int(done.sum()), len(blocks), n, invalid, dict(group.attrs))
-
-
-@dataclass
-class PlanRow:
-    dataset: str
-    transform: str
-    model: str
-    images: int | None
-    blocks_total: int | None
-    blocks_mine: int | None
-    blocks_done: int | None
-    bytes: int | None
-    state: str
-
-
-def plan(opts: RunOptions) -> list[PlanRow]:
-    """What ``run(opts)`` would do: per (dataset, transform, model), images, blocks, bytes and what is done."""
-    import zarr
-
-    sel = resolve_selection(suite=opts.suite, models=opts.models, datasets=opts.datasets,
-                            transforms=opts.transforms, data_root=opts.data_root, manifest=opts.manifest,
-                            need_data_root=False)
-    device = opts.device or default_device()
-    precision = opts.precision or default_precision(device)
-    if not is_cuda(device):
-        precision = "fp32"  # as run() does
-    shard = opts.shard if opts.shard is not None else shard_from_env()
-    weights = parse_weights(opts.weights)
-    try:
-        root = zarr.open_group(str(opts.store), mode="r")
-    except Exception:  # noqa: BLE001 - no store yet
-        root = None
-    samples: dict[str, tuple[int | None, str | None, str]] = {}
-    for d in sel.datasets:
-        entry = sel.entry(d)
-        if sel.data_root is None:
-            samples[d] = (int(entry["expected_samples"]), None, "expected (no --data-root)")
-            continue
-        try:
-            reader = open_reader(d, sel.data_root, entry, sel.manifest.path)
-            table = reader_samples(reader)
-            digest = schemas.sample_digest(np.asarray(table.sample_id).astype(str), np.asarray(table.label),
-                                           _columns(table))
-            samples[d] = (len(table.sample_id), digest, "found")
-        except ExtractError as e:
-            samples[d] = (int(entry["expected_samples"]), None, f"missing: {e}")
-    rows = []
-    for unit in sel.units:
-        n, digest, found = samples[unit.dataset]
-        blocks = L.Blocks(n) if n else None
-        mine = len(shard_blocks(len(blocks), shard)) if blocks else 0
-        for spec in sel.models:
-            classes, fdim = _model_dims(spec)
-            nbytes = n * (classes * 4 + (fdim or 0) * 2 + 1) + (len(blocks) * 5 if blocks else 0) if n else None
-            done, state = None, "new" if found == "found" else found
-            if root is not None and unit.dataset in root:
-                dg = root[unit.dataset]
-                stored_digest = dg.attrs.get("sample_digest")
-                if digest is not None and stored_digest and stored_digest != digest:
-                    state = "refused: the store holds another sample list of this dataset"
-                elif unit.transform.id in dg and spec.id in dg[unit.transform.id]:
-                    g = dg[unit.transform.id][spec.id]
-                    flags = np.asarray(g[L.BLOCK_DONE][...], dtype=bool) if L.BLOCK_DONE in g else None
-                    done = int(flags[shard_blocks(len(flags), shard)].sum()) if flags is not None else 0
-                    state = f"{done}/{mine} blocks done"
-                    old = g.attrs.get("fingerprint_inputs")
-                    if old is not None and stored_digest:
-                        try:
-                            wid = weights_id(spec, weights.get(spec.id), opts.pretrained)
-                            new = run_fingerprint_inputs(spec, unit.transform, wid=wid, precision=precision,
-                                                         digest=stored_digest)
-                            changes = schemas.fingerprint_diff(old, new)
-                            if changes:
-                                state = f"fingerprint differs ({'; '.join(changes)}): refused unless --overwrite"
-                        except ExtractError as e:
-                            state = str(e)
-            rows.append(PlanRow(unit.dataset, unit.transform.id, spec.id, n,
-                                len(blocks) if blocks else None, mine, done, nbytes, state))
-    return rows
-
-
-def _model_dims(spec) -> tuple[int, int | None]:
-    """(classes, feature dim) without loading weights (timm on the meta device; open_clip's config)."""
-    try:
-        if spec.family == "timm":
-            import torch
-            import timm
-
-            with torch.device("meta"):
-                m = timm.create_model(spec.hub_name, pretrained=False)
-            return int(m.num_classes), int(m.num_features if not hasattr(m, "head_hidden_size")
-                                           else m.head_hidden_size)
-        if spec.family == "open_clip":
-            import open_clip
-
-            from extract.models import register_demo_configs
-
-            register_demo_configs()
-            return 1000, int(open_clip.get_model_config(spec.arch)["embed_dim"])
-    except Exception:  # noqa: BLE001 - an estimate only
-        pass
-    return 1000, None

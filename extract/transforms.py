@@ -253,10 +253,26 @@ def to_uint8_tensor(img: Any) -> torch.Tensor:
 
 
 def normalize(batch_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """uint8 [B,3,H,W] (or [3,H,W]) -> float32 ``(x/255 - mean) / std`` on the tensor's device."""
+    """uint8 [B,3,H,W] (or [3,H,W]) -> float32 ``(x/255 - mean) / std`` on the tensor's device.
+
+    The mean and std tensors are made once per (mean, std, device) and kept: a batch on a GPU then costs
+    no host-to-device copy (and no stream synchronisation) for them.
+    """
     import torch
 
     x = batch_uint8.to(torch.float32) / 255.0
-    mean = torch.tensor(pre.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    mean, std = _mean_std(tuple(pre.mean), tuple(pre.std), x.device)
     return (x - mean) / std
+
+
+_MEAN_STD: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    key = (mean, std, str(device))
+    if key not in _MEAN_STD:
+        _MEAN_STD[key] = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)
+                               for v in (mean, std))
+    return _MEAN_STD[key]

@@ -44,6 +44,8 @@ def open_root(store: Any, *, create: bool = True) -> zarr.Group:
         # Attributes given at creation land in the group's one metadata write: concurrent creators write
         # identical bytes, and no reader ever sees a root without them.
         root = zarr.open_group(store, mode="r+" if not create else "a", zarr_format=3, attributes=root_attrs)
+    except ContainsGroupError:  # another process created it between zarr's existence check and its write
+        root = zarr.open_group(store, mode="r+", zarr_format=3)
     except FileNotFoundError as e:
         raise StoreError(f"{store}: no store here (expected a Zarr v3 group)") from e
     attrs = dict(root.attrs)

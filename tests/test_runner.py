@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 import schemas  # noqa: E402
 from schemas import layout as L  # noqa: E402
 
-from extract import runner  # noqa: E402
+from extract import inventory, runner  # noqa: E402
 from extract.runner import ExtractError, RunOptions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def test_end_to_end_bad_images_heads_and_rerun(tmp_path, small_blocks, few_templ
     assert sorted({s for _, _, s, _ in res.invalid}) == BAD_IDS
     assert any("empty" in r for *_, r in res.invalid) and any("truncat" in r.lower() or "corrupt" in r
                                                                 for *_, r in res.invalid)
-    status = {r.path: r for r in runner.store_status(store)}
+    status = {r.path: r for r in inventory.store_status(store)}
     assert status[f"imagenet-val/center/{SUP}"].invalid == BAD_IDS
     assert status[f"imagenet-val/center/{CLIP}"].complete
 
@@ -312,13 +312,13 @@ def test_two_shards_fill_one_store(tmp_path, reference, monkeypatch):
 
 
 def test_torchrun_env_shards(monkeypatch):
-    assert runner.shard_from_env({"RANK": "1", "WORLD_SIZE": "3"}) == (1, 3)
-    assert runner.shard_from_env({}) is None
-    assert runner.shard_blocks(7, (1, 3)) == [1, 4]
+    assert inventory.shard_from_env({"RANK": "1", "WORLD_SIZE": "3"}) == (1, 3)
+    assert inventory.shard_from_env({}) is None
+    assert inventory.shard_blocks(7, (1, 3)) == [1, 4]
     with pytest.raises(ExtractError):
-        runner.parse_shard("2/2")
+        inventory.parse_shard("2/2")
     with pytest.raises(ExtractError):
-        runner.parse_shard("x")
+        inventory.parse_shard("x")
 
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference, monkeypatch):
@@ -360,27 +360,26 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference, monkeypatc
 
 
 def _prepare(store, data, barrier, rounds_ok):
-    """Every step a run's preparation takes, started at the same instant in several processes."""
-    from types import SimpleNamespace
-
+    """Every step a run's preparation takes (the calls runner.run makes), started at the same instant in
+    several processes."""
     from extract.transforms import parse_transform
+    from extract.zeroshot import write_head
 
     try:
-        sel = runner.resolve_selection(models=[SUP], datasets=["imagenet-val"], data_root=data)
-        reader = runner.open_reader("imagenet-val", sel.data_root, sel.entry("imagenet-val"), sel.manifest.path)
+        sel = inventory.resolve_selection(models=[SUP], datasets=["imagenet-val"], data_root=data)
+        reader = inventory.open_reader("imagenet-val", sel.data_root, sel.entry("imagenet-val"), sel.manifest.path)
         barrier.wait(timeout=60)
-        root = runner._open_root(store)
+        root = runner.open_store(store)
         dg = runner.ensure_dataset_group(root, "imagenet-val", reader, sel.entry("imagenet-val"))
         t = parse_transform("center")
-        spec = SimpleNamespace(id=SUP, kind="classifier")
         fp = schemas.fingerprint_inputs(model={"id": SUP}, weights_id="w", preprocess={}, transform=t.to_dict(),
                                         precision="fp32", sample_digest=dg.attrs["sample_digest"])
         attrs = {"model": {"id": SUP}, "preprocess": {}, "precision": "fp32", "logit_kind": "classifier",
                  "fingerprint_inputs": fp}
         for _ in range(2):
-            runner._open_run(root, "imagenet-val", t, spec, num_classes=10, feature_dim=4, attrs=attrs,
-                             logits_dtype="float32", overwrite=False)
-        runner.write_head(root, "demo-head", np.ones((3, 2), np.float32), {"model": "m"})
+            schemas.open_run(root, "imagenet-val", t.id, SUP, num_classes=10, feature_dim=4, attrs=attrs,
+                             transform_attrs={"transform": t.to_dict()}, logits_dtype="float32", overwrite=False)
+        write_head(root, "demo-head", np.ones((3, 2), np.float32), {"model": "m"})
         rounds_ok.put(True)
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         rounds_ok.put(f"{type(e).__name__}: {e}")
@@ -440,7 +439,9 @@ def test_weights_for_a_model_not_in_the_run(tmp_path):
         runner.run(opts(tmp_path / "s.zarr", data, weights={SUP: str(tmp_path / "missing.pt")}))
 
 
-def test_normalizer_matches_transforms_normalize():
+def test_normalize_with_cached_mean_std_matches_the_arithmetic():
+    """The runner normalises with transforms.normalize, whose mean/std tensors are kept per device: every
+    call, first or cached, gives exactly (x/255 - mean) / std."""
     import torch
 
     from extract.models import CLIP_PREPROCESS, SUPERVISED_PREPROCESS
@@ -448,4 +449,8 @@ def test_normalizer_matches_transforms_normalize():
 
     x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
     for pre in (SUPERVISED_PREPROCESS, CLIP_PREPROCESS):
-        assert torch.equal(runner.Normalizer(pre, "cpu")(x), normalize(x, pre))
+        mean = torch.tensor(pre.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(pre.std, dtype=torch.float32).view(-1, 1, 1)
+        expected = (x.to(torch.float32) / 255.0 - mean) / std
+        for _ in range(2):
+            assert torch.equal(normalize(x, pre), expected)

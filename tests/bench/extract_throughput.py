@@ -22,6 +22,7 @@ model has seen it). Targets: (b) >= 0.9 x (a) on an H100; (b) >= 2 x (c).
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import os
@@ -114,14 +115,15 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
     reader = open_reader("imagenet-val", m.dataset("imagenet-val"), data_root)
     geometries = {}
     for s in specs:
-        geometries.setdefault(runner.geometry_key(s.preprocess), s.preprocess)
+        geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
     data = runner.BlockImages(reader, transform, geometries)
     # One real batch per geometry, reused: the forward pass does not care which pixels it sees.
     items = [data[i] for i in range(min(batch_size, n_images))]
     batch = runner.collate(items)["images"]
     on_device = {k: v.to(device) for k, v in batch.items()}
-    keys = [runner.geometry_key(s.preprocess) for s in specs]
-    norms = [runner.Normalizer(s.preprocess, device) for s in specs]
+    keys = [s.preprocess.geometry_key() for s in specs]
+    from extract.transforms import normalize
+    norms = [functools.partial(normalize, pre=s.preprocess) for s in specs]
     per_model: dict[str, float] = {}
     n_batches = max(1, n_images // batch_size)
     with torch.inference_mode():
@@ -176,8 +178,9 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
     cuda = device.startswith("cuda")
     seconds: dict[str, float] = {}
     for s, model in zip(specs, models):
-        key = runner.geometry_key(s.preprocess)
-        norm = runner.Normalizer(s.preprocess, device)
+        key = s.preprocess.geometry_key()
+        from extract.transforms import normalize
+        norm = functools.partial(normalize, pre=s.preprocess)
         data = runner.BlockImages(reader, transform, {key: s.preprocess})
         batches = [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
         loader = DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=runner.collate,
