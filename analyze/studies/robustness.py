@@ -70,6 +70,7 @@ def run(ctx: Context) -> None:
     reader = ctx.reader
     for dataset in DATASETS:
         source = "imagenet-val" if dataset == "imagenet-real" else dataset
+        real_sets = None  # joined once per dataset, shared by its models
         for key in reader.runs(source, CENTER):
             summary = ctx.summaries(key)
             if summary is None:
@@ -78,7 +79,9 @@ def run(ctx: Context) -> None:
             if dataset == "imagenet-c":
                 imagenet_c(ctx, key, summary)
             elif dataset == "imagenet-real":
-                correct, counted = correct_multi(summary.pred, real_label_sets(samples.sample_id))
+                if real_sets is None:
+                    real_sets = real_label_sets(samples.sample_id)
+                correct, counted = correct_multi(summary.pred, real_sets)
                 _top1(ctx, key, correct, summary.valid & counted, dataset="imagenet-real")
             elif "label_set" in samples.columns:
                 correct, counted = correct_multi(summary.pred, samples.columns["label_set"])
