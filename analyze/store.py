@@ -10,6 +10,7 @@ import numpy as np
 import zarr
 
 from schemas import layout as L
+from schemas.store import StoreError, check_root_attrs
 
 
 class AnalysisError(ValueError):
@@ -50,14 +51,10 @@ class StoreReader:
             self.root = zarr.open_group(url, mode="r")
         except Exception as e:  # noqa: BLE001 - any failure to open means "not a store"
             raise AnalysisError(f"{self.url}: not a Zarr v3 store ({type(e).__name__}: {e})") from None
-        attrs = dict(self.root.attrs)
-        if attrs.get("schema") != L.SCHEMA:
-            raise AnalysisError(f"{self.url}: not a {L.SCHEMA} store (root attribute 'schema' is {attrs.get('schema')!r})")
-        if attrs.get("schema_version") != L.SCHEMA_VERSION:
-            raise AnalysisError(
-                f"{self.url}: schema version {attrs.get('schema_version')!r}, this analysis reads version "
-                f"{L.SCHEMA_VERSION}"
-            )
+        try:
+            check_root_attrs(dict(self.root.attrs), self.url)
+        except StoreError as e:
+            raise AnalysisError(str(e)) from None
         self.notes: list[str] = []
         self._samples: dict[str, Samples] = {}
         self._runs = self._discover()
