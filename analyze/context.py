@@ -50,6 +50,7 @@ class Context:
     replicates: dict[tuple, np.ndarray] = field(default_factory=dict)
     summaries: SummaryCache = None  # type: ignore[assignment]
     _index: dict[tuple, dict] = field(default_factory=dict, repr=False)
+    _by_run: dict[tuple, dict[str, float]] = field(default_factory=dict, repr=False)  # (model, dataset, transform)
     # Statistics waiting for their bootstrap replicates: one ProductBatch per sample population.
     _batches: dict[tuple, ProductBatch] = field(default_factory=dict, repr=False)
     _pending: list[tuple] = field(default_factory=list, repr=False)
@@ -76,8 +77,7 @@ class Context:
         dataset and its full sample count); ``dataset`` overrides the dataset column (ImageNet-ReaL rows live
         on ImageNet val's samples). ``n``: the sample count behind every metric, or a dict per metric.
         """
-        existing = {m: r["value"] for (mod, d, t, m), r in self._index.items()
-                    if (mod, d, t) == (key.model, dataset or key.dataset, key.transform)}
+        existing = self._by_run.setdefault((key.model, dataset or key.dataset, key.transform), {})
         weight_key = weight_key or key.dataset
         n_rows = n_rows if n_rows is not None else self.reader.n_samples(key.dataset)
         values = stat(None)
@@ -93,6 +93,7 @@ class Context:
                    "n": int(n[metric] if isinstance(n, dict) else n)}
             self._rows.append(row)
             self._index[(key.model, row["dataset"], key.transform, metric)] = row
+            existing[metric] = row["value"]
             new_rows[metric] = row
             out[metric] = float(value)
         if self.boot.n_boot > 0:

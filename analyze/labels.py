@@ -1,5 +1,8 @@
 """Label tables the analysis joins onto stored runs, read from files bundled in schemas/labels.
 
+The label spaces and class subsets themselves come from the contract (schemas.manifest); this module adds
+the per-image tables (ReaL, ImageNet-X).
+
 Loaded lazily and cached: importing the analysis costs nothing.
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS_DIR = Path(__file__).resolve().parents[1] / "schemas" / "labels"
+from schemas import manifest
 
 IMAGENET_X_FACTORS = (
     "pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory",
@@ -23,39 +26,22 @@ IMAGENET_X_FACTORS = (
 
 
 def label_path(name: str) -> Path:
-    path = LABELS_DIR / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: bundled label file missing (reinstall the package)")
-    return path
+    return manifest.label_file(name)
 
 
-@lru_cache(maxsize=None)
-def imagenet_class_names() -> tuple[str, ...]:
-    return tuple(label_path("imagenet_classnames.txt").read_text().splitlines())
-
-
-@lru_cache(maxsize=None)
 def subset_indices(name: str) -> np.ndarray:
     """ImageNet-1k indices of a class subset: ``imagenet-a-200`` / ``imagenet-r-200``."""
-    files = {"imagenet-a-200": "imagenet_a_indices.txt", "imagenet-r-200": "imagenet_r_indices.txt"}
-    if name not in files:
-        raise ValueError(f"unknown class subset {name!r}; available: {sorted(files)}")
-    idx = np.loadtxt(label_path(files[name]), dtype=np.int64)
-    return np.sort(idx)
+    return manifest.class_subset_indices(name)
 
 
-@lru_cache(maxsize=None)
 def cue_conflict_categories() -> dict[str, np.ndarray]:
     """The 16 cue-conflict categories (sorted by name) -> their ImageNet-1k member indices."""
-    raw = json.loads(label_path("cue_conflict_16.json").read_text())
-    return {name: np.asarray(raw[name], dtype=np.int64) for name in sorted(raw)}
+    return manifest.class_groups("cue-conflict-16")
 
 
-@lru_cache(maxsize=None)
 def pug_classes() -> dict[str, np.ndarray]:
     """The PUG-ImageNet classes (sorted by name) -> their ImageNet-1k indices."""
-    raw = json.loads(label_path("pug_imagenet_class_to_imagenet_idx.json").read_text())
-    return {name: np.asarray(raw[name], dtype=np.int64) for name in sorted(raw)}
+    return manifest.class_groups("pug-imagenet")
 
 
 @lru_cache(maxsize=None)

@@ -17,17 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LABELS_DIR = Path(__file__).resolve().parents[1] / "schemas" / "labels"
 
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet class names used for the CLIP prompts (open_clip's list), in class order."""
-    path = LABELS_DIR / "imagenet_classnames.txt"
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    if len(names) != 1000 or not all(names):
-        raise ValueError(f"{path}: expected 1000 non-empty class names, found {len(names)}")
+    from schemas.manifest import imagenet_class_names as bundled, label_file
+
+    names = list(bundled())
+    if len(names) != 1000:
+        raise ValueError(f"{label_file('imagenet_classnames.txt')}: expected 1000 non-empty class names, found {len(names)}")
     return names
 
 
