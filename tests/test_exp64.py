@@ -1,0 +1,84 @@
+"""The compiled float64 exp against numpy's (libm) exp, and the softmax with and without it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyze.metrics import softmax as sm
+from analyze.metrics.exp64 import FLOOR, exp_shifted
+
+ULP = 2.0**-52
+
+
+def _kernel_exp(d: np.ndarray) -> np.ndarray:
+    """exp of a column of differences, through the kernel (one row per value, max 0)."""
+    x = d.reshape(-1, 1)
+    out, scratch = np.empty(x.shape), np.empty(x.shape)
+    exp_shifted(x, np.zeros(len(x)), out, scratch)
+    return out[:, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_within_one_ulp_of_libm_over_the_whole_range(dtype):
+    rng = np.random.default_rng(0)
+    d = np.concatenate([np.linspace(FLOOR, 0.0, 400_001), -rng.exponential(5.0, 200_000),
+                        -rng.random(200_000) * 1e-6]).astype(dtype)
+    d = d[d >= FLOOR]
+    ref = np.exp(d.astype(np.float64))
+    got = _kernel_exp(d)
+    assert np.abs(got / ref - 1).max() <= ULP
+
+
+def test_exact_points_and_underflow():
+    d = np.array([0.0, -np.log(2.0), FLOOR, -708.5, -1000.0, -np.inf, np.nan])
+    got = _kernel_exp(d)
+    assert got[0] == 1.0
+    assert got[1] == pytest.approx(0.5, rel=ULP)
+    assert got[2] == pytest.approx(np.exp(FLOOR), rel=ULP) and got[2] > 0
+    assert (got[3:] == 0.0).all()  # below the floor, -inf and NaN: 0 (callers flag NaN rows from the max)
+
+
+def test_row_shift_is_per_row():
+    x = np.array([[1.0, 2.0, 3.0], [10.0, 10.0, 9.0]], np.float32)
+    m = x.max(axis=1).astype(np.float64)
+    out, scratch = np.empty(x.shape), np.empty(x.shape)
+    exp_shifted(x, m, out, scratch)
+    np.testing.assert_allclose(out, np.exp(x.astype(np.float64) - m[:, None]), rtol=ULP)
+
+
+@pytest.fixture
+def numpy_exp(monkeypatch):
+    """The softmax as it runs without numba."""
+    monkeypatch.setattr(sm, "_exp_kernel", False)
+
+
+def _mixed_logits() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((600, 100)) * rng.uniform(0.1, 40, (600, 1))).astype(np.float32)
+    logits[5, 3] = np.nan
+    logits[6, 9] = np.inf
+    logits[7, :] = -np.inf
+    logits[8, 50:] = -np.inf
+    return logits, rng.integers(0, 100, 600)
+
+
+def test_summaries_equal_with_and_without_the_kernel(monkeypatch):
+    logits, label = _mixed_logits()
+    fast = sm.summarize(logits, label)
+    monkeypatch.setattr(sm, "_exp_kernel", False)
+    slow = sm.summarize(logits, label)
+    np.testing.assert_array_equal(fast["pred"], slow["pred"])
+    for name in ("confidence", "p_true"):
+        np.testing.assert_array_equal(np.isnan(fast[name]), np.isnan(slow[name]))
+        np.testing.assert_allclose(fast[name], slow[name], rtol=4 * ULP)
+    assert np.isnan(fast["confidence"][[5, 6, 7]]).all() and np.isfinite(fast["confidence"][8])
+
+
+def test_numpy_fallback_matches_definition(numpy_exp, kit):
+    logits, label = _mixed_logits()
+    out = sm.summarize(logits[:20], label[:20])
+    for i in (0, 1, 8):
+        row = logits[i][np.isfinite(logits[i])]
+        p = kit.ref_softmax(row)
+        assert out["confidence"][i] == pytest.approx(max(p), rel=1e-12)
+    assert np.isnan(out["confidence"][[5, 6, 7]]).all()
