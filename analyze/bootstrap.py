@@ -9,8 +9,9 @@ models computed replicate by replicate is a paired bootstrap.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -40,25 +41,41 @@ class Bootstrap:
     n_boot: int = 1000
     seed: int = 0
     level: float = 0.95
-    # Counts are kept as uint8 for every sample population (a byte per sample and replicate); only the
-    # most recent float32 copies, which the matrix products need, are kept beside them.
-    _counts: dict = field(default_factory=dict, repr=False)
-    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    max_cached: int = 2
+    # Counts are kept as uint8 (a byte per sample and replicate); the matrix products convert them to
+    # float32 a slice at a time (ProductBatch.compute).
+    _draws: dict = field(default_factory=dict, repr=False)
+    _drawer: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def _draw(self, key: str, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, _key_seed(key), n])
+        return poisson1(rng, (self.n_boot, n))
+
+    def prepare(self, populations: Iterable[tuple[str, int]]) -> None:
+        """Start drawing the counts of these ``(key, n)`` populations on a background thread: they depend
+        on nothing but the seed, so the draws overlap the reading of the logits."""
+        if self.n_boot <= 0:
+            return
+        if self._drawer is None:
+            self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bootstrap")
+        for key, n in populations:
+            if (key, n) not in self._draws:
+                self._draws[(key, n)] = self._drawer.submit(self._draw, key, n)
+
+    def counts(self, key: str, n: int) -> np.ndarray | None:
+        """``[n_boot, n]`` uint8 Poisson(1) counts for the samples of ``key``; None when disabled."""
+        if self.n_boot <= 0:
+            return None
+        draw = self._draws.get((key, n))
+        if draw is None:
+            draw = self._draws[(key, n)] = self._draw(key, n)
+        elif isinstance(draw, Future):
+            draw = self._draws[(key, n)] = draw.result()
+        return draw
 
     def weights(self, key: str, n: int) -> np.ndarray | None:
         """``[n_boot, n]`` float32 Poisson(1) weights for the samples of ``key``; None when disabled."""
-        if self.n_boot <= 0:
-            return None
-        if (key, n) not in self._cache:
-            if (key, n) not in self._counts:
-                rng = np.random.default_rng([self.seed, _key_seed(key), n])
-                self._counts[(key, n)] = poisson1(rng, (self.n_boot, n))
-            self._cache[(key, n)] = self._counts[(key, n)].astype(np.float32)
-            while len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end((key, n))
-        return self._cache[(key, n)]
+        counts = self.counts(key, n)
+        return None if counts is None else counts.astype(np.float32)
 
     def interval(self, replicates: np.ndarray | None) -> tuple[float, float]:
         """Percentile interval of the replicates (NaN when there are none)."""

@@ -107,7 +107,7 @@ class Context:
     def flush(self) -> None:
         """Compute the bootstrap replicates of every statistic recorded so far and fill their intervals."""
         for (weight_key, n_rows), batch in self._batches.items():
-            batch.compute(self.boot.weights(weight_key, n_rows))
+            batch.compute(self.boot.counts(weight_key, n_rows))
         for batch, stat, rows in self._pending:
             reps = stat(DeferredWeights(batch))
             for metric, row in rows.items():

@@ -82,17 +82,25 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in names]
-    ctx.summaries.prefetch([k for k in reader.runs() if any(m.wants(k) for m in modules)], progress=progress)
+    # Runs in the order the studies ask for them: the logits pass runs in the background, and each study
+    # waits only for the runs it reads.
+    keys = list(dict.fromkeys(k for m in modules for k in reader.runs() if m.wants(k)))
+    ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys}))
+    ctx.summaries.prefetch(keys, progress=progress)
     iterator = modules
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(modules, desc="studies", unit="study")
-    for module in iterator:
-        if progress:
-            iterator.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
-        module.run(ctx)
-        ctx.flush()
+        iterator = tqdm(modules, desc="studies", unit="study", position=1)
+    try:
+        for module in iterator:
+            if progress:
+                iterator.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+            module.run(ctx)
+            ctx.flush()
+        ctx.summaries.finish()
+    finally:
+        ctx.summaries.close()
     results = _table(ctx.rows, RESULT_COLUMNS)
     diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
     for name, frame in (("results", results), ("differences", diffs)):

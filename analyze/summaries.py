@@ -1,11 +1,12 @@
 """One streaming pass over a run's logits into the per-sample quantities every study uses.
 
-The logits are read once, block by block (two blocks in flight on a thread pool: numpy's exp and zarr's
-decompression both release the GIL), and reduced to a few numbers per sample. Only the summaries stay in
-memory, so a store of any size is analysed in bounded memory.
+The logits are read once, block by block on a thread pool (the compiled exp and zarr's decompression
+both release the GIL), and reduced to a few numbers per sample. Only the summaries stay in memory, so a
+store of any size is analysed in bounded memory.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ import numpy as np
 from . import labels
 from .metrics import shape_bias as sb
 from .metrics.softmax import stable_exp, summarize
-from .store import RunKey, StoreReader
+from schemas.layout import LOGITS
+
+from .store import AnalysisError, RunKey, StoreReader
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,31 @@ class _Pending:
         self.p_true = np.full(n, np.nan)
         self.finite = np.zeros(n, bool)
         self.cat = np.full((n, len(self.categories)), np.nan) if self.categories else None
-
-    def blocks(self) -> list[slice]:
-        return list(self.reader.blocks(self.key))
+        self.blocks = list(reader.blocks(key))
+        self._left = len(self.blocks)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        if not self.blocks:
+            self._done.set()
 
     def reduce(self, rows: slice) -> None:
-        block = self.reader.logits(self.key, rows)
+        try:
+            if self._error is None:
+                self._reduce(rows)
+        except BaseException as error:  # kept for the thread that waits on this run
+            self._error = error
+        with self._lock:
+            self._left -= 1
+            if self._left == 0 or self._error is not None:
+                self._done.set()
+
+    def _reduce(self, rows: slice) -> None:
+        try:
+            block = self.reader.logits(self.key, rows)
+        except Exception as error:
+            raise AnalysisError(f"{self.reader.url}/{self.key.path}/{LOGITS}: rows {rows.start}:{rows.stop} could not be "
+                                f"read ({type(error).__name__}: {error}); the chunk may be damaged: re-extract the run") from error
         out = summarize(block, self.label[rows], self.subset)
         # A NaN or +inf logit makes the row's softmax sum NaN: no separate pass over the block is needed.
         ok = np.isfinite(out["confidence"])
@@ -74,7 +96,10 @@ class _Pending:
             e, total = stable_exp(np.where(ok[:, None], block, 0.0))
             self.cat[rows] = sb.category_probabilities(e / total[:, None], self.categories)
 
-    def finish(self) -> RunSummary:
+    def wait(self) -> RunSummary:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
         key, notes, n = self.key, self.reader.notes, self.n
         valid = self.reader.valid(key)
         if not valid.all() and valid.any():
@@ -88,46 +113,85 @@ class _Pending:
         return RunSummary(key, self.pred, self.conf, self.p_true, valid, self.cat)
 
 
-def summarize_runs(reader: StoreReader, keys: list[RunKey], threads: int = 3, progress: bool = False) -> dict[RunKey, RunSummary]:
-    """Summaries of several runs, their blocks spread over one thread pool.
+class SummaryCache:
+    """Run summaries, computed in the background in the order the studies will ask for them.
 
-    Each task reads one block and reduces it, so reading (zarr's decompression) and the float64 softmax
-    of different blocks overlap, across runs too; one thread more than cores covers the I/O waits.
+    ``prefetch`` queues every block of every run on one thread pool: reading (zarr's decompression) and
+    the softmax of different blocks overlap, across runs too, one thread more than cores covering the I/O
+    waits. Meanwhile the studies run: asking for a run waits for that run's blocks only, so the studies'
+    own work fills the cores the logits pass leaves idle.
     """
-    pending = [_Pending(reader, key) for key in keys]
-    tasks = [(p, rows) for p in pending for rows in p.blocks()]
-    bar = None
-    if progress and tasks:
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), desc="reading logits", unit="block")
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(lambda task: task[0].reduce(task[1]), tasks):
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    return {p.key: p.finish() for p in pending}
+    def __init__(self, reader: StoreReader, threads: int = 3):
+        self.reader, self.threads = reader, threads
+        self._cache: dict[RunKey, RunSummary] = {}
+        self._pending: dict[RunKey, _Pending] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._bar = None
+
+    def prefetch(self, keys: list[RunKey], progress: bool = False) -> None:
+        """Start summarising these runs, in this order, without waiting."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self._cache and k not in self._pending]
+        pending = [_Pending(self.reader, key) for key in todo]
+        tasks = [(p, rows) for p in pending for rows in p.blocks]
+        if not tasks:
+            self._pending.update({p.key: p for p in pending})
+            return
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(tasks), desc="reading logits", unit="block", position=0)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="logits")
+        for p, rows in tasks:
+            future = self._pool.submit(p.reduce, rows)
+            if self._bar is not None:
+                future.add_done_callback(lambda _: self._bar.update())
+        self._pending.update({p.key: p for p in pending})
+
+    def summary(self, key: RunKey) -> RunSummary:
+        """The run's summary, all-invalid runs included (waits for a prefetched run's blocks)."""
+        if key not in self._cache:
+            if key not in self._pending:
+                self.prefetch([key])
+            self._cache[key] = self._pending.pop(key).wait()
+        return self._cache[key]
+
+    def __call__(self, key: RunKey) -> RunSummary | None:
+        summary = self.summary(key)
+        return summary if summary.valid.any() else None
+
+    def finish(self) -> None:
+        """Wait for every queued run (their notes on invalid rows count even if no study asked), then
+        release the threads; on an error, queued blocks are dropped."""
+        try:
+            for key in list(self._pending):
+                self.summary(key)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for pending in self._pending.values():  # blocks dropped above: a later wait must not hang
+            if not pending._done.is_set():
+                pending._error = RuntimeError(f"{pending.key.path}: summary cancelled (the analysis stopped)")
+                pending._done.set()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def summarize_runs(reader: StoreReader, keys: list[RunKey], threads: int = 3) -> dict[RunKey, RunSummary]:
+    """Summaries of several runs, their blocks spread over one thread pool."""
+    cache = SummaryCache(reader, threads)
+    cache.prefetch(keys)
+    try:
+        return {key: cache.summary(key) for key in keys}
+    finally:
+        cache.close()
 
 
 def summarize_run(reader: StoreReader, key: RunKey) -> RunSummary:
     return summarize_runs(reader, [key])[key]
-
-
-class SummaryCache:
-    """Summaries computed on first use, kept for the studies that share them."""
-
-    def __init__(self, reader: StoreReader):
-        self.reader = reader
-        self._cache: dict[RunKey, RunSummary] = {}
-
-    def prefetch(self, keys: list[RunKey], progress: bool = False) -> None:
-        """Summarise every run the studies will ask for in one parallel pass."""
-        todo = [k for k in keys if k not in self._cache]
-        self._cache.update(summarize_runs(self.reader, todo, progress=progress))
-
-    def __call__(self, key: RunKey) -> RunSummary | None:
-        if key not in self._cache:
-            self._cache[key] = summarize_run(self.reader, key)
-        summary = self._cache[key]
-        return summary if summary.valid.any() else None

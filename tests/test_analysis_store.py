@@ -600,6 +600,20 @@ def test_nan_rows_through_cli(kit, tmp_path, small_store, capsys):
     assert row["n"] == 18 and row["value"] == 1.0
 
 
+def test_damaged_logits_chunk_is_named_and_nothing_hangs(kit, tmp_path, small_store, capsys):
+    """The logits are read on background threads: a damaged chunk reaches the user as one clear error."""
+    n = 20
+    kit.write(small_store, "imagenet-val", "center", "other", kit.planted(np.arange(n) % 5, 5),
+              sample_id=kit.val_ids(n), label=np.arange(n) % 5)
+    chunk = next(p for p in (small_store / "imagenet-val" / "center" / "m" / "logits").rglob("*")
+                 if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"not zstd at all")
+    code, _, stderr = cli(capsys, "report", small_store, "--out", tmp_path / "out", "--n-boot", "5", "--quiet")
+    assert code != 0
+    assert f"{small_store}/imagenet-val/center/m/logits: rows 0:20 could not be read" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_cli_unknown_study_is_an_error(tmp_path, small_store, capsys):
     code, _, stderr = cli(capsys, "report", small_store, "--out", tmp_path / "out", "--studies", "calibraton")
     assert code == 2 and "calibraton" in stderr and "Traceback" not in stderr

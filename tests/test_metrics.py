@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from analyze.bootstrap import Bootstrap
-from analyze.metrics import wmean
+from analyze.metrics import weighted_product, wmean
 from analyze.metrics.accuracy import accuracy, correct_multi, correct_single, subset_argmax
 from analyze.metrics.calibration import N_BINS, bin_index, ece, reliability
 from analyze.metrics.grouped import group_means
@@ -511,6 +511,24 @@ def test_bootstrap_weights_are_seeded_poisson():
     assert (a >= 0).all() and np.array_equal(a, np.round(a))
     assert a.mean() == pytest.approx(1.0, abs=0.02) and a.var() == pytest.approx(1.0, abs=0.05)
     assert Bootstrap(n_boot=0).weights("x", 10) is None
+
+
+def test_bootstrap_draws_prepared_in_the_background_equal_lazy_draws():
+    lazy = Bootstrap(n_boot=50, seed=9)
+    early = Bootstrap(n_boot=50, seed=9)
+    early.prepare([("imagenet-val", 300), ("imagenet-r", 40)])
+    for key, n in (("imagenet-val", 300), ("imagenet-r", 40), ("imagenet-a", 7)):
+        np.testing.assert_array_equal(early.counts(key, n), lazy.counts(key, n))
+        assert early.counts(key, n).dtype == np.uint8
+
+
+@pytest.mark.parametrize("slice_rows", [1, 7, 4096])
+def test_weighted_product_of_counts_in_slices(slice_rows):
+    rng = np.random.default_rng(2)
+    counts = rng.integers(0, 6, (30, 101)).astype(np.uint8)
+    x = rng.random((101, 4)).astype(np.float32)
+    expected = counts.astype(np.float64) @ x.astype(np.float64)
+    np.testing.assert_allclose(weighted_product(counts, x, slice_rows=slice_rows), expected, rtol=1e-5)
 
 
 def test_bootstrap_interval_percentiles():

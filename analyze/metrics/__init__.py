@@ -51,9 +51,24 @@ class ProductBatch:
                     unique.append(column)
                 where.append(first[digest])
         x = np.stack(unique, axis=1) if unique else np.zeros((self.n_rows, 0), np.float32)
-        product = np.asarray(weights, dtype=np.float32) @ x
-        self.result = product.astype(np.float64)[:, np.asarray(where, dtype=np.int64)]
+        self.result = weighted_product(weights, x).astype(np.float64)[:, np.asarray(where, dtype=np.int64)]
         self.columns, self.cursor = [], 0
+
+
+def weighted_product(weights: np.ndarray, x: np.ndarray, slice_rows: int = 4096) -> np.ndarray:
+    """``weights @ x`` in float32 for ``[B, n]`` weights of any numeric dtype (uint8 bootstrap counts):
+    converted a slice of samples at a time into one reused buffer, never as a whole float32 copy."""
+    weights = np.asarray(weights)
+    if weights.dtype == np.float32:
+        return weights @ x
+    out = np.zeros((weights.shape[0], x.shape[1]), np.float32)
+    buf = np.empty((weights.shape[0], min(slice_rows, weights.shape[1])), np.float32)
+    for start in range(0, weights.shape[1], slice_rows):
+        part = weights[:, start:start + slice_rows]
+        chunk = buf[:, :part.shape[1]]
+        np.copyto(chunk, part, casting="unsafe")
+        out += chunk @ x[start:start + slice_rows]
+    return out
 
 
 class DeferredWeights:
