@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.layout import LOGITS
+
 from . import labels
 from .metrics import shape_bias as sb
 from .metrics.softmax import stable_exp, summarize
-from schemas.layout import LOGITS
-
 from .store import AnalysisError, RunKey, StoreReader
 
 

@@ -216,7 +216,7 @@ def test_csv_file_list_with_paths_and_label_lists(tmp_path):
     for i in range(4):
         write(root / "lst" / "images" / f"im{i}.jpg", jpeg_bytes(i))
     csv_text = "path,label,origin\n" + "\n".join(
-        [f'images/im3.jpg,"[7, 8, 9]",a', "images/im0.jpg,[1],b", 'images/im2.jpg,"2;4",c', "images/im1.jpg,[],d"])
+        ['images/im3.jpg,"[7, 8, 9]",a', "images/im0.jpg,[1],b", 'images/im2.jpg,"2;4",c', "images/im1.jpg,[],d"])
     write(root / "lst" / "list.csv", csv_text.encode())
     e = entry({"kind": "file-list", "path": "lst", "files": "*.csv", "path_column": "path", "label_list": True,
                "extra_columns": {"origin": "origin"}},
