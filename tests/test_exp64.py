@@ -82,3 +82,14 @@ def test_numpy_fallback_matches_definition(numpy_exp, kit):
         p = kit.ref_softmax(row)
         assert out["confidence"][i] == pytest.approx(max(p), rel=1e-12)
     assert np.isnan(out["confidence"][[5, 6, 7]]).all()
+
+
+def test_kernel_that_cannot_be_built_falls_back_to_numpy(monkeypatch, kit):
+    import sys
+
+    monkeypatch.setattr(sm, "_exp_kernel", None)
+    monkeypatch.setitem(sys.modules, "analyze.metrics.exp64", None)  # import fails as without numba
+    logits = np.array([[0.0, 1.0, 2.0]], np.float32)
+    out = sm.summarize(logits, np.array([2]))
+    assert sm._kernel() is None
+    assert out["confidence"][0] == pytest.approx(max(kit.ref_softmax(logits[0])), rel=1e-12)

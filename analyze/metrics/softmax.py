@@ -28,14 +28,18 @@ def _buffer(name: str, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _kernel():
-    """The compiled float64 exp (analyze.metrics.exp64), or None without numba: numpy's exp is used."""
+    """The compiled float64 exp (analyze.metrics.exp64), or None when it cannot be built here (no numba,
+    no writable cache, a compiler error): numpy's exp is used then, the same values within 2^-52."""
     global _exp_kernel
     if _exp_kernel is None:
         try:
             from .exp64 import exp_shifted
-        except ImportError:
-            exp_shifted = False
-        _exp_kernel = exp_shifted
+
+            one = np.empty((1, 1))
+            exp_shifted(np.zeros((1, 1), np.float32), np.zeros(1), one, np.empty((1, 1)))  # compiles now
+            _exp_kernel = exp_shifted if one[0, 0] == 1.0 else False
+        except Exception:
+            _exp_kernel = False
     return _exp_kernel or None
 
 
