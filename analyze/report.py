@@ -87,20 +87,24 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     keys = list(dict.fromkeys(k for m in modules for k in reader.runs() if m.wants(k)))
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys}))
     ctx.summaries.prefetch(keys, progress=progress)
-    iterator = modules
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(modules, desc="studies", unit="study", position=1)
+        bar = tqdm(total=len(modules), desc="studies", unit="study", position=1)
     try:
-        for module in iterator:
-            if progress:
-                iterator.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+        for module in modules:
+            if bar is not None:
+                bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
             module.run(ctx)
             ctx.flush()
+            if bar is not None:
+                bar.update()
         ctx.summaries.finish()
     finally:
-        ctx.summaries.close()
+        ctx.summaries.close()  # the logits bar closes first, above the studies bar
+        if bar is not None:
+            bar.close()
     results = _table(ctx.rows, RESULT_COLUMNS)
     diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
     for name, frame in (("results", results), ("differences", diffs)):
