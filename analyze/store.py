@@ -57,6 +57,9 @@ class StoreReader:
             raise AnalysisError(str(e)) from None
         self.notes: list[str] = []
         self._samples: dict[str, Samples] = {}
+        # Filled by discovery, which opens every array's metadata once: the per-block reads reuse them.
+        self._n_samples: dict[str, int] = {}
+        self._logits: dict[RunKey, zarr.Array] = {}
         self._runs = self._discover()
 
     # -- discovery ------------------------------------------------------------------------------------
@@ -75,7 +78,7 @@ class StoreReader:
             if name.startswith("_"):
                 continue
             sid = self._require(dataset, L.SAMPLE_ID, None, "sample ids [sample]")
-            n = sid.shape[0]
+            n = self._n_samples[name] = sid.shape[0]
             self._require(dataset, L.LABEL, n, "labels [sample] int32")
             if "label_space" not in dataset.attrs:
                 raise AnalysisError(f"{self.url}/{name}: missing attribute 'label_space' (the dataset's manifest entry)")
@@ -90,6 +93,7 @@ class StoreReader:
                     if not done.all():
                         self.notes.append(f"{key.path}: incomplete ({int(done.sum())} of {done.size} blocks done); left out")
                         continue
+                    self._logits[key] = logits
                     runs.append(key)
         return runs
 
@@ -119,7 +123,7 @@ class StoreReader:
         return dict(self.root[key.path].attrs)
 
     def n_samples(self, dataset: str) -> int:
-        return int(self.root[dataset][L.SAMPLE_ID].shape[0])
+        return int(self._n_samples[dataset])
 
     def samples(self, dataset: str) -> Samples:
         if dataset not in self._samples:
@@ -137,7 +141,7 @@ class StoreReader:
         return L.Blocks(self.n_samples(key.dataset))
 
     def logits(self, key: RunKey, rows: slice) -> np.ndarray:
-        return self.root[key.path][L.LOGITS][rows]
+        return self._logits[key][rows]
 
     def features(self, key: RunKey) -> np.ndarray:
         group = self.root[key.path]

@@ -96,6 +96,11 @@ class _Pending:
             e, total = stable_exp(np.where(ok[:, None], block, 0.0))
             self.cat[rows] = sb.category_probabilities(e / total[:, None], self.categories)
 
+    def cancel(self) -> None:
+        if not self._done.is_set():
+            self._error = RuntimeError(f"{self.key.path}: summary cancelled (the analysis stopped)")
+            self._done.set()
+
     def wait(self) -> RunSummary:
         self._done.wait()
         if self._error is not None:
@@ -133,9 +138,9 @@ class SummaryCache:
         """Start summarising these runs, in this order, without waiting."""
         todo = [k for k in dict.fromkeys(keys) if k not in self._cache and k not in self._pending]
         pending = [_Pending(self.reader, key) for key in todo]
+        self._pending.update({p.key: p for p in pending})
         tasks = [(p, rows) for p in pending for rows in p.blocks]
         if not tasks:
-            self._pending.update({p.key: p for p in pending})
             return
         if progress:
             from tqdm import tqdm
@@ -147,7 +152,6 @@ class SummaryCache:
             future = self._pool.submit(p.reduce, rows)
             if self._bar is not None:
                 future.add_done_callback(lambda _: self._bar.update())
-        self._pending.update({p.key: p for p in pending})
 
     def summary(self, key: RunKey) -> RunSummary:
         """The run's summary, all-invalid runs included (waits for a prefetched run's blocks)."""
@@ -175,23 +179,7 @@ class SummaryCache:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         for pending in self._pending.values():  # blocks dropped above: a later wait must not hang
-            if not pending._done.is_set():
-                pending._error = RuntimeError(f"{pending.key.path}: summary cancelled (the analysis stopped)")
-                pending._done.set()
+            pending.cancel()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def summarize_runs(reader: StoreReader, keys: list[RunKey], threads: int = 3) -> dict[RunKey, RunSummary]:
-    """Summaries of several runs, their blocks spread over one thread pool."""
-    cache = SummaryCache(reader, threads)
-    cache.prefetch(keys)
-    try:
-        return {key: cache.summary(key) for key in keys}
-    finally:
-        cache.close()
-
-
-def summarize_run(reader: StoreReader, key: RunKey) -> RunSummary:
-    return summarize_runs(reader, [key])[key]

@@ -56,11 +56,12 @@ class ProductBatch:
 
 
 def weighted_product(weights: np.ndarray, x: np.ndarray, slice_rows: int = 4096) -> np.ndarray:
-    """``weights @ x`` in float32 for ``[B, n]`` weights of any numeric dtype (uint8 bootstrap counts):
-    converted a slice of samples at a time into one reused buffer, never as a whole float32 copy."""
+    """``weights @ x`` in float32 for ``[n]`` or ``[B, n]`` weights of any numeric dtype: a ``[B, n]`` matrix
+    that is not float32 (uint8 bootstrap counts) is converted a slice of samples at a time into one
+    reused buffer, never as a whole float32 copy."""
     weights = np.asarray(weights)
-    if weights.dtype == np.float32:
-        return weights @ x
+    if weights.dtype == np.float32 or weights.ndim == 1:
+        return weights.astype(np.float32, copy=False) @ x
     out = np.zeros((weights.shape[0], x.shape[1]), np.float32)
     buf = np.empty((weights.shape[0], min(slice_rows, weights.shape[1])), np.float32)
     for start in range(0, weights.shape[1], slice_rows):
@@ -91,7 +92,7 @@ def wsum(x: np.ndarray, weights: np.ndarray | DeferredWeights | None = None) -> 
     if isinstance(weights, DeferredWeights):
         out = weights.batch.product(flat, weights.index)
         return out.reshape(out.shape[:-1] + x.shape[1:])
-    out = np.asarray(weights, dtype=np.float32) @ flat
+    out = weighted_product(weights, flat)
     return out.reshape(out.shape[:-1] + x.shape[1:]).astype(np.float64)
 
 

@@ -43,31 +43,39 @@ def _kernel():
     return _exp_kernel or None
 
 
+def _exp_rows(logits: np.ndarray, m: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(exp(z - m), sum)`` in float64 for row maxima ``m`` (NaN rows where ``m`` is not finite)."""
+    m = m.astype(np.float64)
+    finite = np.isfinite(m)
+    shift = m if finite.all() else np.where(finite, m, 0.0)
+    kernel = _kernel()
+    if kernel is not None:
+        kernel(logits, shift, out, _buffer("scratch", out.shape))
+    else:
+        out[...] = logits
+        out -= shift[:, None]
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+    total = out.sum(axis=1)
+    if not finite.all():
+        out[~finite] = np.nan
+        total[~finite] = np.nan
+    return out, total
+
+
+def _widened(logits: np.ndarray) -> np.ndarray:
+    """float32 or float64, the dtypes the kernel is built for (float16 widens exactly)."""
+    logits = np.asarray(logits)
+    return logits if logits.dtype in (np.float32, np.float64) else logits.astype(np.float32)
+
+
 def stable_exp(logits: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(exp(z - max z), sum)`` in float64, row-wise (NaN rows where the max is not finite).
 
     The max is exact in the logits' own dtype, and the float64 difference of two float32 values is exact.
     """
-    logits = np.asarray(logits)
-    if logits.dtype not in (np.float32, np.float64):
-        logits = logits.astype(np.float32)  # float16 widens exactly
-    z = np.empty(logits.shape) if out is None else out
-    m = logits.max(axis=1).astype(np.float64)
-    finite = np.isfinite(m)
-    shift = m if finite.all() else np.where(finite, m, 0.0)
-    kernel = _kernel()
-    if kernel is not None:
-        kernel(logits, shift, z, _buffer("scratch", z.shape))
-    else:
-        z[...] = logits
-        z -= shift[:, None]
-        with np.errstate(over="ignore"):
-            np.exp(z, out=z)
-    total = z.sum(axis=1)
-    if not finite.all():
-        z[~finite] = np.nan
-        total[~finite] = np.nan
-    return z, total
+    logits = _widened(logits)
+    return _exp_rows(logits, logits.max(axis=1), np.empty(logits.shape) if out is None else out)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -93,11 +101,13 @@ def summarize(logits: np.ndarray, label: np.ndarray, subset: np.ndarray | None =
     arg = np.empty(n, np.intp)
     for start in range(0, n, PASS_ROWS):
         rows = slice(start, min(n, start + PASS_ROWS))
-        part = logits[rows] if subset is None else logits[rows][:, subset]
-        e, total[rows] = stable_exp(part, _buffer("exp", (len(part), width)))
-        e_true[rows] = e[np.arange(len(part)), col[rows]]
-        # exp is monotonic, so the argmax of the logits is the argmax of the probabilities (first of ties alike).
+        part = _widened(logits[rows] if subset is None else logits[rows][:, subset])
+        # exp is monotonic, so the argmax of the logits is the argmax of the probabilities (first of ties
+        # alike); its logit is the row max (NaN when the row holds one), so one pass gives both.
+        index = np.arange(len(part))
         arg[rows] = part.argmax(axis=1)
+        e, total[rows] = _exp_rows(part, part[index, arg[rows]], _buffer("exp", (len(part), width)))
+        e_true[rows] = e[index, col[rows]]
     pred = arg if subset is None else subset[arg]
     with np.errstate(invalid="ignore"):
         p_true = np.where(known, e_true / total, np.nan)
