@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Sequence
 
-from extract.inventory import ExtractError
+from extract.errors import ExtractError
 from extract.runner import BadImageError
 
 log = logging.getLogger("extract")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- commands
 def _options(args):
-    from extract.inventory import RunOptions, parse_shard, parse_weights
+    from extract.options import RunOptions, parse_shard, parse_weights
 
     return RunOptions(
         store=args.store, suite=args.suite, models=_names(args.models), datasets=_names(args.datasets),
@@ -164,12 +164,14 @@ def cmd_plan(args) -> int:
     w_m = max([len("model")] + [len(r.model) for r in rows])
     print(f"{'dataset':<{w_ds}}  {'transform':<11} {'model':<{w_m}}  {'images':>8} {'blocks':>7} {'bytes':>10}  state")
     units = set()
-    images = total_bytes = todo_bytes = 0
+    images = total_bytes = todo_bytes = unknown = 0
     for r in rows:
         units.add((r.dataset, r.transform))
         blocks = f"{r.blocks_mine}" if r.blocks_mine is not None else "?"
         print(f"{r.dataset:<{w_ds}}  {r.transform:<11} {r.model:<{w_m}}  {r.images if r.images is not None else '?':>8} "
               f"{blocks:>7} {_fmt_bytes(r.bytes):>10}  {r.state}")
+        if r.bytes is None:
+            unknown += 1
         if r.bytes:
             total_bytes += r.bytes
             if r.blocks_mine:  # this process's pending share of the run
@@ -179,12 +181,13 @@ def cmd_plan(args) -> int:
     models = len({r.model for r in rows})
     print(f"{len(units)} dataset x transform units x {models} models = {len(rows)} runs; {images} image decodes "
           f"({images * models} model-images); store ~{_fmt_bytes(total_bytes)} uncompressed "
-          f"(logits float32 + features float16), ~{_fmt_bytes(todo_bytes)} of it still to write by this process")
+          f"(logits float32 + features float16), ~{_fmt_bytes(todo_bytes)} of it still to write by this process"
+          + (f"; sizes of {unknown} runs unknown (not counted)" if unknown else ""))
     return 0
 
 
 def cmd_status(args) -> int:
-    from extract.inventory import store_status
+    from extract.status import store_status
 
     runs = store_status(args.store)
     if args.json:
@@ -228,7 +231,7 @@ def cmd_ls(args) -> int:
     from extract.inventory import get_manifest, lookup
 
     if args.what == "models":
-        from extract.models import list_models
+        from extract.spec.models import list_models
 
         specs = list_models()
         w = max(len(s.id) for s in specs)
@@ -239,7 +242,7 @@ def cmd_ls(args) -> int:
         print("also: timm:<name>[.<tag>] and open_clip:<arch>/<tag>")
         return 0
     if args.what == "transforms":
-        from extract.transforms import list_transforms
+        from extract.spec.transforms import list_transforms
 
         print("\n".join(list_transforms()))
         print("also any value of: center, scale-<s>, shift-<px>, res-<px>")

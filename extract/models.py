@@ -1,37 +1,21 @@
-"""Model registry and model loading for the extractor. "Add a model" lives here.
+"""Model loading for the extractor: weights, input-size changes and the logits/features forward.
 
-To add a model to the registry, add one line to ``_REGISTRY_ENTRIES`` below (a timm classifier with
-``_timm(...)``, an open_clip zero-shot model with ``_clip(...)``). Any other model works without
-editing this file as ``timm:<name>[.<tag>]`` or ``open_clip:<arch>/<tag>``; their preprocessing is
-derived from the library's own configuration (no download).
+What a model is (``ModelSpec``, ``Preprocess``, the registry) is plain data in ``extract.spec.models``;
+this module builds and loads it. ``load_model`` returns a ``LoadedModel`` (a torch.nn.Module) whose
+forward maps normalised images to ``(logits float32 [B, K], features float32 [B, D])``. The backbone
+may run in bf16 autocast on CUDA; the timm classifier head and the CLIP logit product (100 x cosine
+with the zero-shot head) always run in fp32. Weights come from the hub (``pretrained=True``), from a
+local file (``weights=``: ``.safetensors`` or a ``torch.load(weights_only=True)`` state dict;
+arbitrary pickles are never loaded) or are a deterministic random init (``pretrained=False``; used by
+the tests and the demo).
 
-Each ``ModelSpec`` carries its evaluation preprocessing (``Preprocess``, like timm's pretrained_cfg);
-nothing else hard-codes it. The registry ids follow the paper's protocol (DESIGN.md "Extraction"):
-supervised Resize(256, bilinear) -> CenterCrop(224) with ImageNet mean/std; CLIP Resize(224, bicubic)
--> CenterCrop(224) with the CLIP mean/std.
-
-``load_model`` returns a ``LoadedModel`` (a torch.nn.Module) whose forward maps normalised images to
-``(logits float32 [B, K], features float32 [B, D])``. The backbone may run in bf16 autocast on CUDA;
-the timm classifier head and the CLIP logit product (100 x cosine with the zero-shot head) always run
-in fp32. Weights come from the hub (``pretrained=True``), from a local file (``weights=``:
-``.safetensors`` or a ``torch.load(weights_only=True)`` state dict; arbitrary pickles are never
-loaded) or are a deterministic random init (``pretrained=False``; used by the tests and the demo).
-
-timm and open_clip are imported lazily (only when a model is resolved from them or loaded).
+timm and open_clip are imported lazily (only when a model is loaded).
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
-import math
 import platform
-import shutil
 import sys
-import tempfile
-import threading
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,383 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# --------------------------------------------------------------------------------------------------
-# Preprocessing
-# --------------------------------------------------------------------------------------------------
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)   # timm.data.IMAGENET_DEFAULT_MEAN
-IMAGENET_STD = (0.229, 0.224, 0.225)    # timm.data.IMAGENET_DEFAULT_STD
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # open_clip.constants.OPENAI_DATASET_MEAN
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)   # open_clip.constants.OPENAI_DATASET_STD
-CLIP_LOGIT_SCALE = 100.0                # logits = 100 x cosine(image embedding, zero-shot head)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Evaluation preprocessing of a model: Resize(resize) (shorter side) -> CenterCrop(crop)."""
-
-    resize: int                              # shorter-side resize of the standard eval (256 sup, 224 CLIP)
-    crop: int                                # centre crop side (224)
-    interpolation: str                       # "bilinear" (supervised) | "bicubic" (CLIP)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "resize", int(self.resize))
-        object.__setattr__(self, "crop", int(self.crop))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean and std need 3 values")
-
-    def geometry_key(self) -> tuple:
-        """Models with equal keys see identical decoded + resized + cropped pixels for any transform."""
-        return (self.resize, self.crop, self.interpolation)
-
-    def to_dict(self) -> dict:
-        return {
-            "resize": self.resize,
-            "crop": self.crop,
-            "interpolation": self.interpolation,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
-
-SUPERVISED_PREPROCESS = Preprocess(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
-
-
-def clip_preprocess(size: int = 224, mean=CLIP_MEAN, std=CLIP_STD, interpolation: str = "bicubic") -> Preprocess:
-    """CLIP eval: Resize(size, bicubic) -> CenterCrop(size)."""
-    return Preprocess(size, size, interpolation, mean, std)
-
-
-CLIP_PREPROCESS = clip_preprocess(224)
-
-# --------------------------------------------------------------------------------------------------
-# Model specs and the registry
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str                  # registry id ("convnext-sup") or "timm:<name>.<tag>" / "open_clip:<arch>/<tag>"
-    family: str              # "timm" | "open_clip"
-    arch: str                # timm model name without tag, or open_clip architecture
-    tag: str | None          # timm pretrained tag / open_clip pretrained tag (None: no hub weights)
-    kind: str                # "classifier" (timm) | "zero-shot" (open_clip)
-    preprocess: Preprocess
-    is_vit: bool             # absolute position embeddings: resampled for other input resolutions
-    paper_top1: float | None = None   # ImageNet top-1 of the paper's Table 3 (documentation only)
-    demo: bool = False       # tiny random-init model for tests and the offline demo
-    description: str = ""    # one line for `extract ls models` (documentation only)
-
-    @property
-    def hub_name(self) -> str:
-        """timm: "<arch>.<tag>"; open_clip: "<arch>/<tag>"."""
-        if self.family == "timm":
-            return f"{self.arch}.{self.tag}" if self.tag else self.arch
-        return f"{self.arch}/{self.tag}" if self.tag else self.arch
-
-    def weights_id(self, weights: str | Path | None = None, pretrained: bool | None = None) -> str:
-        """Identity of the weights a load with these arguments uses.
-
-        "timm/<arch>.<tag>", "open_clip/<arch>/<tag>", "file:<sha256 of the file>" when ``weights``
-        is given, "random-init:seed=<n>" when ``pretrained`` is False (demo models by default).
-        """
-        if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"weights file {path}: no such file")
-            return f"file:{file_sha256(path)}"
-        if pretrained is None:
-            pretrained = not self.demo
-        if not pretrained:
-            return f"random-init:seed={random_init_seed(self)}"
-        if self.tag is None:
-            raise ValueError(f"model {self.id!r} has no pretrained tag; pass weights= or pretrained=False")
-        return f"{self.family}/{self.hub_name}"
-
-    def to_dict(self) -> dict:
-        """JSON-able identity of the model (store attrs, fingerprint).
-
-        paper_top1 and description are documentation and deliberately left out, so that editing
-        them never changes a fingerprint; see ``info()``.
-        """
-        return {
-            "id": self.id,
-            "family": self.family,
-            "arch": self.arch,
-            "tag": self.tag,
-            "kind": self.kind,
-            "preprocess": self.preprocess.to_dict(),
-            "is_vit": self.is_vit,
-            "demo": self.demo,
-        }
-
-    def info(self) -> dict:
-        """to_dict() plus the documentation fields (for listings)."""
-        return {**self.to_dict(), "paper_top1": self.paper_top1, "description": self.description}
-
-
-def _timm(id: str, arch: str, tag: str | None, *, is_vit: bool, description: str,
-          paper_top1: float | None = None, demo: bool = False) -> ModelSpec:
-    return ModelSpec(id, "timm", arch, tag, "classifier", SUPERVISED_PREPROCESS, is_vit,
-                     paper_top1=paper_top1, demo=demo, description=description)
-
-
-def _clip(id: str, arch: str, tag: str | None, *, is_vit: bool, description: str, size: int = 224,
-          paper_top1: float | None = None, demo: bool = False) -> ModelSpec:
-    return ModelSpec(id, "open_clip", arch, tag, "zero-shot", clip_preprocess(size), is_vit,
-                     paper_top1=paper_top1, demo=demo, description=description)
-
-
-# Tiny open_clip architectures for the tests and the offline demo (random init, build in well under
-# a second on CPU). Registered with open_clip on first use by register_demo_configs().
-_DEMO_TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
-DEMO_OPEN_CLIP_CONFIGS: dict[str, dict] = {
-    "demo-tiny-ViT-16": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": dict(_DEMO_TEXT_CFG),
-    },
-    "demo-tiny-convnext": {
-        "embed_dim": 64,
-        "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
-                       "timm_pool": "", "timm_proj": "linear", "image_size": 224},
-        "text_cfg": dict(_DEMO_TEXT_CFG),
-    },
-}
-
-# paper_top1 is left None everywhere: the values of the paper's Table 3 could not be checked here,
-# and this field must not carry invented numbers. Fill it in from the paper when at hand.
-_SUP = "supervised IN-21k -> IN-1k"
-_REGISTRY_ENTRIES: list[ModelSpec] = [
-    # The paper's four.
-    _timm("convnext-sup", "convnext_base", "fb_in22k_ft_in1k", is_vit=False,
-          description=f"ConvNeXt-B, {_SUP} (paper)"),
-    _timm("vit-sup", "deit3_base_patch16_224", "fb_in22k_ft_in1k", is_vit=True,
-          description=f"DeiT3 ViT-B/16, {_SUP} (paper)"),
-    _clip("convnext-clip", "convnext_base", "laion400m_s13b_b51k", is_vit=False,
-          description="ConvNeXt-B CLIP, LAION-400M, zero-shot (paper)"),
-    _clip("vit-clip", "ViT-B-16", "laion400m_e31", is_vit=True,
-          description="ViT-B/16 CLIP, LAION-400M, zero-shot (paper)"),
-    # Appendix sizes: supervised.
-    _timm("convnext-sup-tiny", "convnext_tiny", "fb_in22k_ft_in1k", is_vit=False,
-          description=f"ConvNeXt-T, {_SUP}"),
-    _timm("convnext-sup-small", "convnext_small", "fb_in22k_ft_in1k", is_vit=False,
-          description=f"ConvNeXt-S, {_SUP}"),
-    _timm("convnext-sup-large", "convnext_large", "fb_in22k_ft_in1k", is_vit=False,
-          description=f"ConvNeXt-L, {_SUP}"),
-    _timm("convnext-sup-xlarge", "convnext_xlarge", "fb_in22k_ft_in1k", is_vit=False,
-          description=f"ConvNeXt-XL, {_SUP}"),
-    _timm("vit-sup-small", "deit3_small_patch16_224", "fb_in22k_ft_in1k", is_vit=True,
-          description=f"DeiT3 ViT-S/16, {_SUP}"),
-    _timm("vit-sup-large", "deit3_large_patch16_224", "fb_in22k_ft_in1k", is_vit=True,
-          description=f"DeiT3 ViT-L/16, {_SUP}"),
-    _timm("vit-sup-huge", "deit3_huge_patch14_224", "fb_in22k_ft_in1k", is_vit=True,
-          description=f"DeiT3 ViT-H/14, {_SUP}"),
-    # Appendix sizes: CLIP on LAION-2B. The ConvNeXt-L/XXL CLIP models were trained at 256 px, so their
-    # standard eval is Resize(256, bicubic) -> CenterCrop(256) (the open_clip config's image size).
-    _clip("convnext-clip-large", "convnext_large_d", "laion2b_s26b_b102k_augreg", is_vit=False, size=256,
-          description="ConvNeXt-L (D) CLIP, LAION-2B, zero-shot, 256 px"),
-    _clip("convnext-clip-xxlarge", "convnext_xxlarge", "laion2b_s34b_b82k_augreg", is_vit=False, size=256,
-          description="ConvNeXt-XXL CLIP, LAION-2B, zero-shot, 256 px"),
-    _clip("vit-clip-large", "ViT-L-14", "laion2b_s32b_b82k", is_vit=True,
-          description="ViT-L/14 CLIP, LAION-2B, zero-shot"),
-    _clip("vit-clip-huge", "ViT-H-14", "laion2b_s32b_b79k", is_vit=True,
-          description="ViT-H/14 CLIP, LAION-2B, zero-shot"),
-    # Tiny random-init models for tests and the offline demo (pretrained=False).
-    _timm("demo-convnext-sup", "test_convnext", "r160_in1k", is_vit=False, demo=True,
-          description="tiny timm test_convnext, random init (demo)"),
-    _timm("demo-vit-sup", "test_vit", "r160_in1k", is_vit=True, demo=True,
-          description="tiny timm test_vit at 224, random init (demo)"),
-    _clip("demo-convnext-clip", "demo-tiny-convnext", None, is_vit=False, demo=True,
-          description="tiny open_clip ConvNeXt (timm test_convnext tower), random init (demo)"),
-    _clip("demo-vit-clip", "demo-tiny-ViT-16", None, is_vit=True, demo=True,
-          description="tiny open_clip ViT/16, random init (demo)"),
-]
-
-REGISTRY: dict[str, ModelSpec] = {spec.id: spec for spec in _REGISTRY_ENTRIES}
-PAPER_MODELS: list[str] = ["convnext-sup", "vit-sup", "convnext-clip", "vit-clip"]
-DEMO_MODELS: list[str] = [s.id for s in _REGISTRY_ENTRIES if s.demo]
-
-
-def list_models(include_demo: bool = True) -> list[ModelSpec]:
-    """Registry specs: the paper's four, the appendix sizes, then (``demo=True``) the demo models."""
-    return [s for s in _REGISTRY_ENTRIES if include_demo or not s.demo]
-
-
-_DEMO_LOCK = threading.Lock()
-
-
-def register_demo_configs() -> None:
-    """Make the tiny demo architectures known to open_clip (idempotent)."""
-    import open_clip
-
-    with _DEMO_LOCK:
-        known = set(open_clip.list_models())
-        if all(name in known for name in DEMO_OPEN_CLIP_CONFIGS):
-            return
-        tmp = Path(tempfile.mkdtemp(prefix="extract-open-clip-configs-"))
-        try:
-            for name, cfg in DEMO_OPEN_CLIP_CONFIGS.items():
-                (tmp / f"{name}.json").write_text(json.dumps(cfg))
-            open_clip.add_model_config(tmp)  # reads the files now; the registry keeps them in memory
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _did_you_mean(name: str, candidates: list[str], n: int = 3) -> str:
-    close = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
-    return f"did you mean {' / '.join(repr(c) for c in close)}? " if close else ""
-
-
-def resolve_model(name: str | ModelSpec) -> ModelSpec:
-    """Registry id, ``timm:<name>[.<tag>]`` or ``open_clip:<arch>/<tag>`` -> ModelSpec.
-
-    Unknown names raise ValueError with a did-you-mean hint and the available ids.
-    """
-    if isinstance(name, ModelSpec):
-        return name
-    key = str(name).strip()
-    if key in REGISTRY:
-        return REGISTRY[key]
-    if key.lower() in REGISTRY:
-        return REGISTRY[key.lower()]
-    prefix, sep, rest = key.partition(":")
-    if sep and prefix.lower() == "timm":
-        return _resolve_timm(rest.strip())
-    if sep and prefix.lower().replace("-", "_") in ("open_clip", "openclip"):
-        return _resolve_open_clip(rest.strip())
-    raise ValueError(
-        f"unknown model {name!r}; {_did_you_mean(key, list(REGISTRY))}"
-        f"available: {', '.join(REGISTRY)}; or timm:<name>[.<tag>], open_clip:<arch>/<tag>"
-    )
-
-
-def _meta_timm_model(name: str) -> nn.Module:
-    """Build a timm model on the meta device: architecture and pretrained cfg, no memory, no download."""
-    import timm
-
-    with torch.device("meta"):
-        return timm.create_model(name, pretrained=False)
-
-
-def output_dims(spec: ModelSpec) -> tuple[int, int | None]:
-    """(classes, feature dim) of ``spec`` without loading weights (timm on the meta device, open_clip's config);
-    (1000, None) when the library cannot say."""
-    try:
-        if spec.family == "timm":
-            m = _meta_timm_model(spec.hub_name)
-            return int(m.num_classes), int(m.head_hidden_size if hasattr(m, "head_hidden_size") else m.num_features)
-        if spec.family == "open_clip":
-            import open_clip
-
-            register_demo_configs()
-            return 1000, int(open_clip.get_model_config(spec.arch)["embed_dim"])
-    except Exception:  # noqa: BLE001 - an estimate only
-        pass
-    return 1000, None
-
-
-def _has_pos_embed(model: nn.Module) -> bool:
-    return isinstance(getattr(model, "pos_embed", None), torch.Tensor)
-
-
-def _resolve_timm(name: str) -> ModelSpec:
-    import timm
-    from timm.data import resolve_data_config
-
-    arch, _, tag = name.partition(".")
-    if not arch or arch not in timm.list_models():
-        raise ValueError(f"unknown timm model {name!r}; {_did_you_mean(arch, timm.list_models())}"
-                         f"see timm.list_models() / timm.list_pretrained()")
-    tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
-    if tag and tag not in tags:
-        raise ValueError(f"unknown timm pretrained tag {tag!r} for {arch!r}; {_did_you_mean(tag, tags)}"
-                         f"available: {', '.join(tags) or '(none)'}")
-    if not tag:
-        cfg = timm.models.get_pretrained_cfg(arch)
-        tag = getattr(cfg, "tag", None) or (tags[0] if tags else None)
-    full = f"{arch}.{tag}" if tag else arch
-    meta = _meta_timm_model(full)
-    data_cfg = resolve_data_config({}, model=meta)
-    crop = int(data_cfg["input_size"][-1])
-    crop_pct = float(data_cfg.get("crop_pct") or 1.0)
-    pre = Preprocess(int(math.floor(crop / crop_pct)), crop, str(data_cfg.get("interpolation", "bicubic")),
-                     data_cfg["mean"], data_cfg["std"])
-    return ModelSpec(f"timm:{full}", "timm", arch, tag or None, "classifier", pre, _has_pos_embed(meta),
-                     description=f"timm {full} (timm's own eval preprocessing)")
-
-
-def _open_clip_is_vit(vision_cfg: dict) -> bool:
-    timm_name = vision_cfg.get("timm_model_name")
-    if timm_name:
-        try:
-            return _has_pos_embed(_meta_timm_model(timm_name))
-        except Exception:  # noqa: BLE001 - unknown to this timm: treat as a convnet
-            return False
-    layers = vision_cfg.get("layers", 12)
-    return not isinstance(layers, (list, tuple))  # a list of stage depths is the ModifiedResNet
-
-
-def _resolve_open_clip(rest: str) -> ModelSpec:
-    import open_clip
-
-    register_demo_configs()
-    arch, sep, tag = rest.rpartition("/")
-    if not sep:
-        arch, tag = rest, ""
-    models = open_clip.list_models()
-    if arch not in models:
-        raise ValueError(f"unknown open_clip architecture {arch!r}; {_did_you_mean(arch, models)}"
-                         f"see open_clip.list_models()")
-    tags = list(open_clip.list_pretrained_tags_by_model(arch))
-    if tag and tag not in tags:
-        raise ValueError(f"unknown open_clip pretrained tag {tag!r} for {arch!r}; {_did_you_mean(tag, tags)}"
-                         f"available: {', '.join(tags) or '(none)'}")
-    if not tag and tags:
-        raise ValueError(f"open_clip:{arch} needs a pretrained tag, open_clip:{arch}/<tag>; "
-                         f"available: {', '.join(tags)}")
-    vision_cfg = open_clip.get_model_config(arch)["vision_cfg"]
-    size = vision_cfg.get("image_size", 224)
-    if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
-            raise ValueError(f"open_clip {arch}: non-square image size {size} is not supported")
-        size = size[0]
-    pcfg = (open_clip.get_pretrained_cfg(arch, tag) if tag else None) or {}
-    pre = clip_preprocess(int(size), pcfg.get("mean", CLIP_MEAN), pcfg.get("std", CLIP_STD),
-                          str(pcfg.get("interpolation", "bicubic")))
-    ident = f"open_clip:{arch}/{tag}" if tag else f"open_clip:{arch}"
-    return ModelSpec(ident, "open_clip", arch, tag or None, "zero-shot", pre, _open_clip_is_vit(vision_cfg),
-                     description=f"open_clip {arch} {tag or '(no tag)'}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Weights
-# --------------------------------------------------------------------------------------------------
-
-
-def random_init_seed(spec: ModelSpec) -> int:
-    """Seed of the deterministic random init of ``spec`` (pretrained=False)."""
-    return int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    p = Path(path).expanduser().resolve()
-    st = p.stat()
-    return _sha256_cached(str(p), st.st_size, st.st_mtime_ns)
-
+from extract import zeroshot
+from extract.errors import ExtractError
+from extract.hub import has_pos_embed, register_demo_configs
+from extract.spec.models import CLIP_LOGIT_SCALE, ModelSpec, random_init_seed, resolve_model
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, never unpickling arbitrary objects.
@@ -445,11 +56,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-# --------------------------------------------------------------------------------------------------
-# Resolution changes
-# --------------------------------------------------------------------------------------------------
-
-
 def _square(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
 
@@ -470,7 +76,7 @@ def set_image_size(module: nn.Module, image_size: int) -> None:
     if isinstance(trunk, nn.Module):
         if hasattr(trunk, "set_input_size"):
             trunk.set_input_size(img_size=(size, size))
-        elif _has_pos_embed(trunk):
+        elif has_pos_embed(trunk):
             raise NotImplementedError(f"{type(trunk).__name__}: cannot change the input size")
         module.image_size = (size, size)
         return
@@ -504,17 +110,12 @@ def get_pos_embed(module: nn.Module) -> torch.Tensor | None:
     for m in (module, getattr(module, "trunk", None)):
         if m is None:
             continue
-        if _has_pos_embed(m):
+        if has_pos_embed(m):
             return m.pos_embed
         pos = getattr(m, "positional_embedding", None)
         if isinstance(pos, torch.Tensor) and hasattr(m, "grid_size"):
             return pos
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Loaded models
-# --------------------------------------------------------------------------------------------------
 
 
 # What a run's numbers depend on: key in the store's attrs -> installed distribution.
@@ -695,8 +296,6 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
     - zero-shot models: ``head`` [K, D] if already computed, else it is built from ``class_names``
       (default: the 1000 ImageNet names) and ``templates`` (default: the 80 OpenAI templates).
     """
-    from extract import zeroshot
-
     spec = resolve_model(spec)
     dev = torch.device(device)
     used_precision = _resolve_precision(precision, dev)
@@ -749,7 +348,11 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
         feature_dim = _check_timm_split(backbone, native, dev)
     resized = size != native and _input_size_matters(backbone, spec)
     if resized:
-        set_image_size(backbone, size)
+        try:
+            set_image_size(backbone, size)
+        except NotImplementedError as e:
+            raise ExtractError(f"{spec.id}: cannot run at {size}x{size} px ({e}); res-* transforms need a model "
+                               f"whose input size can change: run this model with center, scale-* or shift-*") from None
 
     loaded = LoadedModel(spec, backbone, precision=used_precision, image_size=size, weights_id=weights_id,
                          pretrained=bool(pretrained), head=head, zero_shot=zero_shot_info,
@@ -769,10 +372,5 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
     return loaded
 
 
-__all__ = [
-    "Preprocess", "ModelSpec", "LoadedModel", "REGISTRY", "PAPER_MODELS", "DEMO_MODELS",
-    "SUPERVISED_PREPROCESS", "CLIP_PREPROCESS", "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD",
-    "CLIP_LOGIT_SCALE", "DEMO_OPEN_CLIP_CONFIGS", "resolve_model", "list_models", "load_model",
-    "register_demo_configs", "set_image_size", "get_pos_embed", "read_state_dict", "file_sha256",
-    "random_init_seed", "software_versions", "clip_preprocess", "output_dims",
-]
+__all__ = ["LoadedModel", "load_model", "set_image_size", "get_pos_embed", "read_state_dict",
+           "software_versions"]

@@ -13,8 +13,8 @@ several processes on several machines can fill one store.
 
 Bad images (truncated, empty, not an image, unreadable) become ``valid=false`` rows (logits NaN), are
 counted and named in the log and in the returned ``RunResult``; ``strict`` stops at the first one instead.
-The store keeps them as ``valid == false`` rows of done blocks: ``extract.inventory.store_status`` lists
-them by sample id. Options, selection and fingerprints live in ``extract.inventory``.
+The store keeps them as ``valid == false`` rows of done blocks: ``extract.status.store_status`` lists
+them by sample id. Options live in ``extract.options``; selection and fingerprints in ``extract.inventory``.
 """
 from __future__ import annotations
 
@@ -30,31 +30,34 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 import schemas
+from schemas import jsonable
 from schemas import layout as L
 
+from extract.errors import ExtractError
+from extract.heads_store import head_attrs, read_head, write_head
 from extract.inventory import (
-    ExtractError,
-    RunOptions,
     Selection,
     Unit,
+    reader_samples,
+    resolve_selection,
+    run_fingerprint_inputs,
+    sample_columns,
+    spec_pretrained,
+    weights_id,
+)
+from extract.options import (
+    RunOptions,
     default_batch_size,
     default_device,
     default_precision,
     default_workers,
     is_cuda,
-    jsonable,
-    open_reader,
     parse_weights,
-    reader_samples,
-    resolve_selection,
-    resolved_preprocess,
-    run_fingerprint_inputs,
-    sample_columns,
     shard_blocks,
     shard_from_env,
-    spec_pretrained,
-    weights_id,
 )
+from extract.spec.models import CLIP_LOGIT_SCALE
+from extract.spec.transforms import output_size, resolved_preprocess
 
 log = logging.getLogger("extract")
 
@@ -169,14 +172,12 @@ class ModelCache:
         return model
 
     def _head_inputs(self, spec):
-        from extract.zeroshot import head_attrs, imagenet_class_names, openai_templates
+        from extract.zeroshot import imagenet_class_names, openai_templates
 
         names, templates = list(imagenet_class_names()), list(openai_templates())
         return names, templates, head_attrs(spec, self.weights_id(spec), names, templates, "imagenet-1k")
 
     def _head_kwargs(self, spec) -> dict:
-        from extract.zeroshot import read_head, write_head
-
         names, templates, attrs = self._head_inputs(spec)
         head = self.heads.get(spec.id)
         memo_key = (spec.id, schemas.fingerprint(attrs))
@@ -194,8 +195,6 @@ class ModelCache:
         return {"class_names": names, "templates": templates, "head": head}
 
     def _store_head(self, spec, model) -> None:
-        from extract.zeroshot import write_head
-
         head = model.zero_shot_head
         if head is None:
             return
@@ -212,7 +211,6 @@ class BlockImages:
     """torch Dataset: index -> (index, ok, error, {geometry: uint8 [3,S,S]}). Decodes each image once."""
 
     def __init__(self, reader, transform, geometries: Mapping[Any, Any]):
-        from extract.transforms import output_size
 
         self.reader = reader
         self.transform = transform
@@ -222,8 +220,9 @@ class BlockImages:
     def __getitem__(self, index: int):
         import torch
 
+        from extract.imaging import apply_transform
         from extract.readers import decode_image
-        from extract.transforms import apply_transform, to_uint8_tensor
+        from extract.tensors import to_uint8_tensor
 
         try:
             try:
@@ -382,7 +381,7 @@ def run(opts: RunOptions) -> RunResult:
     cache = ModelCache(opts, device, precision, root)
     result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
     # Every dataset is found and listed before any work: a missing one fails in seconds, not hours in.
-    readers = {d: open_reader(d, sel.data_root, sel.entry(d), sel.manifest.path) for d in sel.datasets}
+    readers = {d: sel.open_reader(d) for d in sel.datasets}
     for spec in sel.models:
         cache.weights_id(spec)
     groups: dict[str, Any] = {}
@@ -400,7 +399,7 @@ def run(opts: RunOptions) -> RunResult:
 
 
 def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
-    from extract.models import CLIP_LOGIT_SCALE, software_versions
+    from extract.models import software_versions
 
     describe = jsonable(model.describe()) if hasattr(model, "describe") else {}
     describe.pop("software", None)
@@ -432,7 +431,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     import torch
     from torch.utils.data import DataLoader
 
-    from extract.transforms import normalize, output_size
+    from extract.tensors import normalize
 
     t = unit.transform
     n = int(dgroup.attrs["n_samples"])

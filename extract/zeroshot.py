@@ -1,14 +1,14 @@
-"""Zero-shot classification heads for CLIP models (DESIGN.md, "Extraction").
+"""Zero-shot classification heads for CLIP models (docs/design.md, "Extraction").
 
 head[k] = normalise(mean over templates t of normalise(encode_text(t.format(class_k)))), in fp32.
 Logits are then 100 x cosine(image embedding, head) (extract.models.LoadedModel).
-A store keeps each model's head at ``_heads/<model>/weights`` with what it was built from
-(``head_attrs``), so that reruns and other processes read it instead of building it again.
+Keeping heads in the store is ``extract.heads_store``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,6 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from extract.heads_store import class_names_sha256
+
+log = logging.getLogger(__name__)
 
 
 
@@ -60,7 +64,8 @@ def tokenize_prompts(tokenizer: Callable, prompts: list[str], batch_size: int = 
     if path.exists():
         try:
             tokens = torch.load(path, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt
+        except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt
+            log.warning("%s: unreadable token cache (%s: %s); recomputing it", path, type(e).__name__, e)
             tokens = None
     if tokens is None or len(tokens) != len(prompts):
         tokens = torch.cat([tokenizer(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
@@ -69,8 +74,8 @@ def tokenize_prompts(tokenizer: Callable, prompts: list[str], batch_size: int = 
             tmp = path.with_suffix(".tmp")
             torch.save(tokens, tmp)
             tmp.replace(path)
-        except OSError:
-            pass  # a read-only home only costs the recomputation
+        except OSError as e:  # a read-only home only costs the recomputation next time
+            log.info("%s: token cache not written (%s)", path, e)
     _TOKENS[key] = tokens
     return tokens
 
@@ -127,7 +132,9 @@ def _make_encoder(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
                     if not ok:
                         raise RuntimeError("fast path differs")
                 return out
-            except Exception:  # noqa: BLE001 - any doubt: the library's own encode_text
+            except Exception as e:  # noqa: BLE001 - any doubt: the library's own encode_text
+                log.info("%s: truncated text encoder not used (%s: %s); using encode_text",
+                         type(model).__name__, type(e).__name__, e)
                 state["fast"] = False
         return model.encode_text(tokens)
 
@@ -164,82 +171,3 @@ def build_zeroshot_head(model: nn.Module, tokenizer: Callable, class_names: list
         head = F.normalize(emb.mean(dim=1), dim=-1)
     model.train(was_training)
     return head.cpu().numpy().astype(np.float32)
-
-
-def class_names_sha256(class_names: Sequence[str]) -> str:
-    """Identity of a list of class names (the prompts' order)."""
-    return hashlib.sha256("\n".join(class_names).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------- heads in the store
-HEAD_ARRAY = "weights"
-
-
-def head_attrs(spec, wid: str, class_names: Sequence[str], templates: Sequence[str], source: str) -> dict:
-    """What a zero-shot head was built from; a stored head is reused only when these match."""
-    from extract.inventory import jsonable
-    from extract.models import CLIP_LOGIT_SCALE
-
-    return jsonable({
-        "model": spec.to_dict(),
-        "weights_id": wid,
-        "class_names": {"source": source, "n": len(class_names), "sha256": class_names_sha256(class_names)[:16]},
-        "templates": list(templates),
-        "logit_scale": CLIP_LOGIT_SCALE,
-        "normalisation": "each prompt embedding L2-normalised, averaged over templates, renormalised",
-    })
-
-
-def read_head(root, model: str, attrs: Mapping[str, Any]) -> np.ndarray | None:
-    """The head stored at ``_heads/<model>`` when it was built from ``attrs``; else None."""
-    from schemas import layout as L
-
-    heads = root.get(L.HEADS_GROUP)
-    if heads is None or model not in heads:
-        return None
-    group = heads[model]
-    stored = dict(group.attrs)
-    if not stored.get("complete") or {k: stored.get(k) for k in attrs} != dict(attrs):
-        return None
-    if HEAD_ARRAY not in group:
-        return None
-    return np.asarray(group[HEAD_ARRAY][...], dtype=np.float32)
-
-
-def write_head(root, model: str, weights: np.ndarray, attrs: Mapping[str, Any]) -> None:
-    """Store a zero-shot head at ``_heads/<model>/weights`` [class, embed] float32 (replacing another one).
-
-    Processes that write the same head at once write the same bytes; "complete" goes last, in the same
-    metadata write as the other attributes.
-    """
-    from zarr.codecs import ZstdCodec
-    from zarr.errors import ContainsArrayError
-
-    from schemas import layout as L
-
-    weights = np.asarray(weights, dtype=np.float32)
-    heads = _child_group(root, L.HEADS_GROUP)
-    if model in heads:
-        old = dict(heads[model].attrs)
-        if old.get("complete"):
-            if {k: old.get(k) for k in attrs} == dict(attrs):
-                return
-            del heads[model]  # a head from other inputs (other weights or templates): replace it
-        # else another process is writing the same head right now: write the same bytes alongside it
-    group = _child_group(heads, model)
-    try:
-        arr = group.create_array(HEAD_ARRAY, shape=weights.shape, dtype="float32", chunks=weights.shape,
-                                 compressors=ZstdCodec(level=L.ZSTD_LEVEL), dimension_names=("class", "embed"))
-    except ContainsArrayError:  # created meanwhile by another process: the same metadata
-        arr = group[HEAD_ARRAY]
-    arr[...] = weights
-    group.update_attributes({**attrs, "shape": list(weights.shape), "complete": True})
-
-
-def _child_group(parent, name: str):
-    from zarr.errors import ContainsArrayError, ContainsGroupError
-
-    try:
-        return parent.create_group(name)
-    except (ContainsGroupError, ContainsArrayError):
-        return parent[name]

@@ -10,6 +10,7 @@ from .store import (
     RunWriter,
     StoreError,
     ensure_dataset,
+    jsonable,
     open_root,
     open_run,
     sample_digest,
@@ -19,6 +20,6 @@ from .validate import Violation, validate
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "Violation",
-    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "open_root", "open_run",
+    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "open_root", "open_run",
     "sample_digest", "validate", "write_run",
 ]

@@ -37,15 +37,19 @@ def unknown_name(noun: str, name: object, available: Iterable[str], *, extra: st
     """
     names = list(dict.fromkeys(str(a) for a in available))
     close = list(suggestions) if suggestions is not None else close_names(str(name), names)
-    parts = [f"{where}: " if where else "", f"unknown {noun} {str(name)!r}"]
+    message = f"{where}: " if where else ""
+    message += f"unknown {noun} {str(name)!r}"
     if close:
-        parts.append(f"; did you mean {' or '.join(repr(c) for c in close)}?")
+        message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    tail = []
     if names:
-        shown = ", ".join(names[:SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > SHOWN else "")
-        parts.append(f"{';' if not close else ''} available: {shown}")
+        tail.append("available: " + ", ".join(names[:SHOWN])
+                    + (f", ... ({len(names)} in all)" if len(names) > SHOWN else ""))
     if extra:
-        parts.append(f"; {extra}")
-    return UnknownName("".join(parts))
+        tail.append(extra)
+    if tail:
+        message += (" " if close else "; ") + "; ".join(tail)
+    return UnknownName(message)
 
 
 class Registry(Generic[T]):
@@ -67,6 +71,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise unknown_name(self.noun, name, self._entries, extra=self.extra) from None
+
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name]
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -115,7 +115,7 @@ def _settle_attrs(group: zarr.Group, attrs: Mapping[str, Any], tries: int = 8) -
     Two processes preparing the same run may both create a group; a late creation rewrites the group's
     metadata without attributes. Every writer's attributes are identical, so rewriting them is safe.
     """
-    wanted = _json_roundtrip(attrs)
+    wanted = jsonable(dict(attrs))
     for attempt in range(tries):
         current = read_attrs(group)
         if all(current.get(k) == v for k, v in wanted.items()):
@@ -125,10 +125,11 @@ def _settle_attrs(group: zarr.Group, attrs: Mapping[str, Any], tries: int = 8) -
     raise StoreError(f"{group.path}: could not settle the group's attributes (another writer keeps changing them)")
 
 
-def _json_roundtrip(attrs: Mapping[str, Any]) -> dict:
+def jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from the store's JSON attributes (anything else as its ``str``)."""
     import json
 
-    return json.loads(json.dumps(dict(attrs), default=str))
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _column_array(values: np.ndarray) -> tuple[np.ndarray, Any]:

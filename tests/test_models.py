@@ -14,18 +14,10 @@ open_clip = pytest.importorskip("open_clip")
 
 import torch.nn.functional as F  # noqa: E402
 
-from extract import models, zeroshot  # noqa: E402
-from extract.models import (  # noqa: E402
-    REGISTRY,
-    LoadedModel,
-    ModelSpec,
-    Preprocess,
-    get_pos_embed,
-    list_models,
-    load_model,
-    resolve_model,
-    set_image_size,
-)
+from extract import hub, zeroshot  # noqa: E402
+from extract.models import LoadedModel, get_pos_embed, load_model, set_image_size  # noqa: E402
+from extract.spec import models as spec  # noqa: E402
+from extract.spec.models import REGISTRY, ModelSpec, Preprocess, list_models, resolve_model  # noqa: E402
 
 FEW_CLASSES = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark"]
 FEW_TEMPLATES = ["a photo of a {}.", "a bad photo of the {}.", "itap of a {}."]
@@ -56,7 +48,7 @@ def test_paper_models_are_exactly_the_papers():
     for mid, (family, arch, tag, kind, is_vit) in expect.items():
         s = REGISTRY[mid]
         assert (s.family, s.arch, s.tag, s.kind, s.is_vit, s.demo) == (family, arch, tag, kind, is_vit, False)
-    assert models.PAPER_MODELS == ["convnext-sup", "vit-sup", "convnext-clip", "vit-clip"]
+    assert spec.PAPER_MODELS == ("convnext-sup", "vit-sup", "convnext-clip", "vit-clip")
 
 
 def test_registry_has_appendix_sizes_and_demo_models():
@@ -65,15 +57,15 @@ def test_registry_has_appendix_sizes_and_demo_models():
                 "convnext-clip-large", "convnext-clip-xxlarge", "vit-clip-large", "vit-clip-huge"]:
         assert mid in REGISTRY and not REGISTRY[mid].demo
     demos = {"demo-convnext-sup", "demo-vit-sup", "demo-convnext-clip", "demo-vit-clip"}
-    assert demos == {s.id for s in list_models() if s.demo} == set(models.DEMO_MODELS)
+    assert demos == {s.id for s in list_models() if s.demo} == set(spec.DEMO_MODELS)
     assert not any(s.demo for s in list_models(include_demo=False))
-    assert [s.id for s in list_models()][:4] == models.PAPER_MODELS
+    assert tuple(s.id for s in list_models()[:4]) == spec.PAPER_MODELS
 
 
 def test_every_registry_entry_is_in_the_librarys_own_list():
     timm_pretrained = set(timm.list_pretrained())
     clip_pretrained = set(open_clip.list_pretrained())
-    models.register_demo_configs()
+    hub.register_demo_configs()
     clip_archs = set(open_clip.list_models())
     for s in REGISTRY.values():
         if s.family == "timm":
@@ -101,7 +93,7 @@ def test_preprocessing_per_family():
             size = open_clip.get_model_config(s.arch)["vision_cfg"]["image_size"]
             assert (p.resize, p.crop, p.interpolation) == (size, size, "bicubic"), s.id
             assert p.mean == pytest.approx(OPENAI_DATASET_MEAN) and p.std == pytest.approx(OPENAI_DATASET_STD)
-    for mid in models.PAPER_MODELS:
+    for mid in spec.PAPER_MODELS:
         assert REGISTRY[mid].preprocess.crop == 224
     assert REGISTRY["vit-clip"].preprocess.geometry_key() == (224, 224, "bicubic")
     assert REGISTRY["convnext-sup"].preprocess.geometry_key() == (256, 224, "bilinear")
@@ -115,7 +107,7 @@ def test_spec_to_dict_is_json_and_weights_ids(tmp_path):
     assert s.weights_id() == "timm/convnext_base.fb_in22k_ft_in1k"
     assert REGISTRY["vit-clip"].weights_id() == "open_clip/ViT-B-16/laion400m_e31"
     assert REGISTRY["demo-vit-sup"].weights_id().startswith("random-init:seed=")
-    assert s.weights_id(pretrained=False) == f"random-init:seed={models.random_init_seed(s)}"
+    assert s.weights_id(pretrained=False) == f"random-init:seed={spec.random_init_seed(s)}"
     f = tmp_path / "w.bin"
     f.write_bytes(b"abc")
     assert s.weights_id(weights=f) == "file:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -298,9 +290,9 @@ def test_class_names_and_templates_come_from_the_sources():
     assert [t.replace("{}", "dog") for t in temps] == [t("dog") for t in OPENAI_IMAGENET_TEMPLATES]
 
 
-@pytest.mark.parametrize("arch", list(models.DEMO_OPEN_CLIP_CONFIGS))
+@pytest.mark.parametrize("arch", list(spec.DEMO_OPEN_CLIP_CONFIGS))
 def test_zeroshot_head_matches_independent_computation(arch):
-    models.register_demo_configs()
+    hub.register_demo_configs()
     torch.manual_seed(0)
     clip = open_clip.create_model(arch).eval()
     tok = open_clip.get_tokenizer(arch)
@@ -343,9 +335,9 @@ def test_clip_logits_are_100_times_cosine(name):
 
 def test_clip_head_from_the_loader_equals_build_zeroshot_head():
     m = _load("demo-vit-clip")
-    models.register_demo_configs()
+    hub.register_demo_configs()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(models.random_init_seed(m.spec))
+        torch.manual_seed(spec.random_init_seed(m.spec))
         clip = open_clip.create_model(m.spec.arch).eval()
     ref = zeroshot.build_zeroshot_head(clip, open_clip.get_tokenizer(m.spec.arch), FEW_CLASSES, FEW_TEMPLATES, "cpu")
     assert np.allclose(m.zero_shot_head, ref, atol=1e-6)
@@ -365,7 +357,7 @@ def test_timm_weights_from_file(tmp_path):
     outs = []
     for path in (st, pt):
         m = load_model("demo-vit-sup", weights=path)
-        assert m.weights_id == f"file:{models.file_sha256(path)}" and not m.pretrained
+        assert m.weights_id == f"file:{spec.file_sha256(path)}" and not m.pretrained
         with torch.no_grad():
             outs.append(m(x))
     assert torch.equal(outs[0][0], outs[1][0])
@@ -379,8 +371,8 @@ def test_timm_weights_from_file(tmp_path):
 def test_open_clip_weights_from_file(tmp_path):
     from safetensors.torch import save_file
 
-    models.register_demo_configs()
-    arch = models.REGISTRY["demo-vit-clip"].arch
+    hub.register_demo_configs()
+    arch = spec.REGISTRY["demo-vit-clip"].arch
     torch.manual_seed(123)
     clip = open_clip.create_model(arch).eval()
     path = tmp_path / "clip.safetensors"

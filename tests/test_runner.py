@@ -26,8 +26,10 @@ from PIL import Image  # noqa: E402
 import schemas  # noqa: E402
 from schemas import layout as L  # noqa: E402
 
-from extract import inventory, runner  # noqa: E402
-from extract.runner import ExtractError, RunOptions  # noqa: E402
+from extract import inventory, options, runner  # noqa: E402
+from extract.errors import ExtractError  # noqa: E402
+from extract.options import RunOptions  # noqa: E402
+from extract.status import store_status  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SUP = "demo-convnext-sup"
@@ -167,8 +169,11 @@ def test_end_to_end_bad_images_heads_and_rerun(tmp_path, small_blocks, few_templ
     # rows hold the right images: recompute a few directly (decode, transform, normalise, forward, one at a time)
     import torch
 
-    from extract.models import load_model, resolve_model
-    from extract.transforms import apply_transform, normalize, parse_transform, to_uint8_tensor
+    from extract.imaging import apply_transform
+    from extract.models import load_model
+    from extract.spec.models import resolve_model
+    from extract.spec.transforms import parse_transform
+    from extract.tensors import normalize, to_uint8_tensor
 
     ids = np.asarray(ds[L.SAMPLE_ID][...]).astype(object)
     for model in (SUP, CLIP):
@@ -189,7 +194,7 @@ def test_end_to_end_bad_images_heads_and_rerun(tmp_path, small_blocks, few_templ
     assert sorted({s for _, _, s, _ in res.invalid}) == BAD_IDS
     assert any("empty" in r for *_, r in res.invalid) and any("truncat" in r.lower() or "corrupt" in r
                                                                 for *_, r in res.invalid)
-    status = {r.path: r for r in inventory.store_status(store)}
+    status = {r.path: r for r in store_status(store)}
     assert status[f"imagenet-val/center/{SUP}"].invalid == BAD_IDS
     assert status[f"imagenet-val/center/{CLIP}"].complete
 
@@ -239,7 +244,8 @@ def test_strict_stops_naming_the_file(tmp_path, small_blocks):
 def test_fingerprint_mismatch_refused_then_overwrite(tmp_path, small_blocks):
     import torch
 
-    from extract.models import load_model, resolve_model
+    from extract.models import load_model
+    from extract.spec.models import resolve_model
 
     data = make_imagenet_val(tmp_path / "data", 10)
     store = tmp_path / "s.zarr"
@@ -312,13 +318,13 @@ def test_two_shards_fill_one_store(tmp_path, reference, monkeypatch):
 
 
 def test_torchrun_env_shards(monkeypatch):
-    assert inventory.shard_from_env({"RANK": "1", "WORLD_SIZE": "3"}) == (1, 3)
-    assert inventory.shard_from_env({}) is None
-    assert inventory.shard_blocks(7, (1, 3)) == [1, 4]
+    assert options.shard_from_env({"RANK": "1", "WORLD_SIZE": "3"}) == (1, 3)
+    assert options.shard_from_env({}) is None
+    assert options.shard_blocks(7, (1, 3)) == [1, 4]
     with pytest.raises(ExtractError):
-        inventory.parse_shard("2/2")
+        options.parse_shard("2/2")
     with pytest.raises(ExtractError):
-        inventory.parse_shard("x")
+        options.parse_shard("x")
 
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference, monkeypatch):
@@ -362,12 +368,12 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference, monkeypatc
 def _prepare(store, data, barrier, rounds_ok):
     """Every step a run's preparation takes (the calls runner.run makes), started at the same instant in
     several processes."""
-    from extract.transforms import parse_transform
-    from extract.zeroshot import write_head
+    from extract.heads_store import write_head
+    from extract.spec.transforms import parse_transform
 
     try:
         sel = inventory.resolve_selection(models=[SUP], datasets=["imagenet-val"], data_root=data)
-        reader = inventory.open_reader("imagenet-val", sel.data_root, sel.entry("imagenet-val"), sel.manifest.path)
+        reader = sel.open_reader("imagenet-val")
         barrier.wait(timeout=60)
         root = runner.open_store(store)
         dg = runner.ensure_dataset_group(root, "imagenet-val", reader, sel.entry("imagenet-val"))
@@ -444,8 +450,8 @@ def test_normalize_with_cached_mean_std_matches_the_arithmetic():
     call, first or cached, gives exactly (x/255 - mean) / std."""
     import torch
 
-    from extract.models import CLIP_PREPROCESS, SUPERVISED_PREPROCESS
-    from extract.transforms import normalize
+    from extract.spec.models import CLIP_PREPROCESS, SUPERVISED_PREPROCESS
+    from extract.tensors import normalize
 
     x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
     for pre in (SUPERVISED_PREPROCESS, CLIP_PREPROCESS):

@@ -1,4 +1,4 @@
-"""Transforms: boxes checked numerically against the DESIGN.md definitions, pixels against torchvision."""
+"""Transforms: boxes checked numerically against the definitions of docs/design.md ("Extraction"), pixels against torchvision."""
 
 from __future__ import annotations
 
@@ -11,18 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.models import Preprocess
-from extract.transforms import (
+from extract.imaging import apply_transform
+from extract.spec.models import Preprocess
+from extract.spec.transforms import (
     PAPER_TRANSFORMS,
     Geometry,
     TransformSpec,
-    apply_transform,
     list_transforms,
-    normalize,
     output_size,
     parse_transform,
     plan_geometry,
-    to_uint8_tensor,
 )
 
 SUP = Preprocess(256, 224, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -33,7 +31,7 @@ SIZES = [(500, 375), (375, 500)]
 # ---- an independent statement of the definitions ------------------------------------------------
 
 def expected_geometry(w: int, h: int, name: str, S: int, C: int = 224):
-    """Straight from DESIGN.md: returns (resize_wh, box, out) or for shift (None, box_in_original, out)."""
+    """Straight from docs/design.md ("Extraction"): returns (resize_wh, box, out) or for shift (None, box_in_original, out)."""
     kind, _, val = name.partition("-")
     if kind == "shift":
         p = float(val)
@@ -263,6 +261,8 @@ def test_parse_bad_values(bad):
 def test_uint8_tensor_and_normalize():
     import torch
 
+    from extract.tensors import normalize, to_uint8_tensor
+
     img = _test_image(64, 48)
     x = to_uint8_tensor(img)
     assert x.dtype == torch.uint8 and x.shape == (3, 48, 64)
@@ -283,7 +283,7 @@ def test_uint8_tensor_and_normalize():
 def test_geometry_key_and_import_is_light():
     assert SUP.geometry_key() == (256, 224, "bilinear")
     assert CLIP.geometry_key() == (224, 224, "bicubic")
-    code = ("import sys, extract.transforms; "
+    code = ("import sys, extract.spec.transforms, extract.imaging; "
             "bad = [m for m in ('torch', 'timm', 'open_clip', 'torchvision') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PAPER_MODELS = ["convnext-sup", "vit-sup", "convnext-clip", "vit-clip"]
+from schemas.paper import PAPER_MODELS  # noqa: E402
 DATA_VERSION = "1"
 
 
@@ -96,7 +96,7 @@ def sync(device: str) -> None:
 
 
 def load_models(specs, cache, transform):
-    from extract.transforms import output_size
+    from extract.spec.transforms import output_size
 
     return [cache.get(s, output_size(transform, s.preprocess)) for s in specs]
 
@@ -122,7 +122,7 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
     batch = runner.collate(items)["images"]
     on_device = {k: v.to(device) for k, v in batch.items()}
     keys = [s.preprocess.geometry_key() for s in specs]
-    from extract.transforms import normalize
+    from extract.tensors import normalize
     norms = [functools.partial(normalize, pre=s.preprocess) for s in specs]
     per_model: dict[str, float] = {}
     n_batches = max(1, n_images // batch_size)
@@ -179,7 +179,7 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
     seconds: dict[str, float] = {}
     for s, model in zip(specs, models):
         key = s.preprocess.geometry_key()
-        from extract.transforms import normalize
+        from extract.tensors import normalize
         norm = functools.partial(normalize, pre=s.preprocess)
         data = runner.BlockImages(reader, transform, {key: s.preprocess})
         batches = [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     import torch
 
     from extract import runner
-    from extract.transforms import parse_transform
+    from extract.spec.transforms import parse_transform
 
     device = args.device or runner.default_device()
     cuda = runner.is_cuda(device)

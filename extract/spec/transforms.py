@@ -1,7 +1,7 @@
-"""Image transforms of the extractor: center, scale, shift and resolution (DESIGN.md, "Extraction").
+"""Image transforms as plain data: center, scale, shift and resolution (docs/design.md, "Extraction").
 
 Every transform is defined relative to a model's evaluation preprocessing ``pre`` (an
-``extract.models.Preprocess``: ``resize`` S, ``crop`` C, ``interpolation``, ``mean``, ``std``):
+``extract.spec.models.Preprocess``: ``resize`` S, ``crop`` C, ``interpolation``, ``mean``, ``std``):
 
 - ``center``   Resize(S) -> CenterCrop(C). The standard eval crop (supervised S=256, CLIP S=224; C=224).
 - ``scale-s``  Resize(floor(s*S)) -> CenterCrop(C).
@@ -19,27 +19,21 @@ Every transform is defined relative to a model's evaluation preprocessing ``pre`
 
 "Resize(n)" resizes the shorter side to n and the longer side to ``int(n * long / short)``, and
 "CenterCrop(c)" cuts at ``round((dim - c) / 2)``, exactly as torchvision does on PIL images (a crop
-larger than the image is zero-padded, as torchvision does). Resampling uses PIL with
-``pre.interpolation``; PIL filters are antialiased when downscaling.
+larger than the image is zero-padded, as torchvision does). This module computes that geometry;
+``extract.imaging.apply_transform`` resamples the pixels with PIL.
 
-This module imports no torch, timm or open_clip at import time; ``to_uint8_tensor`` and
-``normalize`` import torch when called.
+Stdlib only: no numpy, PIL or torch at import.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+from schemas.registry import close_names, unknown_name
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from extract.models import Preprocess
+from .models import ModelSpec, Preprocess
 
 KINDS: tuple[str, ...] = ("center", "scale", "shift", "res")
 
@@ -49,15 +43,6 @@ PAPER_TRANSFORMS: list[str] = [
     "shift-0", "shift-5", "shift-30", "shift-75", "shift-100",
     "res-112", "res-224", "res-336", "res-512", "res-640",
 ]
-
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
 _SYNTAX = "center, scale-<s> (s > 0), shift-<px>, res-<px> (integer >= 16)"
 
@@ -113,21 +98,19 @@ def list_transforms() -> list[str]:
     return list(PAPER_TRANSFORMS)
 
 
-def _did_you_mean(name: str) -> str:
-    kind, sep, rest = name.partition("-")
-    suggestions: list[str] = []
-    for k in difflib.get_close_matches(kind, KINDS, n=2, cutoff=0.5):
-        suggestions.append(k if k == "center" else f"{k}-{rest or '<value>'}")
-    suggestions += [s for s in difflib.get_close_matches(name, PAPER_TRANSFORMS, n=3, cutoff=0.6)
-                    if s not in suggestions]
-    hint = f"did you mean {' / '.join(repr(s) for s in suggestions)}? " if suggestions else ""
-    return f"{hint}available: {_SYNTAX}; the paper's: {', '.join(PAPER_TRANSFORMS)}"
+def _unknown(name: str, raw: str) -> ValueError:
+    """An unknown transform: suggestions by kind ("scael-1.5" -> "scale-1.5") and among the paper's ids."""
+    kind, _, rest = raw.partition("-")
+    suggestions = [k if k == "center" else f"{k}-{rest or '<value>'}" for k in close_names(kind, KINDS, n=2)]
+    suggestions += [s for s in close_names(raw, PAPER_TRANSFORMS, cutoff=0.6) if s not in suggestions]
+    return unknown_name("transform", name, [], suggestions=suggestions,
+                        extra=f"available: {_SYNTAX}; the paper's: {', '.join(PAPER_TRANSFORMS)}")
 
 
 def parse_transform(name: str) -> TransformSpec:
     """Parse a transform id. Accepts any value of the known kinds ("scale-1.75", "shift-12").
 
-    Unknown kinds raise ValueError with a did-you-mean hint.
+    Unknown kinds raise ``schemas.registry.UnknownName`` (a ValueError) with a did-you-mean hint.
     """
     if isinstance(name, TransformSpec):
         return name
@@ -136,12 +119,12 @@ def parse_transform(name: str) -> TransformSpec:
         return TransformSpec("center", "center", None)
     m = re.fullmatch(r"(scale|shift|res)-(.+)", raw)
     if m is None:
-        raise ValueError(f"unknown transform {name!r}; {_did_you_mean(raw)}")
+        raise _unknown(name, raw)
     kind, text = m.group(1), m.group(2)
     try:
         number = float(text)
     except ValueError:
-        raise ValueError(f"transform {name!r}: {text!r} is not a number; {_did_you_mean(raw)}") from None
+        raise ValueError(f"transform {name!r}: {text!r} is not a number; available: {_SYNTAX}") from None
     if not math.isfinite(number):
         raise ValueError(f"transform {name!r}: value must be finite")
     if kind == "scale":
@@ -218,61 +201,11 @@ def plan_geometry(width: int, height: int, t: TransformSpec | str, pre: Preproce
     return Geometry("resized", resized, _center_crop_box(resized[0], resized[1], out), out)
 
 
-def _resample(interpolation: str) -> Image.Resampling:
-    try:
-        return _RESAMPLE[interpolation]
-    except KeyError:
-        raise ValueError(f"unknown interpolation {interpolation!r}; known: {sorted(_RESAMPLE)}") from None
+def resolved_preprocess(spec: ModelSpec, t: TransformSpec) -> dict:
+    """What the model sees: its eval preprocessing resolved for transform ``t`` (fingerprinted)."""
+    pre = spec.preprocess
+    return {**pre.to_dict(), "transform": t.id, "input_size": int(output_size(t, pre))}
 
 
-def apply_transform(img: Image.Image, t: TransformSpec | str, pre: Preprocess) -> Image.Image:
-    """Apply ``t`` to a PIL image; returns an RGB image of output_size(t, pre) squared."""
-    t = parse_transform(t)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    g = plan_geometry(img.width, img.height, t, pre)
-    resample = _resample(pre.interpolation)
-    if g.space == "original":
-        return img.resize((g.output, g.output), resample, box=g.crop)
-    if img.size != g.resize:
-        img = img.resize(g.resize, resample)
-    return img.crop(tuple(int(v) for v in g.crop))
-
-
-def to_uint8_tensor(img: Any) -> torch.Tensor:
-    """PIL image (or HxWx3 uint8 array) -> torch uint8 tensor [3, H, W]."""
-    import numpy as np
-    import torch
-
-    if isinstance(img, Image.Image) and img.mode != "RGB":
-        img = img.convert("RGB")
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an RGB image, got array of shape {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def normalize(batch_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """uint8 [B,3,H,W] (or [3,H,W]) -> float32 ``(x/255 - mean) / std`` on the tensor's device.
-
-    The mean and std tensors are made once per (mean, std, device) and kept: a batch on a GPU then costs
-    no host-to-device copy (and no stream synchronisation) for them.
-    """
-    import torch
-
-    x = batch_uint8.to(torch.float32) / 255.0
-    mean, std = _mean_std(tuple(pre.mean), tuple(pre.std), x.device)
-    return (x - mean) / std
-
-
-_MEAN_STD: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
-    key = (mean, std, str(device))
-    if key not in _MEAN_STD:
-        _MEAN_STD[key] = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)
-                               for v in (mean, std))
-    return _MEAN_STD[key]
+__all__ = ["KINDS", "PAPER_TRANSFORMS", "TransformSpec", "Geometry", "list_transforms", "parse_transform",
+           "output_size", "plan_geometry", "resolved_preprocess"]

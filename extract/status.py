@@ -1,0 +1,83 @@
+"""What a store holds, from the store alone: blocks done per run and the ids of invalid rows (``extract status``).
+
+No torch at import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from schemas import layout as L
+
+from extract.errors import ExtractError
+
+
+@dataclass
+class RunStatus:
+    """One run of a store: how many of its blocks are done and which stored rows are invalid."""
+
+    path: str
+    blocks_done: int
+    blocks_total: int
+    n_samples: int
+    invalid: list[str]
+    attrs: dict
+
+    @property
+    def complete(self) -> bool:
+        return self.blocks_done == self.blocks_total
+
+
+def open_store_read_only(store, *, missing_ok: bool = False) -> zarr.Group | None:
+    """The store's root group, read-only; None for a store that does not exist yet when ``missing_ok``.
+
+    Anything else that keeps it from opening (damaged metadata, no permission, not a Zarr group) is an
+    ExtractError naming the store and the cause.
+    """
+    try:
+        return zarr.open_group(str(store), mode="r")
+    except FileNotFoundError as e:  # zarr's "no group here" errors are FileNotFoundErrors
+        if missing_ok:
+            return None
+        raise ExtractError(f"{store}: no store there ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any other cause is named in the message
+        raise ExtractError(f"{store}: cannot open it as a store ({type(e).__name__}: {e})") from None
+
+
+def store_status(store) -> list[RunStatus]:
+    """Every run of a store: blocks done / total and the sample ids of its invalid rows (in done blocks)."""
+    root = open_store_read_only(store)
+    out = []
+    for dname, dgroup in sorted(root.groups()):
+        if dname.startswith("_"):
+            continue
+        n = int(dgroup.attrs.get("n_samples", 0))
+        ids: list[np.ndarray] = []
+
+        def sample_ids(dgroup=dgroup, ids=ids) -> np.ndarray:  # read once per dataset, only when needed
+            if not ids:
+                ids.append(np.asarray(dgroup[L.SAMPLE_ID][...]).astype(object))
+            return ids[0]
+
+        for tname, tgroup in sorted(dgroup.groups()):
+            for mname, run_group in sorted(tgroup.groups()):
+                out.append(_run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids))
+    return out
+
+
+def _run_status(path: str, group, n: int, ids) -> RunStatus:
+    blocks = L.Blocks(n)
+    done = np.asarray(group[L.BLOCK_DONE][...], dtype=bool) if L.BLOCK_DONE in group else np.zeros(len(blocks), bool)
+    invalid: list[str] = []
+    if done.any() and L.VALID in group:
+        valid = np.asarray(group[L.VALID][...], dtype=bool)
+        row_done = np.repeat(done, blocks.rows)[:n]
+        bad = np.flatnonzero(row_done & ~valid)
+        if bad.size:
+            invalid = ids()[bad].tolist()
+    return RunStatus(path, int(done.sum()), len(blocks), n, invalid, dict(group.attrs))
+
+
+__all__ = ["RunStatus", "open_store_read_only", "store_status"]
