@@ -34,7 +34,7 @@ def subset_indices(name: str) -> np.ndarray:
     return manifest.class_subset_indices(name)
 
 
-def cue_conflict_categories() -> dict[str, np.ndarray]:
+def cue_conflict_groups() -> dict[str, np.ndarray]:
     """The 16 cue-conflict categories (sorted by name) -> their ImageNet-1k member indices."""
     return manifest.class_groups("cue-conflict-16")
 

@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 
 from schemas import layout as L
-from schemas.store import StoreError, check_root_attrs
+from schemas.store import StoreError, check_root_attrs, open_read_only
 
 
 class AnalysisError(ValueError):
@@ -48,9 +48,9 @@ class StoreReader:
     def __init__(self, url: Any):
         self.url = str(url)
         try:
-            self.root = zarr.open_group(url, mode="r")
-        except Exception as e:  # noqa: BLE001 - any failure to open means "not a store"
-            raise AnalysisError(f"{self.url}: not a Zarr v3 store ({type(e).__name__}: {e})") from None
+            self.root = open_read_only(url)
+        except StoreError as e:
+            raise AnalysisError(str(e)) from None
         try:
             check_root_attrs(dict(self.root.attrs), self.url)
         except StoreError as e:

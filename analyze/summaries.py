@@ -55,7 +55,7 @@ class _Pending:
         n = self.n = len(samples)
         self.label = samples.label if labels_in_logit_space(entry) else np.full(n, -1)
         self.subset = class_subset(entry)
-        self.categories = (list(labels.cue_conflict_categories().values())
+        self.categories = (list(labels.cue_conflict_groups().values())
                            if entry.get("class_subset") == "cue-conflict-16" else None)
         self.pred = np.zeros(n, np.int32)
         self.conf = np.full(n, np.nan)

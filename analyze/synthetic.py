@@ -52,7 +52,7 @@ def _datasets(sizes: dict[str, int], rng: np.random.Generator) -> dict[str, dict
             ids = np.array([f"{dataset}/{i:06d}.jpg" for i in range(n)])
             label = rng.choice(labels.subset_indices(f"{dataset}-200"), n)
         elif dataset == "cue-conflict":
-            cats = list(labels.cue_conflict_categories())
+            cats = list(labels.cue_conflict_groups())
             k = len(cats)
             shape = np.arange(n) % k
             # Texture differs from shape except for one image in every k (80 of the real 1,280).
@@ -84,7 +84,7 @@ def logits_for(dataset: str, table: dict, accuracy: float, rng: np.random.Genera
     """Logits in the 1000-class space whose top-1 on ``dataset`` is about ``accuracy``."""
     label = table["label"]
     if dataset == "cue-conflict":
-        cats = list(labels.cue_conflict_categories().values())
+        cats = list(labels.cue_conflict_groups().values())
         target = np.array([cats[s][0] for s in label])
     elif dataset == "pug-imagenet":
         classes = list(labels.pug_classes().values())

@@ -27,6 +27,7 @@ from torch import nn
 
 from extract import zeroshot
 from extract.errors import ExtractError
+from extract.heads_store import class_names_sha256
 from extract.hub import has_pos_embed, register_demo_configs
 from extract.spec.models import CLIP_LOGIT_SCALE, ModelSpec, random_init_seed, resolve_model
 
@@ -331,11 +332,11 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
             clip.to(dev)
             head = zeroshot.build_zeroshot_head(clip, tokenizer, names, temps, dev)
             zero_shot_info = {"templates": len(temps), "head_source": "computed",
-                              "class_names_sha256": zeroshot.class_names_sha256(names)}
+                              "class_names_sha256": class_names_sha256(names)}
         else:
             zero_shot_info = {"templates": len(templates) if templates is not None else None,
                               "head_source": "given",
-                              "class_names_sha256": (zeroshot.class_names_sha256(class_names)
+                              "class_names_sha256": (class_names_sha256(class_names)
                                                      if class_names is not None else None)}
         head = np.asarray(head, dtype=np.float32)
         if head.ndim != 2:

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from schemas import jsonable
 from schemas import layout as L
 
 from extract.errors import ExtractError
-from extract.heads_store import head_attrs, read_head, write_head
 from extract.inventory import (
     Selection,
     Unit,
@@ -42,9 +41,8 @@ from extract.inventory import (
     resolve_selection,
     run_fingerprint_inputs,
     sample_columns,
-    spec_pretrained,
-    weights_id,
 )
+from extract.model_cache import ModelCache
 from extract.options import (
     RunOptions,
     default_batch_size,
@@ -56,6 +54,7 @@ from extract.options import (
     shard_blocks,
     shard_from_env,
 )
+from extract.pipeline import BlockImages, block_batches, collate, worker_init
 from extract.spec.models import CLIP_LOGIT_SCALE
 from extract.spec.transforms import output_size, resolved_preprocess
 
@@ -111,161 +110,6 @@ def ensure_dataset_group(root, dataset: str, reader, entry: dict):
 def _sample_path(reader, sample_id: str) -> str:
     root = getattr(reader, "root", None)
     return str(Path(root) / sample_id) if root is not None else sample_id
-
-
-# ---------------------------------------------------------------- models
-# Zero-shot heads built or read in this process, by (model, fingerprint of head_attrs): several runs in one
-# process (tests, benchmarks) build each head once.
-_HEAD_MEMO: dict[tuple[str, str], np.ndarray] = {}
-
-
-class ModelCache:
-    """Loaded models keyed by (model, input size); zero-shot heads built once per model and kept in the store."""
-
-    def __init__(self, opts: RunOptions, device: str, precision: str, root=None):
-        self.opts = opts
-        self.device = device
-        self.precision = precision
-        self.root = root
-        self.loaded: dict[tuple[str, int], Any] = {}
-        self.heads: dict[str, np.ndarray] = {}
-        self.weights = parse_weights(opts.weights)
-        self._wid: dict[str, str] = {}
-
-    def weights_id(self, spec) -> str:
-        if spec.id not in self._wid:
-            self._wid[spec.id] = weights_id(spec, self.weights.get(spec.id), self.opts.pretrained)
-        return self._wid[spec.id]
-
-    def get(self, spec, size: int):
-        key = (spec.id, int(size))
-        if key not in self.loaded:
-            # Keep only the models of one input size at a time (a res-* transform reloads at its size).
-            for k in [k for k in self.loaded if k[1] != size]:
-                del self.loaded[k]
-            self.loaded[key] = self._load(spec, int(size))
-        return self.loaded[key]
-
-    def _load(self, spec, size: int):
-        from extract.models import load_model
-
-        self.weights_id(spec)  # a missing --weights file fails here, before any work
-        kwargs: dict[str, Any] = {
-            "device": self.device, "precision": self.precision, "image_size": size,
-            "weights": self.weights.get(spec.id), "pretrained": spec_pretrained(spec, self.opts.pretrained),
-        }
-        if spec.kind == "zero-shot":
-            kwargs.update(self._head_kwargs(spec))
-        t0 = time.perf_counter()
-        try:
-            model = load_model(spec, **kwargs)
-        except (FileNotFoundError, ValueError) as e:
-            raise ExtractError(f"{spec.id}: {e}") from None
-        if spec.kind == "zero-shot" and spec.id not in self.heads:
-            self._store_head(spec, model)
-        if self.opts.compile:
-            import torch
-
-            model.forward = torch.compile(model.forward)
-        log.info("loaded %s at %dpx on %s (%s) in %.1fs", spec.id, size, self.device, model.precision,
-                 time.perf_counter() - t0)
-        return model
-
-    def _head_inputs(self, spec):
-        from extract.zeroshot import imagenet_class_names, openai_templates
-
-        names, templates = list(imagenet_class_names()), list(openai_templates())
-        return names, templates, head_attrs(spec, self.weights_id(spec), names, templates, "imagenet-1k")
-
-    def _head_kwargs(self, spec) -> dict:
-        names, templates, attrs = self._head_inputs(spec)
-        head = self.heads.get(spec.id)
-        memo_key = (spec.id, schemas.fingerprint(attrs))
-        if head is None and memo_key in _HEAD_MEMO:
-            head = self.heads[spec.id] = _HEAD_MEMO[memo_key]
-            if self.root is not None and read_head(self.root, spec.id, attrs) is None:
-                write_head(self.root, spec.id, head, attrs)
-        if head is None and self.root is not None:
-            stored = read_head(self.root, spec.id, attrs)
-            if stored is not None:
-                log.info("%s: zero-shot head read from %s/%s", spec.id, L.HEADS_GROUP, spec.id)
-                head = self.heads[spec.id] = stored
-        if head is not None:
-            _HEAD_MEMO[memo_key] = head
-        return {"class_names": names, "templates": templates, "head": head}
-
-    def _store_head(self, spec, model) -> None:
-        head = model.zero_shot_head
-        if head is None:
-            return
-        self.heads[spec.id] = np.asarray(head, dtype=np.float32)
-        _, _, attrs = self._head_inputs(spec)
-        _HEAD_MEMO[(spec.id, schemas.fingerprint(attrs))] = self.heads[spec.id]
-        if self.root is not None:
-            write_head(self.root, spec.id, self.heads[spec.id], attrs)
-            log.info("%s: zero-shot head built and stored at %s/%s", spec.id, L.HEADS_GROUP, spec.id)
-
-
-# ---------------------------------------------------------------- the data pipeline
-class BlockImages:
-    """torch Dataset: index -> (index, ok, error, {geometry: uint8 [3,S,S]}). Decodes each image once."""
-
-    def __init__(self, reader, transform, geometries: Mapping[Any, Any]):
-
-        self.reader = reader
-        self.transform = transform
-        self.geometries = dict(geometries)  # key -> a Preprocess with that geometry
-        self.sizes = {k: int(output_size(transform, pre)) for k, pre in self.geometries.items()}
-
-    def __getitem__(self, index: int):
-        import torch
-
-        from extract.imaging import apply_transform
-        from extract.readers import decode_image
-        from extract.tensors import to_uint8_tensor
-
-        try:
-            try:
-                data = self.reader.read_bytes(index)
-            except OSError:  # a flaky filesystem gets a second chance before the row is written invalid
-                time.sleep(0.5)
-                data = self.reader.read_bytes(index)
-            img = decode_image(data)
-            out = {k: to_uint8_tensor(apply_transform(img, self.transform, pre)) for k, pre in self.geometries.items()}
-            return index, True, None, out
-        except (ValueError, OSError, SyntaxError) as e:  # ImageDecodeError is a ValueError; read errors: OSError
-            reason = f"{type(e).__name__}: {e}"
-            out = {k: torch.zeros(3, s, s, dtype=torch.uint8) for k, s in self.sizes.items()}
-            return index, False, reason, out
-
-
-def collate(items):
-    import torch
-
-    keys = list(items[0][3])
-    return {
-        "index": np.asarray([it[0] for it in items], dtype=np.int64),
-        "ok": np.asarray([it[1] for it in items], dtype=bool),
-        "errors": [it[2] for it in items],
-        "images": {k: torch.stack([it[3][k] for it in items]) for k in keys},
-    }
-
-
-def _worker_init(_):
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def block_batches(blocks: L.Blocks, todo: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Batches that never cross a block boundary, each block from its first row (the same batches in every
-    process, rerun and shard, so results do not depend on how the work was split)."""
-    out = []
-    for b in todo:
-        rows = blocks.slice(b)
-        for s in range(rows.start, rows.stop, batch_size):
-            out.append(list(range(s, min(s + batch_size, rows.stop))))
-    return out
 
 
 # ---------------------------------------------------------------- results
@@ -377,13 +221,14 @@ def run(opts: RunOptions) -> RunResult:
         torch.backends.cudnn.benchmark = True
 
     t_start = time.perf_counter()
-    root = open_store(opts.store)
-    cache = ModelCache(opts, device, precision, root)
-    result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
-    # Every dataset is found and listed before any work: a missing one fails in seconds, not hours in.
+    # Every dataset is found and every weights file read before the store is touched: a missing one fails
+    # in seconds, not hours in, and leaves no half-made store behind.
     readers = {d: sel.open_reader(d) for d in sel.datasets}
+    cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)
+    cache.root = root = open_store(opts.store)
+    result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
     groups: dict[str, Any] = {}
     for unit in sel.units:
         if unit.dataset not in groups:
@@ -477,7 +322,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     cuda = is_cuda(device)
     loader = DataLoader(
         data, batch_sampler=batches, num_workers=workers, collate_fn=collate, pin_memory=cuda,
-        worker_init_fn=_worker_init if workers else None, prefetch_factor=2 if workers else None,
+        worker_init_fn=worker_init if workers else None, prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
     sample_ids = None  # read lazily: only to name bad images

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from schemas import StoreError, StoreMissing, open_read_only
 from schemas import layout as L
 
 from extract.errors import ExtractError
@@ -37,13 +38,13 @@ def open_store_read_only(store, *, missing_ok: bool = False) -> zarr.Group | Non
     ExtractError naming the store and the cause.
     """
     try:
-        return zarr.open_group(str(store), mode="r")
-    except FileNotFoundError as e:  # zarr's "no group here" errors are FileNotFoundErrors
+        return open_read_only(str(store))
+    except StoreMissing as e:
         if missing_ok:
             return None
-        raise ExtractError(f"{store}: no store there ({e})") from None
-    except Exception as e:  # noqa: BLE001 - any other cause is named in the message
-        raise ExtractError(f"{store}: cannot open it as a store ({type(e).__name__}: {e})") from None
+        raise ExtractError(str(e)) from None
+    except StoreError as e:
+        raise ExtractError(str(e)) from None
 
 
 def store_status(store) -> list[RunStatus]:

@@ -9,8 +9,10 @@ from .store import (
     FingerprintMismatch,
     RunWriter,
     StoreError,
+    StoreMissing,
     ensure_dataset,
     jsonable,
+    open_read_only,
     open_root,
     open_run,
     sample_digest,
@@ -19,7 +21,7 @@ from .store import (
 from .validate import Violation, validate
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "Violation",
-    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "open_root", "open_run",
+    "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "StoreMissing", "Violation",
+    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "open_read_only", "open_root", "open_run",
     "sample_digest", "validate", "write_run",
 ]

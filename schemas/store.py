@@ -37,6 +37,29 @@ def created_with() -> dict:
     return {"beyond-imagenet": own, "zarr": zarr.__version__, "numpy": np.__version__}
 
 
+class StoreMissing(StoreError):
+    """No store exists at the given location."""
+
+
+def open_read_only(store: Any) -> zarr.Group:
+    """The store's root group, read-only (a path, an fsspec URL or a zarr Store).
+
+    Raises StoreMissing when nothing is there and StoreError naming the cause otherwise (damaged
+    ``zarr.json``, no permission, not a Zarr v3 group): no failure to open passes for "no store yet".
+    """
+    import json
+
+    try:
+        return zarr.open_group(store, mode="r")
+    except FileNotFoundError as e:  # zarr's "no group here" errors are FileNotFoundErrors
+        raise StoreMissing(f"{store}: not a Zarr v3 store (nothing there: no zarr.json)") from e
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{str(store).rstrip('/')}/zarr.json: damaged metadata, not JSON ({e}); "
+                         f"restore the file or re-extract into a new store") from None
+    except Exception as e:  # noqa: BLE001 - whatever the cause, it is named
+        raise StoreError(f"{store}: not a Zarr v3 store ({type(e).__name__}: {e})") from None
+
+
 def open_root(store: Any, *, create: bool = True) -> zarr.Group:
     """Open a store for writing (a path, an fsspec URL or a zarr Store); create it if absent."""
     root_attrs = {"schema": L.SCHEMA, "schema_version": L.SCHEMA_VERSION, "created_with": created_with()}

@@ -8,6 +8,7 @@ import numpy as np
 import zarr
 
 from . import layout as L
+from .store import StoreError, open_read_only
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def validate(store: Any) -> list[Violation]:
     """Every violation of the contract in ``store`` (a path, fsspec URL or zarr Store); empty when valid."""
     out: list[Violation] = []
     try:
-        root = zarr.open_group(store, mode="r")
-    except Exception as e:  # noqa: BLE001 - any failure to open means "not a store"
-        return [Violation(str(store), f"not a Zarr v3 store ({type(e).__name__}: {e})")]
+        root = open_read_only(store)
+    except StoreError as e:
+        return [Violation(str(store), str(e))]
     attrs = dict(root.attrs)
     missing = [k for k in L.ROOT_ATTRS if k not in attrs]
     if missing:

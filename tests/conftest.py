@@ -1,6 +1,6 @@
 """Shared fixtures for the analysis tests: fixture stores with planted logits, independent references.
 
-Everything here is written from the definitions in DESIGN.md ("Analysis: definitions"), never by calling
+Everything here is written from the definitions in docs/design.md ("Analysis: definitions"), never by calling
 the analysis code, so that the tests compare the analysis against a second, independent computation.
 Fixture stores are written through ``schemas.write_run`` with explicit ``dataset_attrs`` so that they do
 not depend on the exact content of data_manifest.yaml.

@@ -26,10 +26,11 @@ from PIL import Image  # noqa: E402
 import schemas  # noqa: E402
 from schemas import layout as L  # noqa: E402
 
-from extract import inventory, options, runner  # noqa: E402
+from extract import inventory, options, pipeline, runner  # noqa: E402
 from extract.errors import ExtractError  # noqa: E402
 from extract.options import RunOptions  # noqa: E402
 from extract.status import store_status  # noqa: E402
+from imagenet_val import make_imagenet_val  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SUP = "demo-convnext-sup"
@@ -39,35 +40,6 @@ ROWS = 8  # rows per block in these tests
 
 
 # ---------------------------------------------------------------- fixtures
-def make_imagenet_val(root: Path, n: int, *, bad: dict[int, bytes] | None = None, seed: int = 0,
-                      size=(64, 48)) -> Path:
-    """``root/imagenet-val``: n small JPEGs named like ImageNet val plus LOC_val_solution.csv.
-
-    ``bad`` maps a 1-based image number to the bytes written instead of a JPEG.
-    """
-    from schemas.manifest import imagenet_synsets
-
-    folder = root / "imagenet-val"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    synsets = imagenet_synsets()
-    rows = ["ImageId,PredictionString"]
-    for i in range(1, n + 1):
-        name = f"ILSVRC2012_val_{i:08d}"
-        w, h = size if i % 3 else size[::-1]
-        if bad and i in bad:
-            data = bad[i]
-        else:
-            arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, format="JPEG", quality=90)
-            data = buf.getvalue()
-        (folder / f"{name}.JPEG").write_bytes(data)
-        rows.append(f"{name},{synsets[int(rng.integers(0, 1000))]} 0 0 {w - 1} {h - 1}")
-    (folder / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
 def good_jpeg_bytes() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(buf, format="JPEG", quality=90)
@@ -416,12 +388,12 @@ def test_concurrent_preparation_is_safe(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- pieces
 def test_block_batches_never_cross_blocks():
     blocks = L.Blocks(25)  # one block of 25 rows at the default size
-    assert runner.block_batches(blocks, [0], 10) == [list(range(0, 10)), list(range(10, 20)), list(range(20, 25))]
+    assert pipeline.block_batches(blocks, [0], 10) == [list(range(0, 10)), list(range(10, 20)), list(range(20, 25))]
 
 
 def test_block_batches_small_blocks(small_blocks):
     blocks = L.Blocks(20)
-    batches = runner.block_batches(blocks, [0, 2], 3)
+    batches = pipeline.block_batches(blocks, [0, 2], 3)
     assert batches == [[0, 1, 2], [3, 4, 5], [6, 7], [16, 17, 18], [19]]
 
 

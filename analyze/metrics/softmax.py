@@ -6,6 +6,8 @@ A row holding NaN or +inf, or only -inf, has a NaN sum, which callers read as in
 """
 from __future__ import annotations
 
+import logging
+
 import threading
 
 import numpy as np
@@ -38,7 +40,9 @@ def _kernel():
             one = np.empty((1, 1))
             exp_shifted(np.zeros((1, 1), np.float32), np.zeros(1), one, np.empty((1, 1)))  # compiles now
             _exp_kernel = exp_shifted if one[0, 0] == 1.0 else False
-        except Exception:
+        except Exception as e:  # noqa: BLE001 - any failure to build it only costs speed
+            logging.getLogger(__name__).info("compiled exp unavailable (%s: %s); using numpy's exp",
+                                             type(e).__name__, e)
             _exp_kernel = False
     return _exp_kernel or None
 

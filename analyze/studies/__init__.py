@@ -6,10 +6,11 @@ A study whose data the store lacks adds a section saying so and nothing else.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from types import ModuleType
+
+from schemas.registry import unknown_name
 
 # Report order, following the paper.
 ORDER = ("robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer")
@@ -23,7 +24,5 @@ def available() -> list[str]:
 def get(name: str) -> ModuleType:
     names = available()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown study {name!r}; {hint}available: {', '.join(names)}")
+        raise unknown_name("study", name, names)
     return importlib.import_module(f"{__name__}.{name}")

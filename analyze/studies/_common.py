@@ -1,7 +1,8 @@
 """Helpers the studies share: model order and the standard transform."""
 from __future__ import annotations
 
-PAPER_MODELS = ("convnext-sup", "vit-sup", "convnext-clip", "vit-clip")
+from schemas.paper import PAPER_MODELS
+
 CENTER = "center"
 
 

@@ -28,7 +28,7 @@ def run(ctx: Context) -> None:
         ctx.reader.notes.append(f"{DATASET}/texture_label: missing per-sample column; shape bias needs it")
         return
     shape, texture = samples.label, samples.columns["texture_label"]
-    categories = list(labels.cue_conflict_categories())
+    categories = list(labels.cue_conflict_groups())
     per_category = {}
     for key in keys:
         summary = ctx.summaries(key)

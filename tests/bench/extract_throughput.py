@@ -107,7 +107,7 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
     """All models on ready uint8 batches on the device (real decoded images, preprocessed beforehand)."""
     import torch
 
-    from extract import runner
+    from extract import pipeline
     from extract.readers import open_reader
     from schemas.manifest import load_manifest
 
@@ -116,10 +116,10 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
     geometries = {}
     for s in specs:
         geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
-    data = runner.BlockImages(reader, transform, geometries)
+    data = pipeline.BlockImages(reader, transform, geometries)
     # One real batch per geometry, reused: the forward pass does not care which pixels it sees.
     items = [data[i] for i in range(min(batch_size, n_images))]
-    batch = runner.collate(items)["images"]
+    batch = pipeline.collate(items)["images"]
     on_device = {k: v.to(device) for k, v in batch.items()}
     keys = [s.preprocess.geometry_key() for s in specs]
     from extract.tensors import normalize
@@ -148,10 +148,10 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
 # ---------------------------------------------------------------- (b) extract run
 def bench_runner(specs, *, store: Path, data_root: Path, device: str, batch_size: int, workers: int,
                  transform: str, compile: bool):
-    from extract import runner
+    from extract import options, runner
 
     shutil.rmtree(store, ignore_errors=True)
-    opts = runner.RunOptions(store=str(store), models=[s.id for s in specs], datasets=["imagenet-val"],
+    opts = options.RunOptions(store=str(store), models=[s.id for s in specs], datasets=["imagenet-val"],
                              transforms=[transform], data_root=str(data_root), device=device,
                              batch_size=batch_size, workers=workers, pretrained=False, progress=False,
                              compile=compile)
@@ -169,7 +169,7 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
     import torch
     from torch.utils.data import DataLoader
 
-    from extract import runner
+    from extract import pipeline
     from extract.readers import open_reader
     from schemas.manifest import load_manifest
 
@@ -181,11 +181,11 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
         key = s.preprocess.geometry_key()
         from extract.tensors import normalize
         norm = functools.partial(normalize, pre=s.preprocess)
-        data = runner.BlockImages(reader, transform, {key: s.preprocess})
+        data = pipeline.BlockImages(reader, transform, {key: s.preprocess})
         batches = [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
-        loader = DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=runner.collate,
+        loader = DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=pipeline.collate,
                             pin_memory=cuda, prefetch_factor=2 if workers else None,
-                            worker_init_fn=runner._worker_init if workers else None)
+                            worker_init_fn=pipeline.worker_init if workers else None)
         outs = []
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -223,11 +223,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     import torch
 
-    from extract import runner
+    from extract import options, runner
     from extract.spec.transforms import parse_transform
 
-    device = args.device or runner.default_device()
-    cuda = runner.is_cuda(device)
+    device = args.device or options.default_device()
+    cuda = options.is_cuda(device)
     batch_size = args.batch_size or runner.default_batch_size(device)
     n_images = args.n_images or (10000 if cuda else 256)
     workers = runner.default_workers(device) if args.workers is None else args.workers
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     t = parse_transform(args.transform)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    opts = runner.RunOptions(store=str(store), models=[s.id for s in specs], pretrained=args.pretrained,
+    opts = options.RunOptions(store=str(store), models=[s.id for s in specs], pretrained=args.pretrained,
                              compile=args.compile)
     cache = runner.ModelCache(opts, device, precision, root=None)
     t0 = time.perf_counter()
