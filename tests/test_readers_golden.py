@@ -11,9 +11,7 @@ depend on the image encoder.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import yaml
 from extract.datasets import demo_data_root, open_dataset
 from schemas import manifest as M
 from schemas.manifest import load_manifest
+from test_readers import _tar
 
 SYNSETS = list(M.imagenet_synsets())
 
@@ -34,15 +33,6 @@ def _write(path: Path, data: bytes | str) -> None:
 
 def _img(tag: str) -> bytes:
     return f"image:{tag}".encode()
-
-
-def _tar(path: Path, members: dict[str, bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
 
 
 def _entry(layout: dict, **over) -> dict:
@@ -322,262 +312,95 @@ def open_fixture(builder, tmp_path: Path):
     return open_dataset("ds", root, load_manifest(p))
 
 
+IMAGENET_1K_NAMES = "571ae1c583b4"  # observe()'s class_names for label space imagenet-1k
+
+
+def _pinned(n: int, digest: str, first: list[str], bytes_: str | None = None, *, columns: tuple[str, ...] = (),
+            where: str = "layout", notes: int = 0, class_names: str | None = IMAGENET_1K_NAMES) -> dict:
+    """An expected observe() result; fields left out take the common value (no bytes: not pinned)."""
+    out = {"n": n, "digest": digest, "first": first, "bytes": bytes_, "columns": list(columns), "where": where,
+           "notes": notes, "class_names": class_names}
+    if bytes_ is None:
+        del out["bytes"]
+    return out
+
+
 # Produced by the pre-split reader at commit d9b2433; see the module docstring before editing.
+# The flat-folder labels-file variants and the class-folder fallback list the same samples.
+FLAT_VAL = _pinned(7, 'ee75ecd7f41ea5bd7377018016b33730',
+                   ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'], '088f58ac1c5fc8d9')
+
 GOLDEN: dict[str, dict] = {
-    'cf_synsets': {
-        'n': 12,
-        'digest': '48666fa19ef9409ea3298cb96b25242b',
-        'first': ['n01440764/img0.jpg', 'n01440764/img1.JPEG'],
-        'bytes': 'cfaa33153844b2a8',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'cf_synsets_basename': {
-        'n': 4,
-        'digest': '92c690a219858478d910bae2da07b2bf',
-        'first': ['n01443537_0.png', 'n01443537_1.png'],
-        'bytes': 'aa335a1a7ed897c7',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'cf_numeric': {
-        'n': 24,
-        'digest': '7dcec463ef7c7423d4695241aff2c08a',
-        'first': ['0/000abc.jpeg', '0/zz.jpeg'],
-        'bytes': 'dfca1054fc9d9cfe',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'cf_sorted_own': {
-        'n': 8,
-        'digest': 'a296be48a0555e26e61a5c7131480bbf',
-        'first': ['Banana/x.png', 'Banana/y.webp'],
-        'bytes': '7ac76a3e75041fe5',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '16f7934a2748',
-    },
-    'cf_names': {
-        'n': 4,
-        'digest': '66a75774396555732f0ba145cf1923af',
-        'first': ['Airplane/a.png', 'bear/a.png'],
-        'bytes': '20be6e9b990e091f',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': 'e0fb2a056541',
-    },
-    'flat_loc_csv': {
-        'n': 7,
-        'digest': 'ee75ecd7f41ea5bd7377018016b33730',
-        'first': ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'],
-        'bytes': '088f58ac1c5fc8d9',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'flat_txt_index': {
-        'n': 7,
-        'digest': 'ee75ecd7f41ea5bd7377018016b33730',
-        'first': ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'],
-        'bytes': '088f58ac1c5fc8d9',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'flat_txt_synset': {
-        'n': 7,
-        'digest': 'ee75ecd7f41ea5bd7377018016b33730',
-        'first': ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'],
-        'bytes': '088f58ac1c5fc8d9',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'flat_pairs': {
-        'n': 7,
-        'digest': 'ee75ecd7f41ea5bd7377018016b33730',
-        'first': ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'],
-        'bytes': '088f58ac1c5fc8d9',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'flat_unnumbered': {
-        'n': 3,
-        'digest': '53badcb1efb6e592a64ad969f2010943',
-        'first': ['a.jpg', 'b.jpg'],
-        'bytes': 'e347a14c73eb8c72',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'flat_class_fallback': {
-        'n': 7,
-        'digest': 'ee75ecd7f41ea5bd7377018016b33730',
-        'first': ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'],
-        'bytes': '088f58ac1c5fc8d9',
-        'columns': [],
-        'where': 'layout',
-        'notes': 1,
-        'class_names': '571ae1c583b4',
-    },
-    'fl_csv_label_lists': {
-        'n': 5,
-        'digest': '4b4242d2f015f86a6f6ff5a5f0169c52',
-        'first': ['images/im0.jpg', 'images/im1.jpg'],
-        'bytes': '0da10e8736003298',
-        'columns': ['label_set', 'origin'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'fl_csv_splits': {
-        'n': 5,
-        'digest': 'e66b2fa2a54fde6c8c587b8229098b7d',
-        'first': ['../pics/p0.png', '../pics/p1.png'],
-        'bytes': 'e2c78ce8682c1a26',
-        'columns': ['score', 'split'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'fl_txt_splits': {
-        'n': 5,
-        'digest': '56d2893c4f023919332f1f9cb60ee410',
-        'first': ['images/a.jpg', 'images/b.jpg'],
-        'bytes': 'adb3c89c09228224',
-        'columns': ['split'],
-        'where': 'layout.alternatives[0]',
-        'notes': 0,
-        'class_names': None,
-    },
-    'fl_parquet_embedded': {
-        'n': 8,
-        'digest': '5423876117d5d974a0c7803674a1928c',
-        'first': ['data/validation-00000-of-00002.parquet#000000', 'data/validation-00000-of-00002.parquet#000001'],
-        'bytes': '2485872e9a9e7497',
-        'columns': ['label_set', 'origin'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'fl_parquet_paths': {
-        'n': 3,
-        'digest': '4cfde88f8e08a21e5076d2c0cb9300e8',
-        'first': ['img/0.png', 'img/1.png'],
-        'bytes': '05ea60c7f5ee6ba9',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'wds_path_splits': {
-        'n': 7,
-        'digest': '5840f216acf4f7c0af6307a48cdf0332',
-        'first': ['test/0.tar/t000', 'test/0.tar/t001'],
-        'bytes': 'cbf541cab9822788',
-        'columns': ['split'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': 'dbbc47f2a90b',
-    },
-    'wds_json': {
-        'n': 4,
-        'digest': '9da20aeae7aa3cb625e5073dd0300ffd',
-        'first': ['all.tar/k0', 'all.tar/k1'],
-        'bytes': 'a0c51e7b0a2e5de6',
-        'columns': ['split'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': None,
-    },
-    'wds_no_split': {
-        'n': 3,
-        'digest': '4d6cdf87452bbc184e2320d6b880e7d5',
-        'first': ['a.tar/x', 'b.tar/x'],
-        'bytes': 'a4b6b4d74b4cb18b',
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'imagenet_c': {
-        'n': 16,
-        'digest': '7e672174f3aa1504d3b2164019ab5750',
-        'first': ['contrast/1/n01443537/ILSVRC2012_val_00000003.JPEG',
-                  'contrast/1/n01443537/ILSVRC2012_val_00000007.JPEG'],
-        'bytes': '3c5de03ecb4d17c0',
-        'columns': ['corruption', 'severity'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'cue_conflict': {
-        'n': 8,
-        'digest': '1a8798e1a0731483c7904bc02dea3dfb',
-        'first': ['airplane/airplane1-knife2.png', 'airplane/airplane2-knife1.png'],
-        'bytes': 'bfa42500f9c25913',
-        'columns': ['texture_label'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': 'e0fb2a056541',
-    },
-    'pug_imagenet': {
-        'n': 6,
-        'digest': '78fcf0c086d9029dec251b0bad8b65d5',
-        'first': ['Camera_Yaw/African_crocodile/Camera_Yaw_African_crocodile_0.png',
-                  'Camera_Yaw/Goldfish/Camera_Yaw_Goldfish_0.png'],
-        'bytes': '7b1f2f0cbd55d4fb',
-        'columns': ['camera_yaw', 'factor', 'world'],
-        'where': 'layout',
-        'notes': 1,
-        'class_names': '3d04d087db50',
-    },
-    'pug_no_csv': {
-        'n': 2,
-        'digest': '9582a900741ac8527722f319cdf6b36b',
-        'first': ['Camera_Yaw/Goldfish/a.png', 'Worlds/Goldfish/a.png'],
-        'bytes': '564696809308bc52',
-        'columns': ['camera_yaw', 'factor', 'world'],
-        'where': 'layout',
-        'notes': 1,
-        'class_names': '3d04d087db50',
-    },
+    'cf_synsets':
+        _pinned(12, '48666fa19ef9409ea3298cb96b25242b', ['n01440764/img0.jpg', 'n01440764/img1.JPEG'],
+                'cfaa33153844b2a8'),
+    'cf_synsets_basename':
+        _pinned(4, '92c690a219858478d910bae2da07b2bf', ['n01443537_0.png', 'n01443537_1.png'], 'aa335a1a7ed897c7'),
+    'cf_numeric':
+        _pinned(24, '7dcec463ef7c7423d4695241aff2c08a', ['0/000abc.jpeg', '0/zz.jpeg'], 'dfca1054fc9d9cfe'),
+    'cf_sorted_own':
+        _pinned(8, 'a296be48a0555e26e61a5c7131480bbf', ['Banana/x.png', 'Banana/y.webp'], '7ac76a3e75041fe5',
+                class_names='16f7934a2748'),
+    'cf_names':
+        _pinned(4, '66a75774396555732f0ba145cf1923af', ['Airplane/a.png', 'bear/a.png'], '20be6e9b990e091f',
+                class_names='e0fb2a056541'),
+    'flat_loc_csv': FLAT_VAL,
+    'flat_txt_index': FLAT_VAL,
+    'flat_txt_synset': FLAT_VAL,
+    'flat_pairs': FLAT_VAL,
+    'flat_unnumbered':
+        _pinned(3, '53badcb1efb6e592a64ad969f2010943', ['a.jpg', 'b.jpg'], 'e347a14c73eb8c72'),
+    'flat_class_fallback': {**FLAT_VAL, 'notes': 1},  # the same samples, read as class folders
+    'fl_csv_label_lists':
+        _pinned(5, '4b4242d2f015f86a6f6ff5a5f0169c52', ['images/im0.jpg', 'images/im1.jpg'], '0da10e8736003298',
+                columns=['label_set', 'origin']),
+    'fl_csv_splits':
+        _pinned(5, 'e66b2fa2a54fde6c8c587b8229098b7d', ['../pics/p0.png', '../pics/p1.png'], 'e2c78ce8682c1a26',
+                columns=['score', 'split']),
+    'fl_txt_splits':
+        _pinned(5, '56d2893c4f023919332f1f9cb60ee410', ['images/a.jpg', 'images/b.jpg'], 'adb3c89c09228224',
+                columns=['split'], where='layout.alternatives[0]', class_names=None),
+    'fl_parquet_embedded':
+        _pinned(8, '5423876117d5d974a0c7803674a1928c',
+                ['data/validation-00000-of-00002.parquet#000000', 'data/validation-00000-of-00002.parquet#000001'],
+                '2485872e9a9e7497', columns=['label_set', 'origin']),
+    'fl_parquet_paths':
+        _pinned(3, '4cfde88f8e08a21e5076d2c0cb9300e8', ['img/0.png', 'img/1.png'], '05ea60c7f5ee6ba9'),
+    'wds_path_splits':
+        _pinned(7, '5840f216acf4f7c0af6307a48cdf0332', ['test/0.tar/t000', 'test/0.tar/t001'], 'cbf541cab9822788',
+                columns=['split'], class_names='dbbc47f2a90b'),
+    'wds_json':
+        _pinned(4, '9da20aeae7aa3cb625e5073dd0300ffd', ['all.tar/k0', 'all.tar/k1'], 'a0c51e7b0a2e5de6',
+                columns=['split'], class_names=None),
+    'wds_no_split':
+        _pinned(3, '4d6cdf87452bbc184e2320d6b880e7d5', ['a.tar/x', 'b.tar/x'], 'a4b6b4d74b4cb18b'),
+    'imagenet_c':
+        _pinned(16, '7e672174f3aa1504d3b2164019ab5750',
+                ['contrast/1/n01443537/ILSVRC2012_val_00000003.JPEG',
+                 'contrast/1/n01443537/ILSVRC2012_val_00000007.JPEG'],
+                '3c5de03ecb4d17c0', columns=['corruption', 'severity']),
+    'cue_conflict':
+        _pinned(8, '1a8798e1a0731483c7904bc02dea3dfb',
+                ['airplane/airplane1-knife2.png', 'airplane/airplane2-knife1.png'], 'bfa42500f9c25913',
+                columns=['texture_label'], class_names='e0fb2a056541'),
+    'pug_imagenet':
+        _pinned(6, '78fcf0c086d9029dec251b0bad8b65d5',
+                ['Camera_Yaw/African_crocodile/Camera_Yaw_African_crocodile_0.png',
+                 'Camera_Yaw/Goldfish/Camera_Yaw_Goldfish_0.png'],
+                '7b1f2f0cbd55d4fb', columns=['camera_yaw', 'factor', 'world'], notes=1, class_names='3d04d087db50'),
+    'pug_no_csv':
+        _pinned(2, '9582a900741ac8527722f319cdf6b36b', ['Camera_Yaw/Goldfish/a.png', 'Worlds/Goldfish/a.png'],
+                '564696809308bc52', columns=['camera_yaw', 'factor', 'world'], notes=1, class_names='3d04d087db50'),
 }
 
 GOLDEN_DEMO: dict[str, dict] = {
-    'imagenet-val': {
-        'n': 64,
-        'digest': '74f2b3db625d33ff1a073faddc5c8c45',
-        'first': ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG'],
-        'columns': [],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': '571ae1c583b4',
-    },
-    'cue-conflict': {
-        'n': 160,
-        'digest': '4fc593a391cf7bc66df77665ed998101',
-        'first': ['airplane/airplane1-bicycle2.png', 'airplane/airplane1-chair2.png'],
-        'bytes': '402386facd4bf41e',
-        'columns': ['texture_label'],
-        'where': 'layout',
-        'notes': 0,
-        'class_names': 'e0fb2a056541',
-    },
+    'imagenet-val':
+        _pinned(64, '74f2b3db625d33ff1a073faddc5c8c45',
+                ['ILSVRC2012_val_00000001.JPEG', 'ILSVRC2012_val_00000002.JPEG']),
+    'cue-conflict':
+        _pinned(160, '4fc593a391cf7bc66df77665ed998101',
+                ['airplane/airplane1-bicycle2.png', 'airplane/airplane1-chair2.png'], '402386facd4bf41e',
+                columns=['texture_label'], class_names='e0fb2a056541'),
 }
 
 
