@@ -8,6 +8,8 @@ import multiprocessing as mp
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -24,9 +26,10 @@ from extract.datasets import (
     make_synthetic_imagenet_val,
     open_dataset,
 )
-from extract.readers import ImageDecodeError, SampleTable
+from extract.readers import READERS, ImageDecodeError, SampleTable, open_reader
 from schemas import manifest as M
 from schemas.manifest import load_manifest
+from schemas.registry import UnknownName
 
 SYNSETS = list(M.imagenet_synsets())
 CUE = list(json.loads((Path(M.__file__).parent / "labels" / "cue_conflict_16.json").read_text()))
@@ -568,6 +571,48 @@ def test_check_datasets(tmp_path):
     assert len(only) == 1 and only[0].status == "present" and only[0].found is None
     text = D.format_statuses(list(st.values()), verbose=True)
     assert "1 of 4 datasets present" in text and "datasets.gone-set.layout.path" in text
+
+
+def test_one_reader_per_manifest_layout_kind():
+    assert sorted(READERS) == sorted(M.LAYOUT_KINDS)
+    for kind in READERS:
+        assert READERS.get(kind).kind == kind
+
+
+def test_unknown_layout_kind_suggests(tmp_path):
+    (tmp_path / "data" / "ina").mkdir(parents=True)
+    e = entry({"kind": "class-folder", "path": "ina", "class_order": "synsets"})
+    with pytest.raises(UnknownName, match=r"datasets\.ds\.layout\.kind: unknown layout kind 'class-folder'; "
+                                          r"did you mean 'class-folders'"):
+        open_reader("ds", e, tmp_path / "data", manifest_path="m.yaml")
+
+
+def test_unknown_class_order_names_the_field(tmp_path):
+    root = tmp_path / "data"
+    write(root / "ina" / SYNSETS[0] / "a.jpg", jpeg_bytes())
+    r = open_reader("ds", entry({"kind": "class-folders", "path": "ina", "class_order": "synset"}), root)
+    with pytest.raises(UnknownName, match=r"layout\.class_order: unknown class order 'synset'; did you mean 'synsets'"):
+        r.samples()
+
+
+def test_readers_import_no_torch_pil_or_pyarrow():
+    code = ("import sys, extract.readers; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PIL', 'pyarrow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_close_then_read_reopens(tmp_path):
+    root = tmp_path / "data"
+    _tar(root / "vtab" / "task" / "test" / "0.tar", {"a.jpg": b"A", "a.cls": b"1", "b.jpg": b"B", "b.cls": b"2"})
+    r = open_one(tmp_path, root, vtab_entry())
+    assert r.read_bytes(0) == b"A"
+    r.close()
+    assert r.read_bytes(1) == b"B"
+    assert pickle.loads(pickle.dumps(r)).read_bytes(0) == b"A"
+    r.close()
 
 
 def _read_in_worker(reader, i):
