@@ -56,7 +56,7 @@ class Selection:
     def entry(self, dataset: str) -> dict:
         return self.manifest.dataset(dataset, suite=self.suite)
 
-    def open_reader(self, dataset: str):
+    def reader(self, dataset: str):
         """The dataset's reader; a missing folder or list -> ExtractError naming the path and the manifest field."""
         from extract.readers import open_reader
 
@@ -279,7 +279,7 @@ def _samples_found(sel: Selection, dataset: str) -> tuple[int, str | None, str]:
     if sel.data_root is None:
         return int(entry["expected_samples"]), None, "expected (no --data-root)"
     try:
-        table = reader_samples(sel.open_reader(dataset))
+        table = reader_samples(sel.reader(dataset))
     except ExtractError as e:
         return int(entry["expected_samples"]), None, f"missing: {e}"
     digest = schemas.sample_digest(np.asarray(table.sample_id).astype(str), np.asarray(table.label),

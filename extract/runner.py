@@ -223,7 +223,7 @@ def run(opts: RunOptions) -> RunResult:
     t_start = time.perf_counter()
     # Every dataset is found and every weights file read before the store is touched: a missing one fails
     # in seconds, not hours in, and leaves no half-made store behind.
-    readers = {d: sel.open_reader(d) for d in sel.datasets}
+    readers = {d: sel.reader(d) for d in sel.datasets}
     cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)

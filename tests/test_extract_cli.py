@@ -169,3 +169,16 @@ def test_ls(capsys, tmp_path, data):
     assert any(x.startswith("imagenet-a ") and "missing" in x for x in out.splitlines())
     rc, _, err = cli(capsys, "ls", "datasets", "--data-root", tmp_path / "nowhere")
     assert_one_line_error(rc, err, str(tmp_path / "nowhere"))
+
+
+def test_a_model_that_cannot_change_its_input_size_is_a_clean_error(capsys, tmp_path, data, monkeypatch):
+    import extract.models
+
+    def refuse(module, size):
+        raise NotImplementedError(f"{type(module).__name__}: cannot change the input size")
+
+    monkeypatch.setattr(extract.models, "set_image_size", refuse)
+    rc, _, err = cli(capsys, "run", "--store", tmp_path / "s.zarr", "--models", "demo-vit-sup", "--datasets",
+                     "imagenet-val", "--transforms", "res-112", "--data-root", data, "--device", "cpu")
+    assert_one_line_error(rc, err, "demo-vit-sup: cannot run at 112x112 px", "cannot change the input size",
+                          "center, scale-* or shift-*")

@@ -80,19 +80,60 @@ def test_every_registry_entry_is_in_the_librarys_own_list():
             assert 0 < s.paper_top1 < 100
 
 
-def test_preprocessing_per_family():
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+def _photo_like(w: int, h: int, seed: int):
+    """A smooth RGB image with detail (gradients plus noise), so that resampling differences show."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x / w * 255, y / h * 255, (x + y) / (w + h) * 255], axis=-1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8))
+
+
+def _our_pixels(img, pre):
+    from extract.imaging import apply_transform
+    from extract.tensors import normalize, to_uint8_tensor
+
+    return normalize(to_uint8_tensor(apply_transform(img, "center", pre)), pre)
+
+
+def test_supervised_preprocessing_is_the_papers_torchvision_pipeline():
+    """The paper's code (main.py of kirill-vish/Beyond-INet) evaluates the supervised models with
+    Resize(256, bilinear) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet mean/std)."""
+    T = pytest.importorskip("torchvision.transforms")
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+    paper = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224),
+                       T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    sup = [s for s in REGISTRY.values() if s.family == "timm"]
+    assert {s.id for s in sup} >= {"convnext-sup", "vit-sup"}
+    for k, (w, h) in enumerate([(500, 375), (375, 500), (300, 300)]):
+        img = _photo_like(w, h, k)
+        ref = paper(img)
+        for s in sup:
+            assert torch.allclose(_our_pixels(img, s.preprocess), ref, atol=1e-6), s.id
+
+
+def test_clip_preprocessing_is_open_clips_own_eval_transform():
+    """Each CLIP entry sees what open_clip's eval transform for that model and tag gives."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    hub.register_demo_configs()
+    images = [_photo_like(w, h, k) for k, (w, h) in enumerate([(500, 375), (375, 500)])]
     for s in REGISTRY.values():
-        p = s.preprocess
-        if s.family == "timm":
-            assert (p.resize, p.crop, p.interpolation) == (256, 224, "bilinear"), s.id
-            assert p.mean == pytest.approx(IMAGENET_DEFAULT_MEAN) and p.std == pytest.approx(IMAGENET_DEFAULT_STD)
-        else:
-            size = open_clip.get_model_config(s.arch)["vision_cfg"]["image_size"]
-            assert (p.resize, p.crop, p.interpolation) == (size, size, "bicubic"), s.id
-            assert p.mean == pytest.approx(OPENAI_DATASET_MEAN) and p.std == pytest.approx(OPENAI_DATASET_STD)
+        if s.family != "open_clip":
+            continue
+        size = open_clip.get_model_config(s.arch)["vision_cfg"]["image_size"]
+        pcfg = (open_clip.get_pretrained_cfg(s.arch, s.tag) if s.tag else None) or {}
+        theirs = open_clip.image_transform(size, is_train=False, mean=pcfg.get("mean") or OPENAI_DATASET_MEAN,
+                                           std=pcfg.get("std") or OPENAI_DATASET_STD,
+                                           interpolation=pcfg.get("interpolation") or "bicubic",
+                                           resize_mode=pcfg.get("resize_mode") or "shortest")
+        for img in images:
+            assert torch.allclose(_our_pixels(img, s.preprocess), theirs(img), atol=1e-6), s.id
+
+
+def test_paper_models_see_224_pixels():
     for mid in spec.PAPER_MODELS:
         assert REGISTRY[mid].preprocess.crop == 224
     assert REGISTRY["vit-clip"].preprocess.geometry_key() == (224, 224, "bicubic")

@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 import schemas  # noqa: E402
 from schemas import layout as L  # noqa: E402
 
-from extract import inventory, options, pipeline, runner  # noqa: E402
+from extract import inventory, model_cache, options, pipeline, runner  # noqa: E402
 from extract.errors import ExtractError  # noqa: E402
 from extract.options import RunOptions  # noqa: E402
 from extract.status import store_status  # noqa: E402
@@ -183,7 +183,7 @@ def test_end_to_end_bad_images_heads_and_rerun(tmp_path, small_blocks, few_templ
 
     # a lost block of the CLIP run (as after a crash): only that block, only that model, is recomputed, and
     # the zero-shot head is read back from the store, not rebuilt
-    monkeypatch.setattr(runner, "_HEAD_MEMO", {})
+    monkeypatch.setattr(model_cache, "_HEAD_MEMO", {})
     monkeypatch.setattr(extract.zeroshot, "build_zeroshot_head",
                         lambda *a, **k: pytest.fail("the zero-shot head was rebuilt instead of read from the store"))
     zarr.open_group(str(store), mode="r+")[f"imagenet-val/center/{CLIP}/block_done"][1] = False
@@ -345,7 +345,7 @@ def _prepare(store, data, barrier, rounds_ok):
 
     try:
         sel = inventory.resolve_selection(models=[SUP], datasets=["imagenet-val"], data_root=data)
-        reader = sel.open_reader("imagenet-val")
+        reader = sel.reader("imagenet-val")
         barrier.wait(timeout=60)
         root = runner.open_store(store)
         dg = runner.ensure_dataset_group(root, "imagenet-val", reader, sel.entry("imagenet-val"))

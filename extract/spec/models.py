@@ -29,6 +29,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)   # timm.data.IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = (0.229, 0.224, 0.225)    # timm.data.IMAGENET_DEFAULT_STD
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # open_clip.constants.OPENAI_DATASET_MEAN
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)   # open_clip.constants.OPENAI_DATASET_STD
+INCEPTION_MEAN = (0.5, 0.5, 0.5)        # open_clip.constants.INCEPTION_MEAN
+INCEPTION_STD = (0.5, 0.5, 0.5)         # open_clip.constants.INCEPTION_STD
 CLIP_LOGIT_SCALE = 100.0                # logits = 100 x cosine(image embedding, zero-shot head)
 
 
@@ -143,8 +145,9 @@ def _timm(id: str, arch: str, tag: str | None, *, is_vit: bool, description: str
 
 
 def _clip(id: str, arch: str, tag: str | None, *, is_vit: bool, description: str, size: int = 224,
+          mean: tuple[float, float, float] = CLIP_MEAN, std: tuple[float, float, float] = CLIP_STD,
           paper_top1: float | None = None, demo: bool = False) -> ModelSpec:
-    return ModelSpec(id, "open_clip", arch, tag, "zero-shot", clip_preprocess(size), is_vit,
+    return ModelSpec(id, "open_clip", arch, tag, "zero-shot", clip_preprocess(size, mean, std), is_vit,
                      paper_top1=paper_top1, demo=demo, description=description)
 
 
@@ -199,8 +202,9 @@ _REGISTRY_ENTRIES: list[ModelSpec] = [
           paper_top1=75.2, description="ConvNeXt-L (D) CLIP, LAION-2B, zero-shot, 256 px"),
     _clip("convnext-clip-xxlarge", "convnext_xxlarge", "laion2b_s34b_b82k_augreg", is_vit=False, size=256,
           paper_top1=78.6, description="ConvNeXt-XXL CLIP, LAION-2B, zero-shot, 256 px"),
+    # open_clip's pretrained cfg of laion2b_s32b_b82k normalises with the Inception mean/std (0.5).
     _clip("vit-clip-large", "ViT-L-14", "laion2b_s32b_b82k", is_vit=True,
-          paper_top1=74.8, description="ViT-L/14 CLIP, LAION-2B, zero-shot"),
+          mean=INCEPTION_MEAN, std=INCEPTION_STD, paper_top1=74.8, description="ViT-L/14 CLIP, LAION-2B, zero-shot"),
     _clip("vit-clip-huge", "ViT-H-14", "laion2b_s32b_b79k", is_vit=True,
           paper_top1=77.3, description="ViT-H/14 CLIP, LAION-2B, zero-shot"),
     # Tiny random-init models for tests and the offline demo (pretrained=False).
@@ -272,7 +276,8 @@ def file_sha256(path: str | Path) -> str:
 
 __all__ = [
     "Preprocess", "ModelSpec", "REGISTRY", "PAPER_MODELS", "DEMO_MODELS", "SUPERVISED_PREPROCESS",
-    "CLIP_PREPROCESS", "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD", "CLIP_LOGIT_SCALE",
+    "CLIP_PREPROCESS", "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD", "INCEPTION_MEAN",
+    "INCEPTION_STD", "CLIP_LOGIT_SCALE",
     "DEMO_OPEN_CLIP_CONFIGS", "clip_preprocess", "resolve_model", "list_models", "random_init_seed",
     "file_sha256",
 ]
