@@ -1,4 +1,4 @@
-"""The resolved manifest entries and suites stay what they were: the store"s ``manifest`` attrs are copies
+"""The resolved manifest entries and suites stay what they were: the store's ``manifest`` attrs are copies
 of them, so a change here would make new dataset groups differ from the ones old stores hold.
 
 The constants are sha256 digests (first 16 hex digits) of ``json.dumps(..., sort_keys=True)`` computed by the
@@ -6,7 +6,7 @@ code at commit d9b2433, before schemas/manifest.py became the typed ``schemas/ma
 ``comparable`` below; see ``_digests``. ``comparable`` leaves out only the deliberate changes:
 - ``studies`` keep their meaning but use the study module names (``mistakes`` -> ``imagenet_x``,
   ``shape-bias`` -> ``shape_bias``, ``synthetic`` -> ``pug``): compared after that renaming;
-- ``label_tables`` is gone (read by nothing; the ReaL and ImageNet-X joins are the studies" own);
+- ``label_tables`` is gone (read by nothing; the ReaL and ImageNet-X joins are the studies' own);
 - ``logits_dtype`` is new (``float16`` for ImageNet-C).
 """
 from __future__ import annotations
