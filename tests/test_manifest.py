@@ -1,4 +1,4 @@
-"""data_manifest.yaml and schemas/manifest.py: content, validation errors, label spaces, class subsets."""
+"""data_manifest.yaml and schemas/manifest/: content, validation errors, label spaces, class subsets."""
 from __future__ import annotations
 
 import copy
@@ -14,7 +14,7 @@ import yaml
 from schemas import manifest as M
 from schemas.manifest import ManifestError, class_subset_indices, label_file, load_manifest
 
-LABELS = Path(M.__file__).resolve().parent / "labels"
+LABELS = M.LABELS_DIR
 
 VTAB = {  # id -> (group, classes)
     "vtab-caltech101": ("natural", 102), "vtab-cifar100": ("natural", 100), "vtab-dtd": ("natural", 47),
@@ -55,14 +55,15 @@ def test_every_dataset_of_the_paper(manifest):
     for did in manifest.datasets:
         e = manifest.dataset(did)
         assert e["id"] == did
-        assert set(M.REQUIRED_FIELDS) <= set(e)
+        assert {n for n, f in M.DatasetEntry.model_fields.items() if f.is_required()} <= set(e)
         assert e["logit_space"] == "imagenet-1k"
         json.dumps(e)  # copied into store attrs: must be JSON-able
 
 
 def test_entry_details(manifest):
     val = manifest.dataset("imagenet-val")
-    assert val["label_tables"] == ["real", "imagenet-x"] and val["expected_samples"] == 50000
+    assert val["studies"] == ["imagenet_x", "calibration", "robustness", "invariance"]
+    assert val["expected_samples"] == 50000 and "label_tables" not in val
     assert manifest.dataset("imagenet-v2")["layout"]["class_order"] == "numeric"
     a = manifest.dataset("imagenet-a")
     assert (a["class_subset"], a["expected_samples"], a["num_labels"]) == ("imagenet-a-200", 7500, 1000)
@@ -71,6 +72,7 @@ def test_entry_details(manifest):
     assert hard["label_kind"] == "multi" and hard["layout"]["kind"] == "file-list"
     assert M.parse_column_dtype(hard["columns"]["label_set"]) == ("int32", 0)
     c = manifest.dataset("imagenet-c")
+    assert c["logits_dtype"] == "float16" and "logits_dtype" not in manifest.dataset("imagenet-val")
     assert c["columns"] == {"corruption": "str", "severity": "int8"} and len(c["layout"]["corruptions"]) == 15
     assert c["expected_samples"] == 15 * 5 * 50000
     cue = manifest.dataset("cue-conflict")
@@ -235,11 +237,13 @@ def test_class_groups():
 
 def test_no_torch_import():
     code = "import sys, schemas.manifest as m; m.load_manifest(); assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(M.__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=M.MANIFEST_PATH.parent)
 
 
 def test_main_validates(capsys):
-    assert M.main([str(M.MANIFEST_PATH)]) == 0
+    from schemas.manifest.__main__ import main
+
+    assert main([str(M.MANIFEST_PATH)]) == 0
     assert "valid" in capsys.readouterr().out
 
 

@@ -56,6 +56,8 @@ SUITES = {
     "vtab": "8c349001d8209274",
     "demo": "f9e9e0f54165fd36",
 }
+# Every dataset entry in manifest order, keys in the order written (zarr stores the attrs as written).
+IN_ORDER = "dd8f41b234e1eef3"
 SUITE_ENTRIES = {  # suite -> digest of {dataset: entry with the suite"s overrides}
     "paper": "eaa05bf03b3e59ce",
     "robustness": "cffb74874b328307",
@@ -83,6 +85,12 @@ def _digests() -> tuple[dict, dict, dict]:
     entries = {s: digest({d: comparable(m.dataset(d, suite=s)) for d in m.suite(s)["datasets"]})
                for s in m.suite_ids()}
     return datasets, suites, entries
+
+
+def test_entries_keep_their_key_order():
+    m = load_manifest()
+    entries = [comparable(m.dataset(d)) for d in m.dataset_ids()]
+    assert hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16] == IN_ORDER
 
 
 def test_entries_and_suites_unchanged():

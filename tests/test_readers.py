@@ -29,7 +29,7 @@ from schemas import manifest as M
 from schemas.manifest import load_manifest
 
 SYNSETS = list(M.imagenet_synsets())
-CUE = list(json.loads((Path(M.__file__).parent / "labels" / "cue_conflict_16.json").read_text()))
+CUE = list(json.loads((M.LABELS_DIR / "cue_conflict_16.json").read_text()))
 FULL_CUE = Path("/work/shared/data/cue-conflict")
 
 
@@ -59,7 +59,7 @@ def entry(layout: dict, **over) -> dict:
     e = {
         "title": "fixture", "source": "made by the test", "layout": layout, "label_space": "imagenet-1k",
         "num_labels": 1000, "logit_space": "imagenet-1k", "class_subset": None, "label_kind": "single",
-        "columns": {}, "expected_samples": 0, "label_tables": [], "studies": ["robustness"], "group": None,
+        "columns": {}, "expected_samples": 0, "studies": ["robustness"], "group": None,
     }
     e.update(over)
     return e
@@ -486,7 +486,7 @@ PUG_LAYOUT = {"kind": "pug-imagenet", "path": "pug", "factors": ["Worlds", "Came
 
 def pug_entry():
     return entry(PUG_LAYOUT, label_space="pug-imagenet-151", num_labels=151, class_subset="pug-imagenet",
-                 columns=PUG_COLS, studies=["synthetic"])
+                 columns=PUG_COLS, studies=["pug"])
 
 
 def test_pug_imagenet(tmp_path):
