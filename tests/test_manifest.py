@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,13 +151,53 @@ def test_missing_field_names_file_entry_field(tmp_path):
     (lambda r: r["suites"]["robustness"]["datasets"].append("imagenet-b"), "suites.robustness.datasets"),
     (lambda r: r["suites"]["invariance"]["transforms"].append("rotate-90"), "suites.invariance.transforms"),
     (lambda r: r["suites"]["demo"]["overrides"]["cue-conflict"].update(size=3), "suites.demo.overrides.cue-conflict.size"),
+    # the typed schema's own checks
+    (lambda r: r["datasets"]["imagenet-r"].update(num_labels="1000"), "datasets.imagenet-r.num_labels"),
+    (lambda r: r["datasets"]["imagenet-c"].update(logits_dtype="float64"), "datasets.imagenet-c.logits_dtype"),
+    (lambda r: r["datasets"]["imagenet-val"].update(studies=["mistakes"]), "datasets.imagenet-val.studies"),
+    (lambda r: r["datasets"]["imagenet-hard"]["layout"].update(path_column="path"),
+     "datasets.imagenet-hard.layout.image_column"),
+    (lambda r: r["datasets"]["imagenet-hard"]["columns"].pop("label_set"), "datasets.imagenet-hard.columns"),
+    (lambda r: r["datasets"]["vtab-dtd"]["layout"]["alternatives"][0].update(alternatives=[]),
+     "datasets.vtab-dtd.layout.alternatives"),
+    (lambda r: r["datasets"]["vtab-dtd"]["layout"]["alternatives"][0].update(files=3),
+     "datasets.vtab-dtd.layout.alternatives[0].files"),
+    (lambda r: r["datasets"]["vtab-dtd"].update(group=None), "datasets.vtab-dtd.group"),
+    (lambda r: r["suites"]["demo"]["overrides"]["cue-conflict"].update(expected_samples="3"),
+     "suites.demo.overrides.cue-conflict.expected_samples"),
+    (lambda r: r["suites"]["demo"]["dataset_transforms"].update({"imagenet-a": ["center"]}),
+     "suites.demo.dataset_transforms.imagenet-a"),
+    (lambda r: r.update(label_tables={}), "label_tables"),
 ])
 def test_validation_errors(tmp_path, mutate, where):
     raw = _raw()
     mutate(raw)
     p = _write(tmp_path, raw)
-    with pytest.raises(ManifestError, match=r".*" + where.replace(".", r"\.")):
+    with pytest.raises(ManifestError, match=re.escape(where)):
         load_manifest(p)
+
+
+def test_message_names_file_path_expectation_and_value(tmp_path):
+    raw = _raw()
+    del raw["datasets"]["imagenet-val"]["layout"]["labels_file"]
+    raw["datasets"]["imagenet-a"]["layout"]["kind"] = "zip"
+    raw["datasets"]["imagenet-r"]["label_space"] = "imagenet-21k"
+    raw["datasets"]["imagenet-r"]["layout"]["class_ordr"] = "numeric"
+    p = _write(tmp_path, raw)
+    with pytest.raises(ManifestError) as e:
+        load_manifest(p)
+    lines = str(e.value).splitlines()
+    assert f"{p}: datasets.imagenet-val.layout.labels_file: missing field (required for kind flat-folder)" in lines
+    assert any(line.startswith(f"{p}: datasets.imagenet-a.layout.kind: unknown layout kind 'zip'; available: "
+                               "class-folders") for line in lines)
+    assert any(line.startswith(f"{p}: datasets.imagenet-r.label_space: must be 'imagenet-1k'") and
+               line.endswith("got str 'imagenet-21k'") for line in lines)
+    assert f"{p}: datasets.imagenet-r.layout.class_ordr: unknown field 'class_ordr'; did you mean 'class_order'?" \
+        in str(e.value)
+
+
+def test_float16_only_where_asked(manifest):
+    assert [d for d in manifest.datasets if manifest.datasets[d].logits_dtype == "float16"] == ["imagenet-c"]
 
 
 def test_unknown_suite_dataset_suggests(tmp_path):
@@ -236,7 +277,10 @@ def test_class_groups():
 
 
 def test_no_torch_import():
-    code = "import sys, schemas.manifest as m; m.load_manifest(); assert 'torch' not in sys.modules, 'torch imported'"
+    """schemas sits below both stages: no torch, nothing from extract/ or analyze/."""
+    code = ("import sys, schemas.manifest as m, schemas.label_spaces; m.load_manifest(); "
+            "bad = sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'extract', 'analyze'}); "
+            "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=M.MANIFEST_PATH.parent)
 
 

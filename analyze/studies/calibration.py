@@ -1,4 +1,4 @@
-"""Calibration: ECE (15 bins), reliability diagrams and confidence histograms (manifest: ImageNet val and ImageNet-R)."""
+"""Calibration: ECE (15 bins), reliability diagrams and confidence histograms (ImageNet val and ImageNet-R)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

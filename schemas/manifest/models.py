@@ -69,7 +69,7 @@ def is_transform_id(name: str) -> bool:
     return bool(_TRANSFORM.match(str(name)))
 
 
-def _check(test, message: str):
+def _must(test, message: str):
     """An after-validator: the value if ``test(value)``, else ValueError(message)."""
     def check(value):
         if not test(value):
@@ -78,7 +78,7 @@ def _check(test, message: str):
     return AfterValidator(check)
 
 
-def _shape(test, message: str):
+def _one_of_shapes(test, message: str):
     """A before-validator for a union of shapes: one message instead of one error per union member."""
     def check(value):
         if not test(value):
@@ -102,14 +102,14 @@ def _column_dtype(dtype: str) -> str:
     return dtype
 
 
-ColumnName = Annotated[str, _check(lambda c: c not in ("sample_id", "label") and not c.startswith("_"),
+ColumnName = Annotated[str, _must(lambda c: c not in ("sample_id", "label") and not c.startswith("_"),
                                    "reserved column name")]
 ColumnDtype = Annotated[str, AfterValidator(_column_dtype)]
-TransformId = Annotated[str, _check(is_transform_id, "not a transform id (center, scale-<s>, shift-<px>, res-<px>)")]
+TransformId = Annotated[str, _must(is_transform_id, "not a transform id (center, scale-<s>, shift-<px>, res-<px>)")]
 TransformList = Annotated[list[TransformId], Field(min_length=1),
-                          _check(lambda ts: len(set(ts)) == len(ts), "transforms listed twice")]
+                          _must(lambda ts: len(set(ts)) == len(ts), "transforms listed twice")]
 Study = Annotated[StudyId, BeforeValidator(_not_renamed)]
-DatasetId = Annotated[str, _check(lambda d: bool(_DATASET_ID.match(d)),
+DatasetId = Annotated[str, _must(lambda d: bool(_DATASET_ID.match(d)),
                                   "dataset ids are lower-case letters, digits and '-'")]
 
 
@@ -163,7 +163,7 @@ class FlatFolderLayout(_Layout):
     """<path>/<image> plus a labels file (ImageNet val); class folders accepted with the fallback."""
 
     kind: Literal["flat-folder"]
-    labels_file: Annotated[str | list[str], _shape(lambda v: isinstance(v, str) or (_strs(v) and bool(v)),
+    labels_file: Annotated[str | list[str], _one_of_shapes(lambda v: isinstance(v, str) or (_strs(v) and bool(v)),
                                                    "must be a file name or a list of candidate file names")]
     labels_format: Literal["auto", "loc-csv", "txt"] = "auto"
     class_folders_fallback: bool = False
@@ -173,7 +173,7 @@ class FileListLayout(_Layout):
     """CSV / Parquet / whitespace txt lists: a path column or embedded bytes."""
 
     kind: Literal["file-list"]
-    files: Annotated[str | list[str] | dict[str, str], _shape(
+    files: Annotated[str | list[str] | dict[str, str], _one_of_shapes(
         lambda v: isinstance(v, str) or _strs(v) or (isinstance(v, dict) and _strs(list(v.values()))),
         "must be a glob, a list of globs, or a mapping split -> glob")]
     format: Literal["auto", "csv", "parquet", "txt"] = "auto"
@@ -189,8 +189,9 @@ class FileListLayout(_Layout):
     @model_validator(mode="after")
     def _one_image_source(self) -> FileListLayout:
         if self.path_column is not None and self.image_column is not None:
-            raise rule("image_column", "give one of path_column (image paths; the default: column 'path', or "
-                                       "the first field of a whitespace txt list) or image_column (embedded bytes), not both")
+            raise rule("image_column", "give one of path_column (image paths; the default: column 'path', or the "
+                                       "first field of a whitespace txt list) or image_column (embedded bytes), "
+                                       "not both")
         return self
 
 
@@ -280,7 +281,7 @@ class Suite(_Model):
 
     description: str = ""
     models: list[str] = Field(min_length=1)            # model ids
-    datasets: Annotated[Literal["all"] | list[str], _shape(
+    datasets: Annotated[Literal["all"] | list[str], _one_of_shapes(
         lambda v: v == "all" or (_strs(v) and bool(v)), "must be 'all' or a non-empty list of dataset ids")]
     transforms: TransformList = ["center"]
     dataset_transforms: dict[str, TransformList] = {}  # dataset -> its transforms instead of `transforms`
@@ -350,7 +351,8 @@ class Manifest(_Model):
         s = self.suite_model(id).model_dump(mode="json")
         s["datasets"] = self.suite_datasets(id)
         s["dataset_transforms"] = {d: list(s["dataset_transforms"].get(d, s["transforms"])) for d in s["datasets"]}
-        s["overrides"] = {d: o.model_dump(mode="json", exclude_unset=True) for d, o in self.suites[id].overrides.items()}
+        overrides = self.suites[id].overrides
+        s["overrides"] = {d: o.model_dump(mode="json", exclude_unset=True) for d, o in overrides.items()}
         return {"id": id, **s}
 
     def suite_ids(self) -> list[str]:
