@@ -73,7 +73,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     for metric, label_text in (("top1", "top-1 (%)"), ("p_true", "mean true-class probability (%)")):
         panels = {kind: {m: (sorted(v), [v[x] for x in sorted(v)]) for m, v in by_model.items()}
                   for kind, by_model in curves.get(metric, {}).items()}
-        figs.append(lines(ctx.figure_path(tagged(f"invariance_{metric}", tag)), panels, ylabel=label_text, title=f"Invariance: {label_text}"))
+        figs.append(lines(ctx.figure_path(tagged(f"invariance_{metric}", tag)), panels, ylabel=label_text,
+                          title=f"Invariance: {label_text}"))
         for kind, by_model in curves.get(metric, {}).items():
             xs = sorted({x for v in by_model.values() for x in v})
             tables.append(f"**{label_text} vs {kind}**\n\n" + markdown_table(

@@ -107,5 +107,6 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     body = markdown_table(["metric"] + models,
                           [[m] + [f"{index[(m, mod)]['value'] * 100:.1f}" if (m, mod) in index else "—" for mod in models]
                            for m in metrics])
-    figs = [lines(ctx.figure_path(tagged("pug_factors", tag)), panels, ylabel="top-1 (%)", title="PUG-ImageNet per factor")] if panels else []
+    figs = [lines(ctx.figure_path(tagged("pug_factors", tag)), panels, ylabel="top-1 (%)",
+                  title="PUG-ImageNet per factor")] if panels else []
     ctx.sections.append(Section(title, body, [f.relative_to(ctx.out_dir).as_posix() for f in figs]))
