@@ -10,7 +10,7 @@ import numpy as np
 
 from .bootstrap import Bootstrap
 from .metrics import DeferredWeights, ProductBatch
-from .store import RunKey, StoreReader
+from .store import RunKey, StoreReader, manifest_entries
 from .summaries import SummaryCache
 
 RESULT_COLUMNS = ("model", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n")
@@ -65,6 +65,12 @@ class Context:
         """Every tidy row so far, intervals filled (pending replicates are computed first)."""
         self.flush()
         return self._rows
+
+    def datasets_for(self, study: str) -> list[str]:
+        """The store's datasets whose manifest entry lists ``study``, in data_manifest.yaml's order."""
+        order = {d: i for i, d in enumerate(manifest_entries())}
+        found = [d for d in self.reader.datasets if study in self.reader.manifest_entry(d)["studies"]]
+        return sorted(found, key=lambda d: (order.get(d, len(order)), d))
 
     def figure_path(self, name: str) -> Path:
         return self.out_dir / "figures" / f"{name}.png"

@@ -1,6 +1,6 @@
 """Label tables the analysis joins onto stored runs, read from files bundled in schemas/labels.
 
-The label spaces and class subsets themselves come from the contract (schemas.manifest); this module adds
+The label spaces and class subsets themselves come from the contract (schemas.label_spaces); this module adds
 the per-image tables (ReaL, ImageNet-X).
 
 Loaded lazily and cached: importing the analysis costs nothing.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas import manifest
+from schemas import label_spaces
 
 IMAGENET_X_FACTORS = (
     "pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory",
@@ -26,22 +26,22 @@ IMAGENET_X_FACTORS = (
 
 
 def label_path(name: str) -> Path:
-    return manifest.label_file(name)
+    return label_spaces.label_file(name)
 
 
 def subset_indices(name: str) -> np.ndarray:
     """ImageNet-1k indices of a class subset: ``imagenet-a-200`` / ``imagenet-r-200``."""
-    return manifest.class_subset_indices(name)
+    return label_spaces.class_subset_indices(name)
 
 
 def cue_conflict_groups() -> dict[str, np.ndarray]:
     """The 16 cue-conflict categories (sorted by name) -> their ImageNet-1k member indices."""
-    return manifest.class_groups("cue-conflict-16")
+    return label_spaces.class_groups("cue-conflict-16")
 
 
 def pug_classes() -> dict[str, np.ndarray]:
     """The PUG-ImageNet classes (sorted by name) -> their ImageNet-1k indices."""
-    return manifest.class_groups("pug-imagenet")
+    return label_spaces.class_groups("pug-imagenet")
 
 
 @lru_cache(maxsize=None)

@@ -84,7 +84,8 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     modules = [studies.get(n) for n in names]
     # Runs in the order the studies ask for them: the logits pass runs in the background, and each study
     # waits only for the runs it reads.
-    keys = list(dict.fromkeys(k for m in modules for k in reader.runs() if m.wants(k)))
+    entries = {d: reader.manifest_entry(d) for d in reader.datasets}
+    keys = list(dict.fromkeys(k for m in modules for k in reader.runs() if m.wants(k, entries[k.dataset])))
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys}))
     ctx.summaries.prefetch(keys, progress=progress)
     bar = None

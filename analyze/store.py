@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 import zarr
 
 from schemas import layout as L
+from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, open_read_only
 
 
@@ -117,7 +118,17 @@ class StoreReader:
         return dict(self.root[dataset].attrs)
 
     def manifest_entry(self, dataset: str) -> dict:
-        return dict(self.dataset_attrs(dataset).get("manifest") or {})
+        """The dataset's data_manifest.yaml entry as the store holds it, ``studies`` in today's study names.
+
+        Stores written before the names were unified hold former spellings (``mistakes``...), mapped here;
+        a store written without the field gets the bundled manifest's list (none for an unknown dataset).
+        """
+        entry = dict(self.dataset_attrs(dataset).get("manifest") or {})
+        if "studies" in entry:
+            entry["studies"] = [FORMER_STUDY_NAMES.get(s, s) for s in entry["studies"]]
+        else:
+            entry["studies"] = list(manifest_entries().get(dataset, {}).get("studies", []))
+        return entry
 
     def run_attrs(self, key: RunKey) -> dict:
         return dict(self.root[key.path].attrs)
@@ -163,6 +174,18 @@ def _plain(values) -> np.ndarray:
     string routines (np.char, np.unique) take everywhere."""
     values = np.asarray(values)
     return values.astype(object).astype(str) if values.dtype.kind in "TO" else values
+
+
+@lru_cache(maxsize=1)
+def manifest_entries() -> dict[str, dict]:
+    """data_manifest.yaml's resolved entries by dataset id, in its order; empty when it cannot be read."""
+    from schemas.manifest import ManifestError, load_manifest
+
+    try:
+        m = load_manifest()
+    except (ManifestError, OSError):
+        return {}
+    return {d: m.dataset(d) for d in m.dataset_ids()}
 
 
 def open_store(url: Any) -> StoreReader:

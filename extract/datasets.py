@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.manifest import Manifest, imagenet_synsets, load_manifest
+from schemas.label_spaces import imagenet_synsets
+from schemas.manifest import Manifest, load_manifest
 
 from .readers import (  # noqa: F401  (re-exported: one import for the runner)
     IMAGE_EXTENSIONS,

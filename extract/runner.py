@@ -82,7 +82,7 @@ def open_store(store):
 
 
 def dataset_attrs(reader, entry: dict) -> dict:
-    from schemas.manifest import label_space_names
+    from schemas.label_spaces import label_space_names
 
     attrs = {"manifest": jsonable(entry), "label_space": entry["label_space"]}
     names = getattr(reader, "class_names", None)

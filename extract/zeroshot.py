@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet class names used for the CLIP prompts (open_clip's list), in class order."""
-    from schemas.manifest import imagenet_class_names as bundled, label_file
+    from schemas.label_spaces import imagenet_class_names as bundled, label_file
 
     names = list(bundled())
     if len(names) != 1000:

@@ -29,25 +29,25 @@ DATA = Path(__file__).resolve().parent / "data"
 
 # Minimal manifest entries: only the fields the analysis reads.
 _BASE = {"label_space": "imagenet-1k", "logit_space": "imagenet-1k", "class_subset": None, "columns": {},
-         "group": None}
+         "group": None, "studies": ["robustness"]}
 ENTRIES = {
-    "imagenet-val": dict(_BASE),
+    "imagenet-val": {**_BASE, "studies": ["imagenet_x", "calibration", "robustness", "invariance"]},
     "imagenet-v2": dict(_BASE),
     "imagenet-sketch": dict(_BASE),
     "imagenet-a": {**_BASE, "class_subset": "imagenet-a-200"},
-    "imagenet-r": {**_BASE, "class_subset": "imagenet-r-200"},
+    "imagenet-r": {**_BASE, "class_subset": "imagenet-r-200", "studies": ["robustness", "calibration"]},
     "imagenet-c": {**_BASE, "columns": {"corruption": "str", "severity": "int8"}},
     "imagenet-hard": {**_BASE, "columns": {"label_set": "int32[max]"}},
     "cue-conflict": {**_BASE, "label_space": "cue-conflict-16", "class_subset": "cue-conflict-16",
-                     "columns": {"texture_label": "int16"}},
+                     "columns": {"texture_label": "int16"}, "studies": ["shape_bias"]},
     "pug-imagenet": {**_BASE, "label_space": "pug-imagenet-151", "class_subset": "pug-imagenet",
-                     "columns": {"world": "str", "camera_yaw": "int16"}},
+                     "columns": {"world": "str", "camera_yaw": "int16"}, "studies": ["pug"]},
 }
 
 
 def entry_for(dataset: str, **overrides) -> dict:
     if dataset.startswith("vtab-"):
-        base = {**_BASE, "label_space": "own", "columns": {"split": "str"}, "group": "natural"}
+        base = {**_BASE, "label_space": "own", "columns": {"split": "str"}, "group": "natural", "studies": ["transfer"]}
     else:
         base = dict(ENTRIES[dataset])
     base.update(overrides)

@@ -14,7 +14,7 @@ def make_imagenet_val(root: Path, n: int, *, bad: dict[int, bytes] | None = None
 
     ``bad`` maps a 1-based image number to the bytes written instead of a JPEG.
     """
-    from schemas.manifest import imagenet_synsets
+    from schemas.label_spaces import imagenet_synsets
 
     folder = root / "imagenet-val"
     folder.mkdir(parents=True, exist_ok=True)

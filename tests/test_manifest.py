@@ -1,8 +1,9 @@
-"""data_manifest.yaml and schemas/manifest.py: content, validation errors, label spaces, class subsets."""
+"""data_manifest.yaml and schemas/manifest/: content, validation errors, label spaces, class subsets."""
 from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
+from schemas import label_spaces
 from schemas import manifest as M
-from schemas.manifest import ManifestError, class_subset_indices, label_file, load_manifest
+from schemas.label_spaces import class_subset_indices, label_file
+from schemas.manifest import ManifestError, load_manifest
 
-LABELS = Path(M.__file__).resolve().parent / "labels"
+LABELS = label_spaces.LABELS_DIR
 
 VTAB = {  # id -> (group, classes)
     "vtab-caltech101": ("natural", 102), "vtab-cifar100": ("natural", 100), "vtab-dtd": ("natural", 47),
@@ -55,14 +58,15 @@ def test_every_dataset_of_the_paper(manifest):
     for did in manifest.datasets:
         e = manifest.dataset(did)
         assert e["id"] == did
-        assert set(M.REQUIRED_FIELDS) <= set(e)
+        assert {n for n, f in M.DatasetEntry.model_fields.items() if f.is_required()} <= set(e)
         assert e["logit_space"] == "imagenet-1k"
         json.dumps(e)  # copied into store attrs: must be JSON-able
 
 
 def test_entry_details(manifest):
     val = manifest.dataset("imagenet-val")
-    assert val["label_tables"] == ["real", "imagenet-x"] and val["expected_samples"] == 50000
+    assert val["studies"] == ["imagenet_x", "calibration", "robustness", "invariance"]
+    assert val["expected_samples"] == 50000 and "label_tables" not in val
     assert manifest.dataset("imagenet-v2")["layout"]["class_order"] == "numeric"
     a = manifest.dataset("imagenet-a")
     assert (a["class_subset"], a["expected_samples"], a["num_labels"]) == ("imagenet-a-200", 7500, 1000)
@@ -71,6 +75,7 @@ def test_entry_details(manifest):
     assert hard["label_kind"] == "multi" and hard["layout"]["kind"] == "file-list"
     assert M.parse_column_dtype(hard["columns"]["label_set"]) == ("int32", 0)
     c = manifest.dataset("imagenet-c")
+    assert c["logits_dtype"] == "float16" and "logits_dtype" not in manifest.dataset("imagenet-val")
     assert c["columns"] == {"corruption": "str", "severity": "int8"} and len(c["layout"]["corruptions"]) == 15
     assert c["expected_samples"] == 15 * 5 * 50000
     cue = manifest.dataset("cue-conflict")
@@ -148,13 +153,53 @@ def test_missing_field_names_file_entry_field(tmp_path):
     (lambda r: r["suites"]["robustness"]["datasets"].append("imagenet-b"), "suites.robustness.datasets"),
     (lambda r: r["suites"]["invariance"]["transforms"].append("rotate-90"), "suites.invariance.transforms"),
     (lambda r: r["suites"]["demo"]["overrides"]["cue-conflict"].update(size=3), "suites.demo.overrides.cue-conflict.size"),
+    # the typed schema's own checks
+    (lambda r: r["datasets"]["imagenet-r"].update(num_labels="1000"), "datasets.imagenet-r.num_labels"),
+    (lambda r: r["datasets"]["imagenet-c"].update(logits_dtype="float64"), "datasets.imagenet-c.logits_dtype"),
+    (lambda r: r["datasets"]["imagenet-val"].update(studies=["mistakes"]), "datasets.imagenet-val.studies"),
+    (lambda r: r["datasets"]["imagenet-hard"]["layout"].update(path_column="path"),
+     "datasets.imagenet-hard.layout.image_column"),
+    (lambda r: r["datasets"]["imagenet-hard"]["columns"].pop("label_set"), "datasets.imagenet-hard.columns"),
+    (lambda r: r["datasets"]["vtab-dtd"]["layout"]["alternatives"][0].update(alternatives=[]),
+     "datasets.vtab-dtd.layout.alternatives"),
+    (lambda r: r["datasets"]["vtab-dtd"]["layout"]["alternatives"][0].update(files=3),
+     "datasets.vtab-dtd.layout.alternatives[0].files"),
+    (lambda r: r["datasets"]["vtab-dtd"].update(group=None), "datasets.vtab-dtd.group"),
+    (lambda r: r["suites"]["demo"]["overrides"]["cue-conflict"].update(expected_samples="3"),
+     "suites.demo.overrides.cue-conflict.expected_samples"),
+    (lambda r: r["suites"]["demo"]["dataset_transforms"].update({"imagenet-a": ["center"]}),
+     "suites.demo.dataset_transforms.imagenet-a"),
+    (lambda r: r.update(label_tables={}), "label_tables"),
 ])
 def test_validation_errors(tmp_path, mutate, where):
     raw = _raw()
     mutate(raw)
     p = _write(tmp_path, raw)
-    with pytest.raises(ManifestError, match=r".*" + where.replace(".", r"\.")):
+    with pytest.raises(ManifestError, match=re.escape(where)):
         load_manifest(p)
+
+
+def test_message_names_file_path_expectation_and_value(tmp_path):
+    raw = _raw()
+    del raw["datasets"]["imagenet-val"]["layout"]["labels_file"]
+    raw["datasets"]["imagenet-a"]["layout"]["kind"] = "zip"
+    raw["datasets"]["imagenet-r"]["label_space"] = "imagenet-21k"
+    raw["datasets"]["imagenet-r"]["layout"]["class_ordr"] = "numeric"
+    p = _write(tmp_path, raw)
+    with pytest.raises(ManifestError) as e:
+        load_manifest(p)
+    lines = str(e.value).splitlines()
+    assert f"{p}: datasets.imagenet-val.layout.labels_file: missing field (required for kind flat-folder)" in lines
+    assert any(line.startswith(f"{p}: datasets.imagenet-a.layout.kind: unknown layout kind 'zip'; available: "
+                               "class-folders") for line in lines)
+    assert any(line.startswith(f"{p}: datasets.imagenet-r.label_space: must be 'imagenet-1k'") and
+               line.endswith("got str 'imagenet-21k'") for line in lines)
+    assert f"{p}: datasets.imagenet-r.layout.class_ordr: unknown field 'class_ordr'; did you mean 'class_order'?" \
+        in str(e.value)
+
+
+def test_float16_only_where_asked(manifest):
+    assert [d for d in manifest.datasets if manifest.datasets[d].logits_dtype == "float16"] == ["imagenet-c"]
 
 
 def test_unknown_suite_dataset_suggests(tmp_path):
@@ -191,13 +236,13 @@ def test_label_file():
 
 
 def test_label_spaces():
-    assert len(M.label_space_names("imagenet-1k")) == 1000
-    cats = M.label_space_names("cue-conflict-16")
+    assert len(label_spaces.label_space_names("imagenet-1k")) == 1000
+    cats = label_spaces.label_space_names("cue-conflict-16")
     assert cats == sorted(cats) and len(cats) == 16 and cats[0] == "airplane"
-    pug = M.label_space_names("pug-imagenet-151")
+    pug = label_spaces.label_space_names("pug-imagenet-151")
     assert len(pug) == 151 and pug == sorted(json.loads((LABELS / "pug_imagenet_class_to_imagenet_idx.json").read_text()))
-    assert M.label_space_names("own") is None
-    assert len(M.imagenet_synsets()) == 1000 and M.imagenet_synsets()[0] == "n01440764"
+    assert label_spaces.label_space_names("own") is None
+    assert len(label_spaces.imagenet_synsets()) == 1000 and label_spaces.imagenet_synsets()[0] == "n01440764"
 
 
 def test_class_subset_indices_against_the_files():
@@ -218,7 +263,7 @@ def test_class_subset_indices_against_the_files():
     expect_pug = sorted({int(i) for v in pug.values() for i in v})
     got = class_subset_indices("pug-imagenet")
     assert got.tolist() == expect_pug and len(got) in (176, 177)
-    for name in M.CLASS_SUBSETS:
+    for name in label_spaces.CLASS_SUBSETS:
         idx = class_subset_indices(name)
         assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0) and idx.min() >= 0 and idx.max() < 1000
     assert class_subset_indices(None) is None
@@ -227,19 +272,24 @@ def test_class_subset_indices_against_the_files():
 
 
 def test_class_groups():
-    g = M.class_groups("cue-conflict-16")
-    assert list(g) == M.label_space_names("cue-conflict-16") and len(g["knife"]) == 1
-    p = M.class_groups("pug-imagenet")
-    assert list(p) == M.label_space_names("pug-imagenet-151")
+    g = label_spaces.class_groups("cue-conflict-16")
+    assert list(g) == label_spaces.label_space_names("cue-conflict-16") and len(g["knife"]) == 1
+    p = label_spaces.class_groups("pug-imagenet")
+    assert list(p) == label_spaces.label_space_names("pug-imagenet-151")
 
 
 def test_no_torch_import():
-    code = "import sys, schemas.manifest as m; m.load_manifest(); assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(M.__file__).resolve().parents[1])
+    """schemas sits below both stages: no torch, nothing from extract/ or analyze/."""
+    code = ("import sys, schemas.manifest as m, schemas.label_spaces; m.load_manifest(); "
+            "bad = sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'extract', 'analyze'}); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=M.MANIFEST_PATH.parent)
 
 
 def test_main_validates(capsys):
-    assert M.main([str(M.MANIFEST_PATH)]) == 0
+    from schemas.manifest.__main__ import main
+
+    assert main([str(M.MANIFEST_PATH)]) == 0
     assert "valid" in capsys.readouterr().out
 
 

@@ -27,12 +27,13 @@ from extract.datasets import (
     open_dataset,
 )
 from extract.readers import READERS, ImageDecodeError, SampleTable, open_reader
+from schemas import label_spaces
 from schemas import manifest as M
 from schemas.manifest import load_manifest
 from schemas.registry import UnknownName
 
-SYNSETS = list(M.imagenet_synsets())
-CUE = list(json.loads((Path(M.__file__).parent / "labels" / "cue_conflict_16.json").read_text()))
+SYNSETS = list(label_spaces.imagenet_synsets())
+CUE = list(json.loads((label_spaces.LABELS_DIR / "cue_conflict_16.json").read_text()))
 FULL_CUE_FILES = Path(__file__).resolve().parent / "data" / "cue-conflict" / "files.txt"
 
 
@@ -62,7 +63,7 @@ def entry(layout: dict, **over) -> dict:
     e = {
         "title": "fixture", "source": "made by the test", "layout": layout, "label_space": "imagenet-1k",
         "num_labels": 1000, "logit_space": "imagenet-1k", "class_subset": None, "label_kind": "single",
-        "columns": {}, "expected_samples": 0, "label_tables": [], "studies": ["robustness"], "group": None,
+        "columns": {}, "expected_samples": 0, "studies": ["robustness"], "group": None,
     }
     e.update(over)
     return e
@@ -492,12 +493,12 @@ PUG_LAYOUT = {"kind": "pug-imagenet", "path": "pug", "factors": ["Worlds", "Came
 
 def pug_entry():
     return entry(PUG_LAYOUT, label_space="pug-imagenet-151", num_labels=151, class_subset="pug-imagenet",
-                 columns=PUG_COLS, studies=["synthetic"])
+                 columns=PUG_COLS, studies=["pug"])
 
 
 def test_pug_imagenet(tmp_path):
     root = tmp_path / "data"
-    classes = M.label_space_names("pug-imagenet-151")
+    classes = label_spaces.label_space_names("pug-imagenet-151")
     picks = ["Goldfish", "African_crocodile", "Wolf"]
     rows = ["filename,world_name,character_label,camera_yaw"]
     for factor in ["Worlds", "Camera_Yaw"]:

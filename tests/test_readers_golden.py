@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from extract.datasets import demo_data_root, open_dataset
-from schemas import manifest as M
+from schemas import label_spaces
 from schemas.manifest import load_manifest
 from test_readers import _tar
 
-SYNSETS = list(M.imagenet_synsets())
+SYNSETS = list(label_spaces.imagenet_synsets())
 
 
 def _write(path: Path, data: bytes | str) -> None:

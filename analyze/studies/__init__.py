@@ -1,7 +1,9 @@
 """Studies: one file per section of the paper; the file name is the study's registry key.
 
-Each module has ``TITLE``, ``wants(key) -> bool`` (whether it reads that run's logits) and
-``run(ctx: Context) -> None``, which adds tidy rows and a report section.
+Each module has ``TITLE``, ``wants(key, entry) -> bool`` (whether it reads that run's logits; ``entry`` is the
+dataset's manifest entry, ``StoreReader.manifest_entry``) and ``run(ctx: Context) -> None``, which adds tidy
+rows and a report section. A study reads the datasets whose manifest entry lists it under ``studies``
+(``Context.datasets_for``): the module name is the name there and in ``analyze report --studies``.
 A study whose data the store lacks adds a section saying so and nothing else.
 """
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""Helpers the studies share: model order and the standard transform."""
+"""Helpers the studies share: model order, the standard transform, the datasets a study reads."""
 from __future__ import annotations
 
+from typing import Callable
+
 from schemas.paper import PAPER_MODELS
+
+from ..context import Section
+from ..store import manifest_entries
 
 CENTER = "center"
 
@@ -16,3 +21,23 @@ def comparison_pairs(models: list[str]) -> list[tuple[str, str]]:
     """ConvNeXt vs ViT with the same training and size: ``...convnext-<x>`` against ``...vit-<x>``."""
     return [(m, m.replace("convnext", "vit", 1)) for m in models
             if "convnext" in m and m.replace("convnext", "vit", 1) in models]
+
+
+def listed(study: str) -> str:
+    """The datasets data_manifest.yaml lists for ``study``, as "`a` or `b`" (for "the store holds none")."""
+    return " or ".join(f"`{d}`" for d, e in manifest_entries().items() if study in e["studies"]) or "no dataset"
+
+
+def for_each_dataset(ctx, study: str, title: str, empty: str, run_one: Callable[[object, str, str], None]) -> None:
+    """``run_one(ctx, dataset, tag)`` for each of the store's datasets listed for ``study``; ``tag`` is "" or, when
+    there are several, the dataset (for titles and figure names). With none, a section saying ``empty``."""
+    datasets = ctx.datasets_for(study)
+    if not datasets:
+        ctx.sections.append(Section(title, empty))
+    for dataset in datasets:
+        run_one(ctx, dataset, dataset if len(datasets) > 1 else "")
+
+
+def tagged(name: str, tag: str, sep: str = "_") -> str:
+    """``name`` with the dataset tag of ``for_each_dataset`` appended when there is one."""
+    return f"{name}{sep}{tag}" if tag else name

@@ -1,4 +1,4 @@
-"""Calibration: ECE (15 bins), reliability diagrams and confidence histograms on ImageNet val and ImageNet-R."""
+"""Calibration: ECE (15 bins), reliability diagrams and confidence histograms (ImageNet val and ImageNet-R)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -9,15 +9,14 @@ from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
 from ..store import RunKey
 from ..tables import side_by_side
-from ._common import CENTER, order_models
+from ._common import CENTER, listed, order_models
 
 TITLE = "Calibration (ECE, %)"
-DATASETS = ("imagenet-val", "imagenet-r")
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
-    return key.transform == CENTER and key.dataset in DATASETS
+    return key.transform == CENTER and "calibration" in entry["studies"]
 
 
 def plot_reliability(path, curves: dict[str, dict], title: str):
@@ -48,7 +47,8 @@ def plot_reliability(path, curves: dict[str, dict], title: str):
 
 def run(ctx: Context) -> None:
     figures = []
-    for dataset in DATASETS:
+    datasets = ctx.datasets_for("calibration")
+    for dataset in datasets:
         curves = {}
         for key in ctx.reader.runs(dataset, CENTER):
             summary = ctx.summaries(key)
@@ -67,10 +67,10 @@ def run(ctx: Context) -> None:
                                             f"Reliability and confidence histogram: {dataset}"))
     rows = [r for r in ctx.rows if r["metric"] == "ece" and r["transform"] == CENTER]
     if not rows:
-        ctx.sections.append(Section(TITLE, "The store holds neither ImageNet val nor ImageNet-R under `center`."))
+        ctx.sections.append(Section(TITLE, f"The store holds no {listed('calibration')} run under `center`."))
         return
     models = order_models(sorted({r["model"] for r in rows}))
-    present = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    present = [d for d in datasets if any(r["dataset"] == d for r in rows)]
     body = side_by_side(rows, models, present, lambda r: r["dataset"], "dataset")
     body += ("\n\nSoftmax in float64 over the dataset's classes (ImageNet-R: its 200); 15 equal-width bins, "
              "lower < confidence <= upper.")

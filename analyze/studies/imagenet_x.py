@@ -10,15 +10,14 @@ from ..metrics.accuracy import correct_single
 from ..metrics.imagenet_x import error_ratios
 from ..store import RunKey
 from ..tables import fmt_value, side_by_side
-from ._common import CENTER, order_models
+from ._common import CENTER, for_each_dataset, listed, order_models, tagged
 
 TITLE = "ImageNet-X error ratios (lower is better; 1 = average error)"
-DATASET = "imagenet-val"
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
-    return key.transform == CENTER and key.dataset == DATASET
+    return key.transform == CENTER and "imagenet_x" in entry["studies"]
 
 
 def align(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,13 +30,19 @@ def align(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def run(ctx: Context) -> None:
-    keys = ctx.reader.runs(DATASET, CENTER)
+    for_each_dataset(ctx, "imagenet_x", TITLE, f"The store holds no {listed('imagenet_x')} run under `center`.",
+                     run_dataset)
+
+
+def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
+    title = tagged(TITLE, tag, ": ")
+    keys = ctx.reader.runs(dataset, CENTER)
     if not keys:
-        ctx.sections.append(Section(TITLE, "The store holds no `imagenet-val` run under `center`."))
+        ctx.sections.append(Section(title, f"The store holds no `{dataset}` run under `center`."))
         return
-    rows, ann_label, factors = align(ctx.reader.samples(DATASET).sample_id)
+    rows, ann_label, factors = align(ctx.reader.samples(dataset).sample_id)
     if not rows.any():
-        ctx.sections.append(Section(TITLE, "No `imagenet-val` sample id matches an ImageNet-X file name."))
+        ctx.sections.append(Section(title, f"No `{dataset}` sample id matches an ImageNet-X file name."))
         return
     names = labels.IMAGENET_X_FACTORS
     for key in keys:
@@ -53,14 +58,14 @@ def run(ctx: Context) -> None:
             return {f"error_ratio:{name}": ratios[..., j] for j, name in enumerate(names)}
 
         ctx.record(key, stat, int(keep.sum()))
-    result = [r for r in ctx.rows if r["dataset"] == DATASET and r["metric"].startswith("error_ratio:")]
+    result = [r for r in ctx.rows if r["dataset"] == dataset and r["metric"].startswith("error_ratio:")]
     models = order_models(sorted({r["model"] for r in result}))
     body = side_by_side(result, models, [f"error_ratio:{n}" for n in names], lambda r: r["metric"], "factor",
                         cell=lambda r: fmt_value(r, scale=1.0, digits=3))
     body = body.replace("error_ratio:", "")
-    body += f"\n\nJoined on file name: {int(rows.sum())} of {len(rows)} `imagenet-val` samples are annotated."
+    body += f"\n\nJoined on file name: {int(rows.sum())} of {len(rows)} `{dataset}` samples are annotated."
     index = {(r["metric"], r["model"]): r for r in result}
-    fig = grouped_bars(ctx.figure_path("imagenet_x_error_ratios"), list(names),
+    fig = grouped_bars(ctx.figure_path(tagged("imagenet_x_error_ratios", tag)), list(names),
                        {m: [index.get((f"error_ratio:{n}", m), {"value": np.nan})["value"] for n in names] for m in models},
                        ylabel="error ratio", title="ImageNet-X error ratios", hline=1.0)
-    ctx.sections.append(Section(TITLE, body, [fig.relative_to(ctx.out_dir).as_posix()]))
+    ctx.sections.append(Section(title, body, [fig.relative_to(ctx.out_dir).as_posix()]))

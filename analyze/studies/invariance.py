@@ -11,18 +11,17 @@ from ..metrics.accuracy import correct_single
 from ..metrics import wmean
 from ..store import RunKey
 from ..tables import markdown_table
-from ._common import order_models
+from ._common import for_each_dataset, listed, order_models, tagged
 
 TITLE = "Invariance (ImageNet val under scale, shift and resolution changes)"
-DATASET = "imagenet-val"
 KINDS = {"scale": "scale factor", "shift": "shift (px)", "res": "resolution (px)"}
 # The standard view is the origin of every curve: scale 1, shift 0 and resolution 224.
 CENTER_AS = (("scale", 1.0), ("shift", 0.0), ("res", 224.0))
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
-    return key.dataset == DATASET and bool(parse(key.transform))
+    return "invariance" in entry["studies"] and bool(parse(key.transform))
 
 
 def parse(transform: str) -> list[tuple[str, float]]:
@@ -34,10 +33,16 @@ def parse(transform: str) -> list[tuple[str, float]]:
 
 
 def run(ctx: Context) -> None:
-    label = ctx.reader.samples(DATASET).label if DATASET in ctx.reader.datasets else None
-    keys = [k for k in ctx.reader.runs(DATASET) if parse(k.transform)]
+    for_each_dataset(ctx, "invariance", TITLE,
+                     f"The store holds no scale-/shift-/res- transform of {listed('invariance')}.", run_dataset)
+
+
+def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
+    title = tagged(TITLE, tag, ": ")
+    label = ctx.reader.samples(dataset).label
+    keys = [k for k in ctx.reader.runs(dataset) if parse(k.transform)]
     if not any(k.transform != "center" for k in keys):
-        ctx.sections.append(Section(TITLE, "The store holds no scale-/shift-/res- transform of `imagenet-val`."))
+        ctx.sections.append(Section(title, f"The store holds no scale-/shift-/res- transform of `{dataset}`."))
         return
     curves: dict[str, dict[str, dict[str, dict[float, float]]]] = {}
     for key in keys:
@@ -61,16 +66,17 @@ def run(ctx: Context) -> None:
                 if key.transform != "center" or value not in points:
                     points[value] = result[metric] * 100
     if not curves:
-        ctx.sections.append(Section(TITLE, "Every scale-/shift-/res- run of `imagenet-val` is invalid; see the notes."))
+        ctx.sections.append(Section(title, f"Every scale-/shift-/res- run of `{dataset}` is invalid; see the notes."))
         return
     models = order_models(sorted({k.model for k in keys}))
     figs, tables = [], []
     for metric, label_text in (("top1", "top-1 (%)"), ("p_true", "mean true-class probability (%)")):
         panels = {kind: {m: (sorted(v), [v[x] for x in sorted(v)]) for m, v in by_model.items()}
                   for kind, by_model in curves.get(metric, {}).items()}
-        figs.append(lines(ctx.figure_path(f"invariance_{metric}"), panels, ylabel=label_text, title=f"Invariance: {label_text}"))
+        figs.append(lines(ctx.figure_path(tagged(f"invariance_{metric}", tag)), panels, ylabel=label_text,
+                          title=f"Invariance: {label_text}"))
         for kind, by_model in curves.get(metric, {}).items():
             xs = sorted({x for v in by_model.values() for x in v})
             tables.append(f"**{label_text} vs {kind}**\n\n" + markdown_table(
                 [kind] + models, [[f"{x:g}"] + [f"{by_model.get(m, {}).get(x, np.nan):.1f}" for m in models] for x in xs]))
-    ctx.sections.append(Section(TITLE, "\n\n".join(tables), [f.relative_to(ctx.out_dir).as_posix() for f in figs]))
+    ctx.sections.append(Section(title, "\n\n".join(tables), [f.relative_to(ctx.out_dir).as_posix() for f in figs]))

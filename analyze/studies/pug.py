@@ -15,15 +15,14 @@ from ..metrics.accuracy import accuracy
 from ..metrics.grouped import group_means
 from ..store import RunKey
 from ..tables import markdown_table
-from ._common import CENTER, order_models
+from ._common import CENTER, for_each_dataset, listed, order_models, tagged
 
 TITLE = "PUG-ImageNet (top-1 %, overall and per factor)"
-DATASET = "pug-imagenet"
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
-    return key.transform == CENTER and key.dataset == DATASET
+    return key.transform == CENTER and "pug" in entry["studies"]
 
 
 def pug_correct(pred: np.ndarray, pug_label: np.ndarray) -> np.ndarray:
@@ -68,12 +67,17 @@ def factor_groups(columns: dict[str, np.ndarray], declared: list[str]) -> list[t
 
 
 def run(ctx: Context) -> None:
-    keys = ctx.reader.runs(DATASET, CENTER)
+    for_each_dataset(ctx, "pug", TITLE, f"The store holds no {listed('pug')} run under `center`.", run_dataset)
+
+
+def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
+    title = tagged(TITLE, tag, ": ")
+    keys = ctx.reader.runs(dataset, CENTER)
     if not keys:
-        ctx.sections.append(Section(TITLE, "The store holds no `pug-imagenet` run under `center`."))
+        ctx.sections.append(Section(title, f"The store holds no `{dataset}` run under `center`."))
         return
-    samples = ctx.reader.samples(DATASET)
-    declared = list(ctx.reader.manifest_entry(DATASET).get("columns", {})) or sorted(samples.columns)
+    samples = ctx.reader.samples(dataset)
+    declared = list(ctx.reader.manifest_entry(dataset).get("columns", {})) or sorted(samples.columns)
     groups = factor_groups(samples.columns, declared)
     panels: dict[str, dict] = {}
     for key in keys:
@@ -96,12 +100,13 @@ def run(ctx: Context) -> None:
 
             result = ctx.record(key, stat, {f"top1:{factor}={k}": int(c) for k, c in zip(group_keys, counts)})
             panels.setdefault(factor, {})[key.model] = ([f"{k}" for k in group_keys], [v * 100 for v in result.values()])
-    rows = [r for r in ctx.rows if r["dataset"] == DATASET]
+    rows = [r for r in ctx.rows if r["dataset"] == dataset]
     models = order_models(sorted({r["model"] for r in rows}))
     metrics = sorted({r["metric"] for r in rows}, key=lambda m: (m != "top1", m))
     index = {(r["metric"], r["model"]): r for r in rows}
     body = markdown_table(["metric"] + models,
                           [[m] + [f"{index[(m, mod)]['value'] * 100:.1f}" if (m, mod) in index else "—" for mod in models]
                            for m in metrics])
-    figs = [lines(ctx.figure_path("pug_factors"), panels, ylabel="top-1 (%)", title="PUG-ImageNet per factor")] if panels else []
-    ctx.sections.append(Section(TITLE, body, [f.relative_to(ctx.out_dir).as_posix() for f in figs]))
+    figs = [lines(ctx.figure_path(tagged("pug_factors", tag)), panels, ylabel="top-1 (%)",
+                  title="PUG-ImageNet per factor")] if panels else []
+    ctx.sections.append(Section(title, body, [f.relative_to(ctx.out_dir).as_posix() for f in figs]))

@@ -1,4 +1,5 @@
-"""Robustness: top-1 on ImageNet val, ReaL, V2, A, R, Sketch, Hard and C (mean over its cells)."""
+"""Robustness: top-1 on the datasets the manifest lists for it (ImageNet val, V2, A, R, Sketch, C as the mean
+over its cells, Hard), plus ImageNet-ReaL on ImageNet val's images."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,18 +8,23 @@ from .. import labels
 from ..context import Context, Section, select
 from ..figures import grouped_bars
 from ..metrics.accuracy import accuracy, correct_multi, correct_single
-from ..store import RunKey
+from ..store import RunKey, manifest_entries
 from ..tables import side_by_side
 from ._common import CENTER, order_models
 
 TITLE = "Robustness (top-1 accuracy, %)"
-DATASETS = ("imagenet-val", "imagenet-real", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch",
-            "imagenet-hard", "imagenet-c")
+# ImageNet-ReaL relabels ImageNet val's images (keyed by their file names): a row of its own, read from them.
+REAL, REAL_SOURCE = "imagenet-real", "imagenet-val"
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
-    return key.transform == CENTER and key.dataset in DATASETS
+    return key.transform == CENTER and "robustness" in entry["studies"]
+
+
+def with_real(datasets) -> list[str]:
+    """The datasets as table rows: ImageNet-ReaL right after its source."""
+    return [row for d in datasets for row in ((d, REAL) if d == REAL_SOURCE else (d,))]
 
 
 def real_label_sets(sample_ids: np.ndarray) -> np.ndarray:
@@ -68,8 +74,9 @@ def imagenet_c(ctx: Context, key, summary) -> None:
 
 def run(ctx: Context) -> None:
     reader = ctx.reader
-    for dataset in DATASETS:
-        source = "imagenet-val" if dataset == "imagenet-real" else dataset
+    shown = with_real(ctx.datasets_for("robustness"))
+    for dataset in shown:
+        source = REAL_SOURCE if dataset == REAL else dataset
         real_sets = None  # joined once per dataset, shared by its models
         for key in reader.runs(source, CENTER):
             summary = ctx.summaries(key)
@@ -78,22 +85,22 @@ def run(ctx: Context) -> None:
             samples = reader.samples(source)
             if dataset == "imagenet-c":
                 imagenet_c(ctx, key, summary)
-            elif dataset == "imagenet-real":
+            elif dataset == REAL:
                 if real_sets is None:
                     real_sets = real_label_sets(samples.sample_id)
                 correct, counted = correct_multi(summary.pred, real_sets)
-                _top1(ctx, key, correct, summary.valid & counted, dataset="imagenet-real")
+                _top1(ctx, key, correct, summary.valid & counted, dataset=REAL)
             elif "label_set" in samples.columns:
                 correct, counted = correct_multi(summary.pred, samples.columns["label_set"])
                 _top1(ctx, key, correct, summary.valid & counted)
             else:
                 _top1(ctx, key, correct_single(summary.pred, samples.label), summary.valid & (samples.label >= 0))
-    rows = [r for r in ctx.rows if r["metric"] == "top1" and r["dataset"] in DATASETS and r["transform"] == CENTER]
+    rows = [r for r in ctx.rows if r["metric"] == "top1" and r["dataset"] in shown and r["transform"] == CENTER]
     if not rows:
         ctx.sections.append(Section(TITLE, "The store holds none of these datasets under the `center` transform."))
         return
     models = order_models(sorted({r["model"] for r in rows}))
-    present = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    present = [d for d in shown if any(r["dataset"] == d for r in rows)]
     table = side_by_side(rows, models, present, lambda r: r["dataset"], "dataset")
     index = {(r["dataset"], r["model"]): r for r in rows}
     fig = grouped_bars(
@@ -102,6 +109,7 @@ def run(ctx: Context) -> None:
         errors={m: [(index[(d, m)]["ci_low"] * 100, index[(d, m)]["ci_high"] * 100) if (d, m) in index else (np.nan, np.nan)
                     for d in present] for m in models},
         ylabel="top-1 (%)", title="Robustness")
-    missing = [d for d in DATASETS if d not in present]
+    missing = [d for d in with_real(d for d, e in manifest_entries().items() if "robustness" in e["studies"])
+               if d not in present]
     body = table + ("\n\nNot in the store: " + ", ".join(missing) if missing else "")
     ctx.sections.append(Section(TITLE, body, [fig.relative_to(ctx.out_dir).as_posix()]))

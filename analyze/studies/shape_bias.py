@@ -7,25 +7,30 @@ from ..figures import grouped_bars
 from ..metrics.shape_bias import shape_bias, shape_bias_per_category
 from ..store import RunKey
 from ..tables import markdown_table
-from ._common import CENTER, order_models
+from ._common import CENTER, for_each_dataset, listed, order_models, tagged
 
 TITLE = "Shape bias on cue-conflict images"
-DATASET = "cue-conflict"
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
-    return key.transform == CENTER and key.dataset == DATASET
+    return key.transform == CENTER and "shape_bias" in entry["studies"]
 
 
 def run(ctx: Context) -> None:
-    keys = ctx.reader.runs(DATASET, CENTER)
+    for_each_dataset(ctx, "shape_bias", TITLE, f"The store holds no {listed('shape_bias')} run under `center`.",
+                     run_dataset)
+
+
+def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
+    title = tagged(TITLE, tag, ": ")
+    keys = ctx.reader.runs(dataset, CENTER)
     if not keys:
-        ctx.sections.append(Section(TITLE, "The store holds no `cue-conflict` run under `center`."))
+        ctx.sections.append(Section(title, f"The store holds no `{dataset}` run under `center`."))
         return
-    samples = ctx.reader.samples(DATASET)
+    samples = ctx.reader.samples(dataset)
     if "texture_label" not in samples.columns:
-        ctx.reader.notes.append(f"{DATASET}/texture_label: missing per-sample column; shape bias needs it")
+        ctx.reader.notes.append(f"{dataset}/texture_label: missing per-sample column; shape bias needs it")
         return
     shape, texture = samples.label, samples.columns["texture_label"]
     categories = list(labels.cue_conflict_groups())
@@ -40,7 +45,7 @@ def run(ctx: Context) -> None:
         ctx.record(key, lambda w, decision=decision, ok=ok: shape_bias(
             decision[ok], shape[ok], texture[ok], weights=select(w, ok)), kept)
         per_category[key.model] = shape_bias_per_category(decision[ok], shape[ok], texture[ok], len(categories))
-    rows = [r for r in ctx.rows if r["dataset"] == DATASET]
+    rows = [r for r in ctx.rows if r["dataset"] == dataset]
     models = order_models(sorted({r["model"] for r in rows}))
     index = {(r["model"], r["metric"]): r for r in rows}
     metrics = ("shape_bias", "shape_fraction", "texture_fraction")
@@ -54,8 +59,8 @@ def run(ctx: Context) -> None:
              "images whose shape and texture categories coincide are dropped.\n\nPer shape category:\n\n")
     body += markdown_table(["category"] + models,
                            [[c] + [f"{per_category[m][i]:.2f}" for m in models] for i, c in enumerate(categories)])
-    fig = grouped_bars(ctx.figure_path("shape_texture_fractions"), models,
+    fig = grouped_bars(ctx.figure_path(tagged("shape_texture_fractions", tag)), models,
                        {"shape": [index[(m, "shape_fraction")]["value"] for m in models],
                         "texture": [index[(m, "texture_fraction")]["value"] for m in models]},
                        ylabel="fraction of decisions", title="Shape vs texture decisions on cue-conflict")
-    ctx.sections.append(Section(TITLE, body, [fig.relative_to(ctx.out_dir).as_posix()]))
+    ctx.sections.append(Section(title, body, [fig.relative_to(ctx.out_dir).as_posix()]))

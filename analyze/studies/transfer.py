@@ -16,7 +16,7 @@ GROUPS = ("natural", "specialized", "structured")
 SPLITS = ("train800", "val200", "test")
 
 
-def wants(key: RunKey) -> bool:
+def wants(key: RunKey, entry: dict) -> bool:
     """The probes read pooled features, not logits."""
     return False
 
@@ -42,7 +42,7 @@ def probe_task(ctx: Context, key: RunKey) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def run(ctx: Context) -> None:
-    tasks = [d for d in ctx.reader.datasets if d.startswith("vtab-")]
+    tasks = ctx.datasets_for("transfer")
     if not tasks:
         ctx.sections.append(Section(TITLE, "The store holds no `vtab-*` dataset."))
         return

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
+from schemas import label_spaces
 from schemas import manifest as M
 
 from .decode import IMAGE_EXTENSIONS
@@ -191,7 +192,7 @@ class Reader:
 
     def class_names(self) -> list[str] | None:
         """Names of the label space's classes in label order (None if unknown)."""
-        return M.label_space_names(self.entry["label_space"])
+        return label_spaces.label_space_names(self.entry["label_space"])
 
     # -- public
     def samples(self) -> SampleTable:

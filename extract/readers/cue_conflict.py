@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from schemas import manifest as M
+from schemas import label_spaces
 
 from .base import Reader, Scan, list_dirs, list_images
 
@@ -22,8 +22,8 @@ class CueConflictReader(Reader):
     def _categories(self) -> list[str]:
         name = self.layout.get("categories_file", "cue_conflict_16.json")
         if name == "cue_conflict_16.json":
-            return list(M.cue_conflict_categories())
-        return list(json.loads(M.label_file(name).read_text()))
+            return list(label_spaces.cue_conflict_categories())
+        return list(json.loads(label_spaces.label_file(name).read_text()))
 
     def _probe(self) -> None:
         if not list_dirs(self.root):

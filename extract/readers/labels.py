@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas import label_spaces
 from schemas import manifest as M
 from schemas.registry import unknown_name
 
@@ -50,7 +51,7 @@ def parse_label_list(value: Any) -> list:
 
 def synset_index() -> dict[str, int]:
     """ImageNet synset -> its index in the sorted synsets (the imagenet-1k label order)."""
-    return {s: i for i, s in enumerate(M.imagenet_synsets())}
+    return {s: i for i, s in enumerate(label_spaces.imagenet_synsets())}
 
 
 class LabelResolver:
@@ -67,7 +68,7 @@ class LabelResolver:
             names: dict[str, int] = {}
             if self.space == "imagenet-1k":
                 names.update(synset_index())
-            listed = M.label_space_names(self.space) or []
+            listed = label_spaces.label_space_names(self.space) or []
             for i, s in enumerate(listed):
                 names.setdefault(s, i)
                 names.setdefault(s.lower(), i)

@@ -10,7 +10,7 @@ import re
 import warnings
 from typing import Any
 
-from schemas import manifest as M
+from schemas import label_spaces
 
 from .base import Reader, Scan, list_dirs, list_images, short
 
@@ -41,7 +41,7 @@ class PugImageNetReader(Reader):
 
     @staticmethod
     def _class_index() -> dict[str, int]:
-        classes = M.pug_imagenet_classes()
+        classes = label_spaces.pug_imagenet_classes()
         index = {c: i for i, c in enumerate(classes)}
         for i, c in enumerate(classes):  # exact names first, then the loose forms
             index.setdefault(c.lower(), i)

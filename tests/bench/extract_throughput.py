@@ -63,7 +63,7 @@ def _jpeg(i: int) -> tuple[str, bytes, int, int]:
 
 def make_dataset(root: Path, n: int, procs: int) -> Path:
     """``root/imagenet-val``: n JPEGs + LOC_val_solution.csv (the imagenet-val manifest layout); reused if there."""
-    from schemas.manifest import imagenet_synsets
+    from schemas.label_spaces import imagenet_synsets
 
     folder = root / "imagenet-val"
     stamp = folder / ".bench"
