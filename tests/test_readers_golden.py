@@ -38,7 +38,7 @@ def _img(tag: str) -> bytes:
 def _entry(layout: dict, **over) -> dict:
     e = {"title": "fixture", "source": "made by the test", "layout": layout, "label_space": "imagenet-1k",
          "num_labels": 1000, "logit_space": "imagenet-1k", "class_subset": None, "label_kind": "single",
-         "columns": {}, "expected_samples": 0, "label_tables": [], "studies": ["robustness"], "group": None}
+         "columns": {}, "expected_samples": 0, "studies": ["robustness"], "group": None}
     e.update(over)
     return e
 
@@ -262,7 +262,7 @@ PUG_LAYOUT = {"kind": "pug-imagenet", "path": "pug", "factors": ["Worlds", "Came
 
 def _pug_entry(layout: dict) -> dict:
     return _entry(layout, label_space="pug-imagenet-151", num_labels=151, class_subset="pug-imagenet",
-                  columns={"factor": "str", "world": "str", "camera_yaw": "float32"}, studies=["synthetic"])
+                  columns={"factor": "str", "world": "str", "camera_yaw": "float32"}, studies=["pug"])
 
 
 def pug_imagenet(root: Path) -> dict:
