@@ -1,8 +1,15 @@
-"""Command line: ``analyze report STORE --out DIR``, ``analyze validate STORE``, ``analyze demo-store PATH``."""
+"""Command line: ``analyze report STORE --out DIR``, ``analyze validate STORE``, ``analyze demo-store PATH``.
+
+Exit codes: 0 ok; 1 ``validate`` found errors, or the system refused a read or write (read-only, disk full,
+no permission); 2 the store cannot be analysed as asked, or a bad option. Every error is one line
+``analyze COMMAND: error: ...``.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_error_message
 
 from . import studies
 from .store import AnalysisError
@@ -50,13 +57,13 @@ def _studies(value: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="analyze", description="CPU-only analysis of a logits store.")
+    p = OneLineParser(prog="analyze", description="CPU-only analysis of a logits store.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", help="tables, figures and confidence intervals from a store")
     r.add_argument("store", help="store path or fsspec URL (read-only)")
     r.add_argument("--out", required=True, help="output folder (results.parquet/.csv, report.md, figures/)")
     r.add_argument("--studies", type=_studies, default=None, help=f"comma list; default all: {','.join(studies.available())}")
-    r.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (0 disables intervals)")
+    r.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap replicates (0 disables intervals)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_report)
@@ -65,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_validate)
     d = sub.add_parser("demo-store", help="write a small SYNTHETIC store (random logits) to try the analysis")
     d.add_argument("path")
-    d.add_argument("--n-val", type=int, default=2000)
+    d.add_argument("--n-val", type=int_at_least(1), default=2000)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo_store)
     return p
@@ -73,11 +80,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    prefix = f"analyze {args.command}:"
     try:
         return args.func(args)
-    except (AnalysisError, ValueError, OSError) as e:
-        print(f"analyze: error: {e}", file=sys.stderr)
+    except (AnalysisError, ValueError) as e:
+        print(f"{prefix} error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # --out read-only or full, a store file unreadable: the path, the system's word, the fix
+        where = getattr(args, "out", None) or getattr(args, "path", None) or args.store
+        print(f"{prefix} error: {os_error_message(e, failed_path(e, where))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

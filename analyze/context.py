@@ -13,8 +13,9 @@ from .metrics import DeferredWeights, ProductBatch
 from .store import RunKey, StoreReader, manifest_entries
 from .summaries import SummaryCache
 
-RESULT_COLUMNS = ("model", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n")
-DIFF_COLUMNS = ("model_a", "model_b", "dataset", "transform", "metric", "diff", "ci_low", "ci_high", "n")
+# partial: the number comes from a dataset extracted with --allow-partial (fewer samples than declared).
+RESULT_COLUMNS = ("model", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n", "partial")
+DIFF_COLUMNS = ("model_a", "model_b", "dataset", "transform", "metric", "diff", "ci_low", "ci_high", "n", "partial")
 
 # A statistic: given bootstrap weights over the dataset's rows (None for the point estimate), its values.
 # It is evaluated again later for its replicates, so it must bind the per-run arrays it uses (default
@@ -40,6 +41,20 @@ class Section:
     figures: list[str] = field(default_factory=list)
 
 
+class _Sections(list):
+    """report.md's sections; each one gets a note naming the partial datasets its numbers come from."""
+
+    def __init__(self, ctx: "Context", items=()):
+        super().__init__(items)
+        self._ctx = ctx
+
+    def append(self, section: Section) -> None:
+        note = self._ctx.partial_note()
+        if note:
+            section.body = f"{note}\n\n{section.body}"
+        super().append(section)
+
+
 @dataclass
 class Context:
     reader: StoreReader
@@ -54,10 +69,12 @@ class Context:
     # Statistics waiting for their bootstrap replicates: one ProductBatch per sample population.
     _batches: dict[tuple, ProductBatch] = field(default_factory=dict, repr=False)
     _pending: list[tuple] = field(default_factory=list, repr=False)
+    _recorded: set[str] = field(default_factory=set, repr=False)  # store datasets recorded since the last section
 
     def __post_init__(self):
         if self.summaries is None:
             self.summaries = SummaryCache(self.reader)
+        self.sections = _Sections(self, self.sections)
         (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
 
     @property
@@ -72,6 +89,20 @@ class Context:
         found = [d for d in self.reader.datasets if study in self.reader.manifest_entry(d)["studies"]]
         return sorted(found, key=lambda d: (order.get(d, len(order)), d))
 
+    def is_partial(self, dataset: str) -> bool:
+        """The store's ``dataset`` was extracted with --allow-partial."""
+        return self.reader.partial(dataset) is not None
+
+    def partial_note(self) -> str:
+        """A note on the partial datasets recorded since the last section ("" when none); starts afresh."""
+        marks = {d: self.reader.partial(d) for d in sorted(self._recorded)}
+        self._recorded = set()
+        parts = [f"`{d}` holds {m['found']} of its {m['expected']} samples" for d, m in marks.items() if m]
+        if not parts:
+            return ""
+        return (f"**Partial data:** {'; '.join(parts)} (extracted with `--allow-partial`). Its numbers here are "
+                f"not the whole dataset's; results.csv flags them `partial`.")
+
     def figure_path(self, name: str) -> Path:
         return self.out_dir / "figures" / f"{name}.png"
 
@@ -84,6 +115,7 @@ class Context:
         on ImageNet val's samples). ``n``: the sample count behind every metric, or a dict per metric.
         """
         existing = self._by_run.setdefault((key.model, dataset or key.dataset, key.transform), {})
+        self._recorded.add(key.dataset)
         weight_key = weight_key or key.dataset
         n_rows = n_rows if n_rows is not None else self.reader.n_samples(key.dataset)
         values = stat(None)
@@ -96,7 +128,7 @@ class Context:
                 continue
             row = {"model": key.model, "dataset": dataset or key.dataset, "transform": key.transform,
                    "metric": metric, "value": float(value), "ci_low": float("nan"), "ci_high": float("nan"),
-                   "n": int(n[metric] if isinstance(n, dict) else n)}
+                   "n": int(n[metric] if isinstance(n, dict) else n), "partial": self.is_partial(key.dataset)}
             self._rows.append(row)
             self._index[(key.model, row["dataset"], key.transform, metric)] = row
             existing[metric] = row["value"]
@@ -132,8 +164,10 @@ class Context:
                 if model != a or other is None:
                     continue
                 low, high = self.boot.interval(np.asarray(reps) - np.asarray(other[1]))
+                partial = any(self._index[(m, dataset, transform, metric)]["partial"] for m in (a, b))
                 out.append({"model_a": a, "model_b": b, "dataset": dataset, "transform": transform, "metric": metric,
-                            "diff": value - other[0], "ci_low": low, "ci_high": high, "n": min(n, other[2])})
+                            "diff": value - other[0], "ci_low": low, "ci_high": high, "n": min(n, other[2]),
+                            "partial": partial})
         return out
 
     def value(self, model: str, dataset: str, transform: str, metric: str) -> dict | None:

@@ -30,8 +30,9 @@ def _local_path(url: str) -> Path | None:
 
 
 def _table(rows: list[dict], columns: tuple[str, ...]) -> pl.DataFrame:
-    schema = {c: pl.Float64 if c in ("value", "diff", "ci_low", "ci_high") else pl.Int64 if c == "n" else pl.Utf8
-              for c in columns}
+    schema = {c: pl.Float64 if c in ("value", "diff", "ci_low", "ci_high") else pl.Int64 if c == "n"
+              else pl.Boolean if c == "partial" else pl.Utf8 for c in columns}
+    rows = [{"partial": False, **r} for r in rows] if "partial" in columns else rows
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
@@ -63,7 +64,9 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
     if missing:
         lines.append(f"- The store lacks the paper's datasets: {', '.join(missing)}")
     for dataset in reader.datasets:
-        lines.append(f"  - `{dataset}`: transforms {', '.join(reader.transforms(dataset))}")
+        mark = reader.partial(dataset)
+        lines.append(f"  - `{dataset}`: transforms {', '.join(reader.transforms(dataset))}"
+                     + (f"; **partial: {mark['found']} of {mark['expected']} samples**" if mark else ""))
     return "\n".join(lines)
 
 
@@ -79,6 +82,11 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    for dataset in reader.datasets:
+        mark = reader.partial(dataset)
+        if mark:
+            reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
+                                f"(extracted with --allow-partial); every number from it is flagged partial")
     ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in names]
@@ -138,5 +146,5 @@ def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, 
     if reader.notes:
         parts.append("## Notes on the data\n\n" + "\n".join(f"- {n}" for n in reader.notes))
     parts.append("All metrics: `results.csv` / `results.parquet` (model, dataset, transform, metric, value, ci_low, "
-                 "ci_high, n); paired model differences: `differences.csv` / `differences.parquet`.")
+                 "ci_high, n, partial); paired model differences: `differences.csv` / `differences.parquet`.")
     return "\n\n".join(parts) + "\n"

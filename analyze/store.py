@@ -130,6 +130,12 @@ class StoreReader:
             entry["studies"] = list(manifest_entries().get(dataset, {}).get("studies", []))
         return entry
 
+    def partial(self, dataset: str) -> dict | None:
+        """``{"found": n, "expected": m}`` for a dataset extracted with ``--allow-partial`` (fewer samples than
+        its manifest declares); None for a whole dataset and for stores written before the mark existed."""
+        mark = self.dataset_attrs(dataset).get("partial")
+        return dict(mark) if isinstance(mark, dict) else None
+
     def run_attrs(self, key: RunKey) -> dict:
         return dict(self.root[key.path].attrs)
 

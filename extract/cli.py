@@ -8,8 +8,10 @@
     extract verify S                                                     # the store contract; exit 1 on errors
     extract ls models | datasets [--data-root DIR] | transforms | suites
 
-Exit codes: 0 ok; 1 a run stopped on a bad image (--strict) or ``verify`` found errors; 2 a usage
-error (unknown name with a did-you-mean, missing data, a refused run), printed as one error line.
+Exit codes: 0 ok; 1 a run stopped on a bad image (--strict), by the system (read-only, disk full, no
+permission) or ``verify`` found errors; 2 a usage error (unknown name with a did-you-mean, missing data,
+a partial dataset without --allow-partial, a refused run); 130 Ctrl-C, 143 SIGTERM (done blocks are kept:
+rerun to resume). Every error is one line ``extract COMMAND: error: ...``.
 """
 from __future__ import annotations
 
@@ -18,10 +20,16 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
+
+from schemas import StoreError
+from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_error_message
 
 from extract.errors import ExtractError
+from extract.options import parse_device
 from extract.runner import BadImageError
 
 log = logging.getLogger("extract")
@@ -46,7 +54,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding the datasets (each entry's layout.path is relative to it); "
                                        "the demo suite defaults to the bundled demo data")
     p.add_argument("--manifest", help="data_manifest.yaml to use (default: $BEYOND_MANIFEST, else the repo's)")
-    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available, else cpu)")
+    p.add_argument("--device", type=_device, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=("bf16", "fp32"),
                    help="backbone precision (default: bf16 on GPU, fp32 on CPU); heads always fp32")
     p.add_argument("--weights", nargs="+", action="extend", metavar="MODEL=FILE", default=[],
@@ -58,8 +66,15 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                                    "RANK/WORLD_SIZE, else all)")
 
 
+def _device(text: str) -> str:
+    try:
+        return parse_device(text)
+    except ExtractError as e:  # argparse shows ArgumentTypeError's text
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--device ")) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="extract", description=__doc__.split("\n\n")[0],
+    ap = OneLineParser(prog="extract", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -69,11 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="extract logits and features into a store")
     r.add_argument("--store", required=True, help="the Zarr store (a path or an fsspec URL)")
     _add_selection(r)
-    r.add_argument("--batch-size", type=int, help="images per batch (default: 256 on GPU, 32 on CPU)")
-    r.add_argument("--workers", type=int, help="DataLoader processes that read, decode and resize "
-                                               "(default: CPUs - 1 up to 16 on GPU; 0 on CPU)")
+    r.add_argument("--batch-size", type=int_at_least(1), help="images per batch (default: 256 on GPU, 32 on CPU)")
+    r.add_argument("--workers", type=int_at_least(0), help="DataLoader processes that read, decode and resize "
+                                                          "(default: CPUs - 1 up to 16 on GPU; 0 on CPU)")
     r.add_argument("--strict", action="store_true", help="stop at the first bad image instead of storing valid=false")
     r.add_argument("--overwrite", action="store_true", help="replace runs computed from other inputs")
+    r.add_argument("--allow-partial", action="store_true",
+                   help="extract a dataset holding fewer samples than its manifest's expected_samples (refused "
+                        "otherwise); the store marks it partial and status and the report flag its numbers")
     r.add_argument("--compile", action="store_true", help="torch.compile the models")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
@@ -109,7 +127,7 @@ def _options(args):
         pretrained=args.pretrained, shard=parse_shard(args.shard),
         batch_size=getattr(args, "batch_size", None), workers=getattr(args, "workers", None),
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
-        compile=getattr(args, "compile", False),
+        compile=getattr(args, "compile", False), allow_partial=getattr(args, "allow_partial", False),
         progress=False if getattr(args, "no_progress", False) else None,
     )
 
@@ -123,13 +141,38 @@ def cmd_run(args) -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         redirect = logging_redirect_tqdm(loggers=[log])
-    with redirect:
+    with redirect, _sigterm_as_interrupt(args):
         result = runner.run(opts)
     print(result.summary())
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result_to_json(result), f, indent=1)
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(args) -> Iterator[None]:
+    """SIGTERM (what batch schedulers send) stops a run as Ctrl-C does: the blocks in flight are finished and
+    flagged, the rest is left for a rerun. ``args.stopped_by`` records it for the exit code and message."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def stop(signum, frame):
+        if args.stopped_by is None:  # once: a second SIGTERM must not cut the finishing writes short
+            args.stopped_by = "SIGTERM"
+            raise KeyboardInterrupt
+
+    args.stopped_by = None
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - re-raised; what a signalled DataLoader worker's death looks like
+        if args.stopped_by is not None:
+            raise KeyboardInterrupt from e
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def result_to_json(result) -> dict:
@@ -193,6 +236,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps([{"run": r.path, "blocks_done": r.blocks_done, "blocks_total": r.blocks_total,
                            "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
+                           "partial": r.partial,
                            "weights_id": r.attrs.get("weights_id"), "precision": r.attrs.get("precision")}
                           for r in runs], indent=1))
         return 0
@@ -203,15 +247,20 @@ def cmd_status(args) -> int:
     for r in runs:
         state = "complete" if r.complete else "incomplete"
         weights = r.attrs.get("weights_id", "?")
+        partial = (f"  PARTIAL dataset: {r.partial['found']} of {r.partial['expected']} samples"
+                   if r.partial else "")
         print(f"{r.path:<{width}}  blocks {r.blocks_done}/{r.blocks_total}  {state:<10}  "
-              f"{r.n_samples} samples  invalid {len(r.invalid)}  weights {weights}")
+              f"{r.n_samples} samples  invalid {len(r.invalid)}  weights {weights}{partial}")
         shown = r.invalid if args.all else r.invalid[:10]
         for sid in shown:
             print(f"    invalid: {sid}")
         if len(r.invalid) > len(shown):
             print(f"    ... and {len(r.invalid) - len(shown)} more (--all lists them)")
     done = sum(r.complete for r in runs)
-    print(f"{done} of {len(runs)} runs complete; {sum(len(r.invalid) for r in runs)} invalid rows")
+    partial = sum(bool(r.partial) for r in runs)
+    print(f"{done} of {len(runs)} runs complete; {sum(len(r.invalid) for r in runs)} invalid rows"
+          + (f"; {partial} runs on partial datasets (extracted with --allow-partial: their numbers are not "
+             f"the whole dataset's)" if partial else ""))
     return 0
 
 
@@ -293,21 +342,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
+    prefix = f"extract {args.command}:"
     try:
         return COMMANDS[args.command](args)
     except BadImageError as e:
-        print(f"extract {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prefix} error: {e}", file=sys.stderr)
         return 1
-    except ExtractError as e:
-        print(f"extract {args.command}: error: {e}", file=sys.stderr)
+    except (ExtractError, StoreError) as e:
+        print(f"{prefix} error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `extract ls models | head`
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as e:  # read-only, disk full, no permission: the system's word, the path and the fix
+        store = getattr(args, "store", None) or getattr(args, "data_root", None)
+        after = "done blocks are kept: rerun to resume" if args.command == "run" else ""
+        print(f"{prefix} error: {os_error_message(e, failed_path(e, store), after=after)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"extract {args.command}: interrupted; done blocks are kept, rerun to resume", file=sys.stderr)
-        return 130
+        by = getattr(args, "stopped_by", None)
+        print(f"{prefix} {'stopped by ' + by if by else 'interrupted'}; done blocks are kept, rerun to resume",
+              file=sys.stderr)
+        return 143 if by == "SIGTERM" else 130
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 from schemas.label_spaces import imagenet_synsets
 from schemas.manifest import Manifest, load_manifest
 
+from .errors import ExtractError
 from .readers import (  # noqa: F401  (re-exported: one import for the runner)
     IMAGE_EXTENSIONS,
     DatasetReader,
@@ -34,7 +35,7 @@ _SYNTHETIC_VERSION = "1"
 
 __all__ = [
     "DatasetReader", "DatasetStatus", "ImageDecodeError", "SampleTable", "check_datasets", "decode_image",
-    "demo_data_root", "format_statuses", "make_synthetic_imagenet_val", "open_dataset",
+    "demo_data_root", "format_statuses", "make_synthetic_imagenet_val", "open_dataset", "partial_sample_count",
 ]
 
 
@@ -123,6 +124,23 @@ def check_datasets(data_root: str | Path, manifest: Manifest | str | Path | None
         else:
             out.append(DatasetStatus(did, "present", str(reader.root), n, expected))
     return out
+
+
+def partial_sample_count(dataset_id: str, found: int, entry: dict, where: str | Path, *,
+                         allow_partial: bool) -> dict | None:
+    """``{"found": n, "expected": m}`` when the dataset holds fewer samples than its ``expected_samples``.
+
+    Without ``allow_partial`` that is refused (ExtractError naming the folder, both counts and the manifest
+    field): numbers from 40 of 50,000 images must not pass for the dataset's.
+    """
+    expected = entry.get("expected_samples")
+    if expected is None or found >= int(expected):
+        return None
+    if not allow_partial:
+        raise ExtractError(f"{dataset_id}: found {found} samples under {where}, the manifest expects {expected} "
+                         f"(datasets.{dataset_id}.expected_samples); complete the dataset, or pass --allow-partial to extract "
+                         f"it anyway (the store then marks it partial and the report flags its numbers)")
+    return {"found": int(found), "expected": int(expected)}
 
 
 def format_statuses(statuses: list[DatasetStatus], verbose: bool = False) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -32,7 +33,7 @@ class RunOptions:
     progress: bool | None = None  # None: a bar when stderr is a terminal
     seed: int = 0
     compile: bool = False
-
+    allow_partial: bool = False   # extract a dataset holding fewer samples than its expected_samples
 
 
 def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -84,6 +85,29 @@ def default_device(env: Mapping[str, str] | None = None) -> str:
     return "cpu"
 
 
+_DEVICE = re.compile(r"(cpu|mps|cuda(:\d+)?)")
+
+
+def parse_device(text: str) -> str:
+    """``--device``: cpu, cuda, cuda:N or mps; anything else is refused before a store is touched."""
+    device = str(text).strip().lower()
+    if not _DEVICE.fullmatch(device):
+        raise ExtractError(f"--device {text!r}: not a device this extractor runs on; expected cpu, cuda, "
+                           f"cuda:N (a GPU index) or mps")
+    return device
+
+
+def check_store_target(store: str | Path) -> None:
+    """A local ``--store`` must be a folder (or nothing yet): an existing file is refused before any write."""
+    text = str(store)
+    if "://" in text and not text.startswith("file://"):
+        return  # a remote store: its backend reports its own problems
+    path = Path(text.removeprefix("file://")).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ExtractError(f"--store {text}: is a file, not a store folder; give a new folder path "
+                           f"(it is created) or an existing store")
+
+
 def is_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
@@ -116,5 +140,5 @@ def parse_weights(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, 
     return out
 
 
-__all__ = ["RunOptions", "parse_shard", "shard_from_env", "shard_blocks", "cuda_available", "default_device",
+__all__ = ["RunOptions", "parse_shard", "parse_device", "check_store_target", "shard_from_env", "shard_blocks", "cuda_available", "default_device",
            "is_cuda", "default_batch_size", "default_precision", "default_workers", "parse_weights"]

@@ -42,14 +42,17 @@ from extract.inventory import (
     run_fingerprint_inputs,
     sample_columns,
 )
+from extract.datasets import partial_sample_count
 from extract.model_cache import ModelCache
 from extract.options import (
     RunOptions,
+    check_store_target,
     default_batch_size,
     default_device,
     default_precision,
     default_workers,
     is_cuda,
+    parse_device,
     parse_weights,
     shard_blocks,
     shard_from_env,
@@ -81,10 +84,12 @@ def open_store(store):
         return schemas.open_root(str(store))
 
 
-def dataset_attrs(reader, entry: dict) -> dict:
+def dataset_attrs(reader, entry: dict, partial: dict | None = None) -> dict:
     from schemas.label_spaces import label_space_names
 
     attrs = {"manifest": jsonable(entry), "label_space": entry["label_space"]}
+    if partial:
+        attrs["partial"] = partial
     names = getattr(reader, "class_names", None)
     if callable(names):
         names = names()
@@ -98,13 +103,13 @@ def dataset_attrs(reader, entry: dict) -> dict:
     return attrs
 
 
-def ensure_dataset_group(root, dataset: str, reader, entry: dict):
+def ensure_dataset_group(root, dataset: str, reader, entry: dict, partial: dict | None = None):
     """The dataset group with its sample list (the same list for every process and every rerun)."""
     table = reader_samples(reader)
     with store_errors():
         return schemas.ensure_dataset(root, dataset, sample_id=np.asarray(table.sample_id),
                                       label=np.asarray(table.label), columns=sample_columns(table),
-                                      attrs=dataset_attrs(reader, entry))
+                                      attrs=dataset_attrs(reader, entry, partial))
 
 
 def _sample_path(reader, sample_id: str) -> str:
@@ -189,9 +194,9 @@ def run(opts: RunOptions) -> RunResult:
     """Extract every selected (dataset, transform, model) into ``opts.store``; returns what was done."""
     import torch
 
-    device = opts.device or default_device()
-    if is_cuda(device) and not torch.cuda.is_available():
-        raise ExtractError(f"--device {device}: CUDA is not available on this machine")
+    check_store_target(opts.store)
+    device = parse_device(opts.device) if opts.device else default_device()
+    _check_device_present(device)
     precision = opts.precision or default_precision(device)
     if precision not in ("bf16", "fp32"):
         raise ExtractError(f"--precision {precision!r}: expected bf16 or fp32")
@@ -205,6 +210,8 @@ def run(opts: RunOptions) -> RunResult:
     if batch_size < 1:
         raise ExtractError(f"--batch-size {batch_size}: must be >= 1")
     workers = default_workers(device) if opts.workers is None else int(opts.workers)
+    if workers < 0:
+        raise ExtractError(f"--workers {workers}: must be >= 0 (0 reads images in the main process)")
     shard = opts.shard if opts.shard is not None else shard_from_env()
     if opts.overwrite and shard is not None and shard[1] > 1:
         raise ExtractError("--overwrite with --shard: one process would delete what another one writes; "
@@ -224,6 +231,8 @@ def run(opts: RunOptions) -> RunResult:
     # Every dataset is found and every weights file read before the store is touched: a missing one fails
     # in seconds, not hours in, and leaves no half-made store behind.
     readers = {d: sel.reader(d) for d in sel.datasets}
+    partial = {d: partial_sample_count(d, len(reader_samples(r)), sel.entry(d), getattr(r, "root", sel.data_root),
+                                       allow_partial=opts.allow_partial) for d, r in readers.items()}
     cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)
@@ -233,7 +242,7 @@ def run(opts: RunOptions) -> RunResult:
     for unit in sel.units:
         if unit.dataset not in groups:
             groups[unit.dataset] = ensure_dataset_group(root, unit.dataset, readers[unit.dataset],
-                                                        sel.entry(unit.dataset))
+                                                        sel.entry(unit.dataset), partial[unit.dataset])
         u = _run_unit(unit, sel, root, groups[unit.dataset], readers[unit.dataset], cache,
                       opts=opts, device=device, precision=precision, batch_size=batch_size,
                       workers=workers, shard=shard)
@@ -241,6 +250,20 @@ def run(opts: RunOptions) -> RunResult:
     result.seconds = time.perf_counter() - t_start
     log.debug("summary\n%s", result.summary())
     return result
+
+
+def _check_device_present(device: str) -> None:
+    """The device exists on this machine (checked before the store is touched)."""
+    import torch
+
+    if is_cuda(device):
+        if not torch.cuda.is_available():
+            raise ExtractError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        index, count = torch.device(device).index, torch.cuda.device_count()
+        if index is not None and index >= count:
+            raise ExtractError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ExtractError("--device mps: Apple's MPS backend is not available on this machine; use --device cpu")
 
 
 def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:

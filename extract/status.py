@@ -25,6 +25,7 @@ class RunStatus:
     n_samples: int
     invalid: list[str]
     attrs: dict
+    partial: dict | None = None  # {"found", "expected"}: the dataset was extracted with --allow-partial
 
     @property
     def complete(self) -> bool:
@@ -65,6 +66,7 @@ def store_status(store) -> list[RunStatus]:
         for tname, tgroup in sorted(dgroup.groups()):
             for mname, run_group in sorted(tgroup.groups()):
                 out.append(_run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids))
+                out[-1].partial = dgroup.attrs.get("partial")
     return out
 
 

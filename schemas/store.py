@@ -7,6 +7,7 @@ of that block is written. Nothing is resized, appended or re-attributed concurre
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any, Mapping
 
@@ -47,17 +48,19 @@ def open_read_only(store: Any) -> zarr.Group:
     Raises StoreMissing when nothing is there and StoreError naming the cause otherwise (damaged
     ``zarr.json``, no permission, not a Zarr v3 group): no failure to open passes for "no store yet".
     """
-    import json
-
     try:
         return zarr.open_group(store, mode="r")
     except FileNotFoundError as e:  # zarr's "no group here" errors are FileNotFoundErrors
         raise StoreMissing(f"{store}: not a Zarr v3 store (nothing there: no zarr.json)") from e
     except json.JSONDecodeError as e:
-        raise StoreError(f"{str(store).rstrip('/')}/zarr.json: damaged metadata, not JSON ({e}); "
-                         f"restore the file or re-extract into a new store") from None
+        raise _damaged_root(store, e) from None
     except Exception as e:  # noqa: BLE001 - whatever the cause, it is named
         raise StoreError(f"{store}: not a Zarr v3 store ({type(e).__name__}: {e})") from None
+
+
+def _damaged_root(store: Any, e: ValueError) -> StoreError:
+    return StoreError(f"{str(store).rstrip('/')}/zarr.json: damaged metadata, not JSON ({e}); "
+                      f"restore the file or re-extract into a new store")
 
 
 def open_root(store: Any, *, create: bool = True) -> zarr.Group:
@@ -71,6 +74,8 @@ def open_root(store: Any, *, create: bool = True) -> zarr.Group:
         root = zarr.open_group(store, mode="r+", zarr_format=3)
     except FileNotFoundError as e:
         raise StoreError(f"{store}: no store here (expected a Zarr v3 group)") from e
+    except json.JSONDecodeError as e:
+        raise _damaged_root(store, e) from None
     attrs = dict(root.attrs)
     if "schema" not in attrs and not any(True for _ in root.members()):
         root.update_attributes(root_attrs)  # an empty group made by other means: adopt it
@@ -150,8 +155,6 @@ def _settle_attrs(group: zarr.Group, attrs: Mapping[str, Any], tries: int = 8) -
 
 def jsonable(obj: Any) -> Any:
     """``obj`` as it reads back from the store's JSON attributes (anything else as its ``str``)."""
-    import json
-
     return json.loads(json.dumps(obj, default=str))
 
 
@@ -191,8 +194,9 @@ def ensure_dataset(
     if stored is not None:
         if stored != digest:
             raise StoreError(
-                f"{dataset}: the store holds a different sample list (digest {stored}, "
-                f"offered {digest}); every run of a dataset must use the dataset's sample order"
+                f"{dataset}: the store holds a different sample list ({_list_changes(existing, sample_id, label)}); "
+                f"every run of a dataset must use the dataset's sample list: restore the data as it was, "
+                f"or extract into a new store"
             )
         return zarr.open_group(root.store, path=dataset, mode="r+")
     group = _group(root, dataset)
@@ -207,6 +211,27 @@ def ensure_dataset(
         _create(group, name, data, shape=data.shape, dtype=dtype, dimension_names=dims, **chunking)
     # The digest goes last: its presence marks the sample list complete.
     return _settle_attrs(group, {**attrs, "n_samples": n, "sample_digest": digest})
+
+
+def _list_changes(group: zarr.Group, sample_id: np.ndarray, label: np.ndarray, examples: int = 5) -> str:
+    """What differs between the stored sample list and the offered one: ids added, removed, relabelled."""
+    try:
+        old_ids = np.asarray(group[L.SAMPLE_ID][...]).astype(object).astype(str)
+        old_label = np.asarray(group[L.LABEL][...])
+    except (KeyError, ValueError, OSError) as e:  # a damaged group: the digests are all there is to compare
+        return f"the stored ids could not be read to compare ({type(e).__name__}: {e})"
+    old = dict(zip(old_ids.tolist(), old_label.tolist()))
+    new = dict(zip(sample_id.tolist(), np.asarray(label).tolist()))
+    added = [s for s in new if s not in old]
+    removed = [s for s in old if s not in new]
+    relabelled = [f"{s} {old[s]}->{new[s]}" for s in new if s in old and old[s] != new[s]]
+    parts = [f"{len(items)} {what}: {', '.join(items[:examples])}{', ...' if len(items) > examples else ''}"
+             for what, items in (("added", added), ("removed", removed), ("relabelled", relabelled)) if items]
+    if parts:
+        return f"{len(old)} stored, {len(new)} offered; " + "; ".join(parts)
+    if old_ids.tolist() != sample_id.tolist():
+        return "the same ids and labels in another order"
+    return "the same ids and labels; the per-sample columns differ"
 
 
 class RunWriter:

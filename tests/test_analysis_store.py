@@ -564,7 +564,7 @@ def test_bad_input_cli(name, tmp_path, small_store, capsys):
     code, stdout, stderr = cli(capsys, "report", path, "--out", out, "--n-boot", "5", "--quiet")
     assert code == 2, (code, stdout, stderr)
     errors = [l for l in stderr.splitlines() if l.strip()]
-    assert len(errors) == 1 and errors[0].startswith("analyze: error: "), stderr
+    assert len(errors) == 1 and errors[0].startswith("analyze report: error: "), stderr
     for part in expected:
         assert part in errors[0], (part, errors[0])
     assert stdout == ""
@@ -578,7 +578,7 @@ def test_bad_input_python_m_analyze(kit, tmp_path, small_store):
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("analyze: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("analyze report: error: "), result.stderr
     assert all(part in lines[0] for part in expected)
 
 

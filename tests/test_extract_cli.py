@@ -102,7 +102,7 @@ def test_run_status_verify_plan(capsys, tmp_path, data, monkeypatch):
     # 10 x (1000 x 4 + 64 x 2 + 1) bytes + 3 blocks x 5
     assert "41.3 KB" in out
 
-    rc, out, err = cli(capsys, "run", "--store", store, *sel, "--batch-size", "3", "--no-progress",
+    rc, out, err = cli(capsys, "run", "--store", store, *sel, "--allow-partial", "--batch-size", "3", "--no-progress",
                        "--json", tmp_path / "result.json")
     assert rc == 0, err
     assert "total: 10 images" in out and "1 invalid" in out and "ILSVRC2012_val_00000004.JPEG" in out
@@ -137,7 +137,7 @@ def test_status_of_an_interrupted_run(capsys, tmp_path, data, monkeypatch):
     monkeypatch.setattr(L, "CHUNK_ROWS", 4)
     store = tmp_path / "s.zarr"
     rc, _, err = cli(capsys, "run", "--store", store, "--models", SUP, "--datasets", "imagenet-val",
-                     "--data-root", data, "--device", "cpu", "--shard", "0/2", "--no-progress")
+                     "--data-root", data, "--device", "cpu", "--shard", "0/2", "--no-progress", "--allow-partial")
     assert rc == 0, err
     rc, out, _ = cli(capsys, "status", store)
     assert "blocks 2/3" in out and "incomplete" in out
@@ -147,7 +147,7 @@ def test_status_of_an_interrupted_run(capsys, tmp_path, data, monkeypatch):
 
 def test_strict_exit_code(capsys, tmp_path, data):
     rc, _, err = cli(capsys, "run", "--store", tmp_path / "s.zarr", "--models", SUP, "--datasets", "imagenet-val",
-                     "--data-root", data, "--device", "cpu", "--strict", "--no-progress")
+                     "--data-root", data, "--device", "cpu", "--strict", "--no-progress", "--allow-partial")
     assert rc == 1
     assert "ILSVRC2012_val_00000004.JPEG" in err and "--strict" in err and "Traceback" not in err
 
@@ -179,6 +179,7 @@ def test_a_model_that_cannot_change_its_input_size_is_a_clean_error(capsys, tmp_
 
     monkeypatch.setattr(extract.models, "set_image_size", refuse)
     rc, _, err = cli(capsys, "run", "--store", tmp_path / "s.zarr", "--models", "demo-vit-sup", "--datasets",
-                     "imagenet-val", "--transforms", "res-112", "--data-root", data, "--device", "cpu")
+                     "imagenet-val", "--transforms", "res-112", "--data-root", data, "--device", "cpu",
+                     "--allow-partial")
     assert_one_line_error(rc, err, "demo-vit-sup: cannot run at 112x112 px", "cannot change the input size",
                           "center, scale-* or shift-*")

@@ -58,7 +58,8 @@ def small_blocks(monkeypatch):
 
 def opts(store, data_root, **kw) -> RunOptions:
     base = dict(store=str(store), models=[SUP], datasets=["imagenet-val"], transforms=["center"],
-                data_root=str(data_root), device="cpu", batch_size=4, workers=0, progress=False)
+                data_root=str(data_root), device="cpu", batch_size=4, workers=0, progress=False,
+                allow_partial=True)  # a few images of imagenet-val's 50,000
     base.update(kw)
     return RunOptions(**base)
 
@@ -269,7 +270,8 @@ T = "res-64"
 
 def _base_args(store, data) -> list[str]:
     return ["-q", "run", "--store", str(store), "--models", SUP, "--datasets", "imagenet-val", "--transforms", T,
-            "--data-root", str(data), "--device", "cpu", "--batch-size", "8", "--workers", "0", "--no-progress"]
+            "--data-root", str(data), "--device", "cpu", "--batch-size", "8", "--workers", "0", "--no-progress",
+            "--allow-partial"]
 
 
 def test_two_shards_fill_one_store(tmp_path, reference, monkeypatch):

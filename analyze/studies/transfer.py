@@ -75,7 +75,8 @@ def run(ctx: Context) -> None:
             reps = [per_task[t][1] for t in members]
             low, high = ctx.boot.interval(np.mean(reps, axis=0)) if all(r is not None for r in reps) else (np.nan, np.nan)
             row = {"model": model, "dataset": f"vtab-{group}", "transform": CENTER, "metric": "top1_mean",
-                   "value": value, "ci_low": low, "ci_high": high, "n": len(members)}
+                   "value": value, "ci_low": low, "ci_high": high, "n": len(members),
+                   "partial": any(ctx.is_partial(t) for t in members)}
             ctx.rows.append(row)
             group_rows[(model, group)] = row
     order = sorted(tasks, key=lambda t: (GROUPS.index(group_of[t]) if group_of[t] in GROUPS else 9, t))
