@@ -15,6 +15,10 @@ Bad images (truncated, empty, not an image, unreadable) become ``valid=false`` r
 counted and named in the log and in the returned ``RunResult``; ``strict`` stops at the first one instead.
 The store keeps them as ``valid == false`` rows of done blocks: ``extract.status.store_status`` lists
 them by sample id. Options live in ``extract.options``; selection and fingerprints in ``extract.inventory``.
+
+Before the store is touched: the device exists, ``store`` is not a file, every dataset is found and holds
+its manifest's ``expected_samples`` (fewer only with ``allow_partial``, and the dataset group is then
+marked ``partial``), every weights file is read.
 """
 from __future__ import annotations
 

@@ -28,6 +28,8 @@ def os_error_message(e: OSError, where: str | Path, *, after: str = "") -> str:
         fix = "fix its permissions or mount, or choose a location you can write to"
     elif code in _FULL:
         fix = "free space there, or choose a location on a disk with room"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        reason, fix = "a file stands where a folder is needed", "choose another path, or move the file away"
     else:
         fix = "check the path and the file system"
     detail = f" ({', '.join(files)})" if files else ""
