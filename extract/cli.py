@@ -75,7 +75,7 @@ def _device(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="extract", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
