@@ -67,6 +67,7 @@ class StoreReader:
         self._logits: dict[RunKey, zarr.Array] = {}
         # Per run: its block_checksum array and the done blocks it has no checksum for (written before checksums).
         self._checksums: dict[RunKey, tuple[zarr.Array | None, frozenset[int]]] = {}
+        self._tables: dict[RunKey, np.ndarray] = {}
         self._runs = self._discover()
 
     # -- discovery ------------------------------------------------------------------------------------
@@ -207,26 +208,32 @@ class StoreReader:
         b = rows.start // blocks.rows
         if table is None or b in unchecked or blocks.slice(b) != rows or name not in table.attrs["arrays"]:
             return  # written before checksums, or not a whole block
-        try:
-            recorded = int(np.asarray(table[b])[list(table.attrs["arrays"]).index(name)])
-        except Exception as error:  # noqa: BLE001 - a damaged checksum chunk is a damaged block
-            raise AnalysisError(self._damaged(key, [integrity.Damage(table.path, b, (b, b + 1), f"unreadable "
-                                                                     f"({type(error).__name__}: {error})")])) from error
+        recorded = int(self._recorded(key, table)[b, list(table.attrs["arrays"]).index(name)])
         found = integrity.checksum(values)
         if found != recorded:
             damage = integrity.Damage(f"{key.path}/{name}", b, (rows.start, rows.stop),
                                       integrity.mismatch(recorded, found))
             raise AnalysisError(self._damaged(key, [damage]))
 
+    def _recorded(self, key: RunKey, table: zarr.Array) -> np.ndarray:
+        """The run's whole checksum table, read once (one small read per block would cost more than the crc)."""
+        if key not in self._tables:  # two threads may both read it: the same values, no harm
+            try:
+                self._tables[key] = np.asarray(table[...])
+            except Exception as error:  # noqa: BLE001 - a damaged checksum chunk is a damaged run
+                raise AnalysisError(self._damaged(key, [integrity.Damage(table.path, None, None, f"unreadable "
+                                                        f"({type(error).__name__}: {error})")])) from error
+        return self._tables[key]
+
     def _damaged(self, key: RunKey, damage: list[integrity.Damage]) -> str:
         lines = "; ".join(f"{self.url}/{path}: {line}" for path, line in integrity.describe(damage))
-        return (f"{lines}. The analysis refuses a run whose done blocks are missing or damaged; "
+        return (f"{lines}; the analysis refuses a run whose done blocks are missing or damaged: "
                 f"{integrity.run_repair_hint(self.url, key.path)}")
 
     def _refuse_damaged_dataset(self, dataset: str, damage: list[integrity.Damage]) -> None:
         if damage:
             lines = "; ".join(f"{self.url}/{path}: {line}" for path, line in integrity.describe(damage))
-            raise AnalysisError(f"{lines}. {integrity.dataset_repair_hint(self.url, dataset)}")
+            raise AnalysisError(f"{lines}; {integrity.dataset_repair_hint(self.url, dataset)}")
 
     def datatree(self):
         """The whole store as an ``xarray.DataTree`` (lazy), for interactive use."""

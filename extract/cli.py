@@ -5,7 +5,9 @@
     extract run --store S --models vit-sup --datasets imagenet-a --data-root /data
     extract plan   --store S --suite paper --data-root /data            # units, images, bytes, done
     extract status S                                                     # blocks done, invalid samples
-    extract verify S                                                     # the store contract; exit 1 on errors
+    extract verify S [--quick]                                           # the contract and every done block's
+                                                                         # chunks and checksums; exit 1 on errors
+    extract run --store S ... --repair                                   # re-extract missing or damaged blocks
     extract ls models | datasets [--data-root DIR] | transforms | suites
 
 Exit codes: 0 ok; 1 a run stopped on a bad image (--strict) or ``verify`` found errors; 2 a usage
@@ -74,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(default: CPUs - 1 up to 16 on GPU; 0 on CPU)")
     r.add_argument("--strict", action="store_true", help="stop at the first bad image instead of storing valid=false")
     r.add_argument("--overwrite", action="store_true", help="replace runs computed from other inputs")
+    r.add_argument("--repair", action="store_true",
+                   help="first check the selected runs' done blocks (chunks present, checksums match, as extract "
+                        "verify does) and re-extract exactly those missing or damaged; a damaged sample list is "
+                        "rewritten from the dataset")
     r.add_argument("--compile", action="store_true", help="torch.compile the models")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
@@ -87,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="list every invalid sample (default: the first 10 per run)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
-    v = sub.add_parser("verify", help="check a store against the contract (exit 1 on errors)")
+    v = sub.add_parser("verify", help="check a store against the contract, and every done block against the "
+                                      "checksums recorded when it was written (exit 1 on errors)")
     v.add_argument("store")
+    v.add_argument("--quick", action="store_true",
+                   help="only check that every chunk of every done block exists (no data read)")
 
     ls = sub.add_parser("ls", help="list models, datasets, transforms or suites")
     ls.add_argument("what", choices=("models", "datasets", "transforms", "suites"))
@@ -109,6 +118,7 @@ def _options(args):
         pretrained=args.pretrained, shard=parse_shard(args.shard),
         batch_size=getattr(args, "batch_size", None), workers=getattr(args, "workers", None),
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
+        repair=getattr(args, "repair", False),
         compile=getattr(args, "compile", False),
         progress=False if getattr(args, "no_progress", False) else None,
     )
@@ -193,6 +203,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps([{"run": r.path, "blocks_done": r.blocks_done, "blocks_total": r.blocks_total,
                            "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
+                           "damaged": r.damaged,
                            "weights_id": r.attrs.get("weights_id"), "precision": r.attrs.get("precision")}
                           for r in runs], indent=1))
         return 0
@@ -201,7 +212,7 @@ def cmd_status(args) -> int:
         return 0
     width = max(len(r.path) for r in runs)
     for r in runs:
-        state = "complete" if r.complete else "incomplete"
+        state = "damaged" if r.damaged else "complete" if r.complete else "incomplete"
         weights = r.attrs.get("weights_id", "?")
         print(f"{r.path:<{width}}  blocks {r.blocks_done}/{r.blocks_total}  {state:<10}  "
               f"{r.n_samples} samples  invalid {len(r.invalid)}  weights {weights}")
@@ -210,20 +221,25 @@ def cmd_status(args) -> int:
             print(f"    invalid: {sid}")
         if len(r.invalid) > len(shown):
             print(f"    ... and {len(r.invalid) - len(shown)} more (--all lists them)")
+        for line in r.damaged:
+            print(f"    damaged: {line}")
     done = sum(r.complete for r in runs)
-    print(f"{done} of {len(runs)} runs complete; {sum(len(r.invalid) for r in runs)} invalid rows")
+    damaged = sum(bool(r.damaged) for r in runs)
+    print(f"{done} of {len(runs)} runs complete; {sum(len(r.invalid) for r in runs)} invalid rows"
+          + (f"; {damaged} runs with missing chunks: extract verify {args.store} names them, extract run --repair "
+             f"re-extracts them" if damaged else ""))
     return 0
 
 
 def cmd_verify(args) -> int:
     import schemas
 
-    problems = schemas.validate(args.store)
+    problems = schemas.validate(args.store, quick=args.quick)
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         print(p)
     print(f"{args.store}: {len(errors)} errors, {len(problems) - len(errors)} warnings"
-          + ("" if errors else " - valid"))
+          + ("" if errors else " - valid") + (" (--quick: chunk presence only, checksums not read)" if args.quick else ""))
     return 1 if errors else 0
 
 

@@ -68,8 +68,15 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation], *, quick: bool
     done_flags, _ = integrity.done_flags(group)
     if not done_flags.all():
         out.append(Violation(group.path, f"incomplete: {int(done_flags.sum())} of {n_blocks} blocks done", "warning"))
-    elif not np.asarray(valid[:]).any():
-        out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
+    elif not any(v.severity == "error" and f"{v.path}/".startswith(f"{group.path}/") for v in out):
+        try:
+            any_valid = bool(np.asarray(valid[:]).any())
+        except Exception as error:  # noqa: BLE001 - --quick reads no chunk: one that does not decode shows here
+            out.append(Violation(f"{group.path}/{L.VALID}", f"unreadable ({type(error).__name__}: {error}); "
+                                 f"{integrity.run_repair_hint(store, group.path)}"))
+            return
+        if not any_valid:
+            out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
 
 
 def _check_blocks(group: zarr.Group, n: int, out: list[Violation], *, quick: bool, store: str) -> None:
