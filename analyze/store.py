@@ -103,7 +103,7 @@ class StoreReader:
                     if not done.all():
                         self.notes.append(f"{key.path}: incomplete ({int(done.sum())} of {done.size} blocks done); left out")
                         continue
-                    check = integrity.check_run(run, n, quick=True)
+                    check = integrity.check_run(run, n, quick=True, flags=done)
                     if check.damage:
                         raise AnalysisError(self._damaged(key, check.damage))
                     table = run.get(L.BLOCK_CHECKSUM) if check.has_checksums else None

@@ -134,12 +134,15 @@ def _unreadable(path: str, block: int | None, rows: slice | None, error: BaseExc
     return Damage(path, block, span, f"unreadable ({type(error).__name__}: {error})")
 
 
-def check_run(group: zarr.Group, n: int, *, quick: bool = False, blocks: Iterable[int] | None = None) -> RunCheck:
+def check_run(group: zarr.Group, n: int, *, quick: bool = False, blocks: Iterable[int] | None = None,
+              flags: np.ndarray | None = None) -> RunCheck:
     """Check every done block of a run (or of ``blocks``): its chunks exist and, unless ``quick``, decode
-    to the values whose checksums were recorded. ``n`` is the dataset's sample count."""
+    to the values whose checksums were recorded. ``n`` is the dataset's sample count; ``flags`` the done
+    flags when the caller has read them already."""
     part = L.Blocks(n)
     check = RunCheck(group.path)
-    flags, check.torn = done_flags(group)
+    if flags is None:
+        flags, check.torn = done_flags(group)
     wanted = range(len(part)) if blocks is None else blocks
     done = [b for b in wanted if 0 <= b < min(len(part), len(flags)) and flags[b]]
     arrays = {name: group[name] for name in checked_arrays(group)}
