@@ -30,7 +30,7 @@ def _report(args) -> int:
 def _validate(args) -> int:
     from schemas import validate
 
-    problems = validate(args.store)
+    problems = validate(args.store, quick=args.quick)
     for p in problems:
         print(p)
     errors = [p for p in problems if p.severity == "error"]
@@ -67,8 +67,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_report)
-    v = sub.add_parser("validate", help="check a store against the contract")
+    v = sub.add_parser("validate", help="check a store against the contract and its done blocks against their checksums")
     v.add_argument("store")
+    v.add_argument("--quick", action="store_true", help="only check that every chunk of every done block exists")
     v.set_defaults(func=_validate)
     d = sub.add_parser("demo-store", help="write a small SYNTHETIC store (random logits) to try the analysis")
     d.add_argument("path")

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.layout import LOGITS
-
 from . import labels
 from .metrics import shape_bias as sb
 from .metrics.softmax import stable_exp, summarize
-from .store import AnalysisError, RunKey, StoreReader
+from .store import RunKey, StoreReader
 
 
 @dataclass(frozen=True)
@@ -82,11 +80,7 @@ class _Pending:
                 self._done.set()
 
     def _reduce(self, rows: slice) -> None:
-        try:
-            block = self.reader.logits(self.key, rows)
-        except Exception as error:
-            raise AnalysisError(f"{self.reader.url}/{self.key.path}/{LOGITS}: rows {rows.start}:{rows.stop} could not be "
-                                f"read ({type(error).__name__}: {error}); the chunk may be damaged: re-extract the run") from error
+        block = self.reader.logits(self.key, rows)  # an AnalysisError naming the rows when damaged
         out = summarize(block, self.label[rows], self.subset)
         # A NaN or +inf logit makes the row's softmax sum NaN: no separate pass over the block is needed.
         ok = np.isfinite(out["confidence"])

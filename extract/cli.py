@@ -5,7 +5,9 @@
     extract run --store S --models vit-sup --datasets imagenet-a --data-root /data
     extract plan   --store S --suite paper --data-root /data            # units, images, bytes, done
     extract status S                                                     # blocks done, invalid samples
-    extract verify S                                                     # the store contract; exit 1 on errors
+    extract verify S [--quick]                                           # the contract and every done block's
+                                                                         # chunks and checksums; exit 1 on errors
+    extract run --store S ... --repair                                   # re-extract missing or damaged blocks
     extract ls models | datasets [--data-root DIR] | transforms | suites
 
 Exit codes: 0 ok; 1 a run stopped on a bad image (--strict), by the system (read-only, disk full, no
@@ -92,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-partial", action="store_true",
                    help="extract a dataset holding fewer samples than its manifest's expected_samples (refused "
                         "otherwise); the store marks it partial and status and the report flag its numbers")
+    r.add_argument("--repair", action="store_true",
+                   help="first check the selected runs' done blocks (chunks present, checksums match, as extract "
+                        "verify does) and re-extract exactly those missing or damaged; a damaged sample list is "
+                        "rewritten from the dataset")
     r.add_argument("--compile", action="store_true", help="torch.compile the models")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
@@ -105,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="list every invalid sample (default: the first 10 per run)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
-    v = sub.add_parser("verify", help="check a store against the contract (exit 1 on errors)")
+    v = sub.add_parser("verify", help="check a store against the contract, and every done block against the "
+                                      "checksums recorded when it was written (exit 1 on errors)")
     v.add_argument("store")
+    v.add_argument("--quick", action="store_true",
+                   help="only check that every chunk of every done block exists (no data read)")
 
     ls = sub.add_parser("ls", help="list models, datasets, transforms or suites")
     ls.add_argument("what", choices=("models", "datasets", "transforms", "suites"))
@@ -127,6 +136,7 @@ def _options(args):
         pretrained=args.pretrained, shard=parse_shard(args.shard),
         batch_size=getattr(args, "batch_size", None), workers=getattr(args, "workers", None),
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
+        repair=getattr(args, "repair", False),
         compile=getattr(args, "compile", False), allow_partial=getattr(args, "allow_partial", False),
         progress=False if getattr(args, "no_progress", False) else None,
     )
@@ -237,6 +247,7 @@ def cmd_status(args) -> int:
         print(json.dumps([{"run": r.path, "blocks_done": r.blocks_done, "blocks_total": r.blocks_total,
                            "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
                            "partial": r.partial,
+                           "damaged": r.damaged,
                            "weights_id": r.attrs.get("weights_id"), "precision": r.attrs.get("precision")}
                           for r in runs], indent=1))
         return 0
@@ -245,7 +256,7 @@ def cmd_status(args) -> int:
         return 0
     width = max(len(r.path) for r in runs)
     for r in runs:
-        state = "complete" if r.complete else "incomplete"
+        state = "damaged" if r.damaged else "complete" if r.complete else "incomplete"
         weights = r.attrs.get("weights_id", "?")
         partial = (f"  PARTIAL dataset: {r.partial['found']} of {r.partial['expected']} samples"
                    if r.partial else "")
@@ -256,23 +267,28 @@ def cmd_status(args) -> int:
             print(f"    invalid: {sid}")
         if len(r.invalid) > len(shown):
             print(f"    ... and {len(r.invalid) - len(shown)} more (--all lists them)")
+        for line in r.damaged:
+            print(f"    damaged: {line}")
     done = sum(r.complete for r in runs)
     partial = sum(bool(r.partial) for r in runs)
+    damaged = sum(bool(r.damaged) for r in runs)
     print(f"{done} of {len(runs)} runs complete; {sum(len(r.invalid) for r in runs)} invalid rows"
           + (f"; {partial} runs on partial datasets (extracted with --allow-partial: their numbers are not "
-             f"the whole dataset's)" if partial else ""))
+             f"the whole dataset's)" if partial else "")
+          + (f"; {damaged} runs with missing chunks: extract verify {args.store} names them, extract run --repair "
+             f"re-extracts them" if damaged else ""))
     return 0
 
 
 def cmd_verify(args) -> int:
     import schemas
 
-    problems = schemas.validate(args.store)
+    problems = schemas.validate(args.store, quick=args.quick)
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         print(p)
     print(f"{args.store}: {len(errors)} errors, {len(problems) - len(errors)} warnings"
-          + ("" if errors else " - valid"))
+          + ("" if errors else " - valid") + (" (--quick: chunk presence only, checksums not read)" if args.quick else ""))
     return 1 if errors else 0
 
 

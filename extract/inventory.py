@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 import schemas
-from schemas import jsonable
+from schemas import integrity, jsonable
 from schemas import layout as L
 
 from extract.errors import ExtractError
@@ -254,7 +254,7 @@ def plan(opts: RunOptions) -> list[PlanRow]:
                     state = "refused: the store holds another sample list of this dataset"
                 elif unit.transform.id in dg and spec.id in dg[unit.transform.id]:
                     g = dg[unit.transform.id][spec.id]
-                    flags = np.asarray(g[L.BLOCK_DONE][...], dtype=bool) if L.BLOCK_DONE in g else None
+                    flags = integrity.done_flags(g)[0] if L.BLOCK_DONE in g else None
                     done = int(flags[shard_blocks(len(flags), shard)].sum()) if flags is not None else 0
                     state = f"{done}/{mine} blocks done"
                     old = g.attrs.get("fingerprint_inputs")

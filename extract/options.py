@@ -26,6 +26,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     strict: bool = False
     overwrite: bool = False
+    repair: bool = False          # re-extract the done blocks found missing or damaged (``extract verify``)
     precision: str | None = None
     weights: Mapping[str, str] = field(default_factory=dict)
     pretrained: bool = True

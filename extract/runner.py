@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 import schemas
-from schemas import jsonable
+from schemas import integrity, jsonable
 from schemas import layout as L
 
 from extract.errors import ExtractError
@@ -107,13 +107,27 @@ def dataset_attrs(reader, entry: dict, partial: dict | None = None) -> dict:
     return attrs
 
 
-def ensure_dataset_group(root, dataset: str, reader, entry: dict, partial: dict | None = None):
-    """The dataset group with its sample list (the same list for every process and every rerun)."""
+def ensure_dataset_group(root, dataset: str, reader, entry: dict, partial: dict | None = None, *,
+                         repair: bool = False, repaired: list | None = None):
+    """The dataset group with its sample list (the same list for every process and every rerun).
+
+    ``repair``: a stored sample list that no longer gives its digest is rewritten from the reader's list
+    (what was wrong goes to ``repaired``).
+    """
     table = reader_samples(reader)
     with store_errors():
-        return schemas.ensure_dataset(root, dataset, sample_id=np.asarray(table.sample_id),
-                                      label=np.asarray(table.label), columns=sample_columns(table),
-                                      attrs=dataset_attrs(reader, entry, partial))
+        group = schemas.ensure_dataset(root, dataset, sample_id=np.asarray(table.sample_id),
+                                       label=np.asarray(table.label), columns=sample_columns(table),
+                                       attrs=dataset_attrs(reader, entry, partial))
+        if repair:
+            damage = schemas.repair_sample_list(group, sample_id=np.asarray(table.sample_id),
+                                                label=np.asarray(table.label), columns=sample_columns(table))
+            if damage:
+                log.warning("%s: the sample list was damaged (%s); rewritten from the dataset", dataset,
+                            "; ".join(str(d) for d in damage[:3]))
+                if repaired is not None:
+                    repaired.append((dataset, "sample list", []))
+    return group
 
 
 def _sample_path(reader, sample_id: str) -> str:
@@ -151,6 +165,7 @@ class RunResult:
     shard: tuple[int, int] | None
     units: list[UnitResult] = field(default_factory=list)
     seconds: float = 0.0
+    repaired: list[tuple[str, str, list[int]]] = field(default_factory=list)  # (path, what, blocks) --repair reset
 
     @property
     def images(self) -> int:
@@ -176,6 +191,8 @@ class RunResult:
                      f"(each through {max((len(u.models) for u in self.units), default=0)} models; "
                      f"{self.device}, {self.precision}, batch {self.batch_size}, {self.workers} workers{shard}); "
                      f"{len(self.invalid)} invalid")
+        for path, what, blocks in self.repaired:
+            lines.append(f"  repaired: {path}: {what}" + (f" blocks {blocks}" if blocks else ""))
         for d, t, s, r in self.invalid[:20]:
             lines.append(f"  invalid: {d}/{t}: {s}: {r}")
         if len(self.invalid) > 20:
@@ -246,10 +263,11 @@ def run(opts: RunOptions) -> RunResult:
     for unit in sel.units:
         if unit.dataset not in groups:
             groups[unit.dataset] = ensure_dataset_group(root, unit.dataset, readers[unit.dataset],
-                                                        sel.entry(unit.dataset), partial[unit.dataset])
+                                                        sel.entry(unit.dataset), partial[unit.dataset],
+                                                        repair=opts.repair, repaired=result.repaired)
         u = _run_unit(unit, sel, root, groups[unit.dataset], readers[unit.dataset], cache,
                       opts=opts, device=device, precision=precision, batch_size=batch_size,
-                      workers=workers, shard=shard)
+                      workers=workers, shard=shard, repaired=result.repaired)
         result.units.append(u)
     result.seconds = time.perf_counter() - t_start
     log.debug("summary\n%s", result.summary())
@@ -299,7 +317,7 @@ def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
 
 
 def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCache, *, opts: RunOptions,
-              device: str, precision: str, batch_size: int, workers: int, shard) -> UnitResult:
+              device: str, precision: str, batch_size: int, workers: int, shard, repaired: list) -> UnitResult:
     import torch
     from torch.utils.data import DataLoader
 
@@ -318,7 +336,9 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     for spec in sel.models:
         wid = cache.weights_id(spec)
         fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=precision, digest=digest)
-        if not opts.overwrite and _done(root, f"{unit.dataset}/{t.id}/{spec.id}", fp_inputs, mine):
+        path = f"{unit.dataset}/{t.id}/{spec.id}"
+        damaged = _damaged_blocks(root, path, n, mine) if opts.repair else []
+        if not damaged and not opts.overwrite and _done(root, path, fp_inputs, mine):
             continue  # nothing to do for this model: do not even load it
         model = cache.get(spec, output_size(t, spec.preprocess))
         if model.precision != precision:  # the model knows best what it runs in
@@ -331,6 +351,10 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                                  device=device),
                 transform_attrs={"transform": jsonable(t.to_dict())},
                 logits_dtype=logits_dtype, overwrite=opts.overwrite)
+        if damaged and not opts.overwrite:  # the fingerprint matched (open_run): its damaged blocks are redone
+            writer.reopen_blocks(damaged)
+            repaired.append((path, "missing or damaged", damaged))
+            log.warning("%s: blocks %s missing or damaged; re-extracting them (--repair)", path, damaged)
         pending = set(writer.pending_blocks()) & set(mine)
         if pending:
             runs.append(_Run(spec, model, writer, spec.preprocess, pending))
@@ -431,8 +455,19 @@ def _done(root, path: str, fp_inputs: dict, blocks: Sequence[int]) -> bool:
         return False
     if node.attrs.get("fingerprint") != schemas.fingerprint(fp_inputs) or L.BLOCK_DONE not in node:
         return False
-    flags = np.asarray(node[L.BLOCK_DONE][...], dtype=bool)
+    flags, _ = integrity.done_flags(node)
     return bool(flags[list(blocks)].all()) if len(blocks) else True
+
+
+def _damaged_blocks(root, path: str, n: int, blocks: Sequence[int]) -> list[int]:
+    """``--repair``: the done blocks of ``blocks`` whose chunks are missing or do not match their checksums."""
+    try:
+        node = root[path]
+    except KeyError:
+        return []
+    if L.BLOCK_DONE not in node:
+        return []
+    return integrity.check_run(node, n, blocks=blocks).blocks
 
 
 def _flush_block(pool: ThreadPoolExecutor, b: int, st: dict, runs: list[_Run]) -> Future:

@@ -4,12 +4,12 @@ No torch at import.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
 
-from schemas import StoreError, StoreMissing, open_read_only
+from schemas import StoreError, StoreMissing, integrity, open_read_only
 from schemas import layout as L
 
 from extract.errors import ExtractError
@@ -26,10 +26,11 @@ class RunStatus:
     invalid: list[str]
     attrs: dict
     partial: dict | None = None  # {"found", "expected"}: the dataset was extracted with --allow-partial
+    damaged: list[str] = field(default_factory=list)  # done blocks whose chunks are missing (presence check)
 
     @property
     def complete(self) -> bool:
-        return self.blocks_done == self.blocks_total
+        return self.blocks_done == self.blocks_total and not self.damaged
 
 
 def open_store_read_only(store, *, missing_ok: bool = False) -> zarr.Group | None:
@@ -56,6 +57,7 @@ def store_status(store) -> list[RunStatus]:
         if dname.startswith("_"):
             continue
         n = int(dgroup.attrs.get("n_samples", 0))
+        lost = [str(d) for d in integrity.check_dataset(dgroup, quick=True)]
         ids: list[np.ndarray] = []
 
         def sample_ids(dgroup=dgroup, ids=ids) -> np.ndarray:  # read once per dataset, only when needed
@@ -65,17 +67,24 @@ def store_status(store) -> list[RunStatus]:
 
         for tname, tgroup in sorted(dgroup.groups()):
             for mname, run_group in sorted(tgroup.groups()):
-                out.append(_run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids))
-                out[-1].partial = dgroup.attrs.get("partial")
+                status = _run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids)
+                if L.BLOCK_DONE in run_group:  # chunk presence only: a listing per array, no data read
+                    status.damaged += lost + [str(d) for d in integrity.check_run(run_group, n, quick=True).damage]
+                status.partial = dgroup.attrs.get("partial")
+                out.append(status)
     return out
 
 
 def _run_status(path: str, group, n: int, ids) -> RunStatus:
     blocks = L.Blocks(n)
-    done = np.asarray(group[L.BLOCK_DONE][...], dtype=bool) if L.BLOCK_DONE in group else np.zeros(len(blocks), bool)
+    done = integrity.done_flags(group)[0] if L.BLOCK_DONE in group else np.zeros(len(blocks), bool)
     invalid: list[str] = []
     if done.any() and L.VALID in group:
-        valid = np.asarray(group[L.VALID][...], dtype=bool)
+        try:
+            valid = np.asarray(group[L.VALID][...], dtype=bool)
+        except Exception as error:  # noqa: BLE001 - a chunk that does not decode: the run is damaged, said so
+            return RunStatus(path, int(done.sum()), len(blocks), n, [], dict(group.attrs),
+                             [f"{group.path}/{L.VALID}: unreadable ({type(error).__name__}: {error})"])
         row_done = np.repeat(done, blocks.rows)[:n]
         bad = np.flatnonzero(row_done & ~valid)
         if bad.size:

@@ -15,6 +15,7 @@ from .store import (
     open_read_only,
     open_root,
     open_run,
+    repair_sample_list,
     sample_digest,
     write_run,
 )
@@ -23,5 +24,5 @@ from .validate import Violation, validate
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "StoreMissing", "Violation",
     "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "open_read_only", "open_root", "open_run",
-    "sample_digest", "validate", "write_run",
+    "repair_sample_list", "sample_digest", "validate", "write_run",
 ]

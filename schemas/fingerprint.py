@@ -1,9 +1,12 @@
-"""Run fingerprints: what a run was computed from, hashed, so that a resume never mixes two setups."""
+"""Identities as hashes: a run's fingerprint (what it was computed from, so that a resume never mixes two
+setups) and a sample list's digest (which samples, in which order, with which labels and columns)."""
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 from .layout import SCHEMA_VERSION
 
@@ -53,3 +56,18 @@ def diff(old: Any, new: Any, path: str = "") -> list[str]:
     if canonical_json(old) != canonical_json(new):
         return [f"{path or '(root)'}: {old!r} -> {new!r}"]
     return []
+
+
+def sample_digest(sample_id: np.ndarray, label: np.ndarray, columns: Mapping[str, np.ndarray] | None = None) -> str:
+    """sha256 over the ordered sample ids, labels and per-sample columns: the identity of a sample list."""
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, np.asarray(sample_id).tolist())).encode())
+    h.update(np.ascontiguousarray(np.asarray(label, dtype=np.int32)).tobytes())
+    for name in sorted(columns or {}):
+        h.update(name.encode())
+        values = np.asarray(columns[name])
+        if values.dtype.kind in "OUST":  # T: numpy StringDType, as zarr reads strings back
+            h.update("\n".join(map(str, values.tolist())).encode())
+        else:
+            h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()[:32]

@@ -5,8 +5,12 @@ Store tree (Zarr v3; every array carries ``dimension_names``)::
     <store>/                          attrs: schema, schema_version, created_with
       <dataset>/                      sample_id, label, <columns>; attrs: manifest entry, label space, digest
         <transform>/                  attrs: transform spec
-          <model>/                    logits, features, valid, block_done, block_seconds; attrs: run attrs
+          <model>/                    logits, features, valid, block_done, block_seconds, block_checksum;
+                                      attrs: run attrs
       _heads/<model>                  zero-shot head [class, embed] (optional)
+
+A block is done once ``block_done[b]`` is set; before setting it the writer records in ``block_checksum[b]``
+the crc32c of what it wrote to each of logits, features and valid (``schemas/integrity.py``).
 """
 from __future__ import annotations
 
@@ -32,11 +36,16 @@ FEATURES = "features"
 VALID = "valid"
 BLOCK_DONE = "block_done"
 BLOCK_SECONDS = "block_seconds"
+# [block, array] uint32: the crc32c of each row array's block as written (schemas/integrity.py), recorded
+# before the block's done flag. Its attrs name the columns ("arrays") and the "algorithm". Runs written
+# before checksums lack it: their blocks are checked for chunk presence only.
+BLOCK_CHECKSUM = "block_checksum"
 
 SAMPLE_DIM = "sample"
 CLASS_DIM = "class"
 FEATURE_DIM = "feature"
 BLOCK_DIM = "block"
+ARRAY_DIM = "array"
 
 LOGIT_DTYPES = ("float32", "float16")
 FEATURE_DTYPE = "float16"

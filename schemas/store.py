@@ -6,18 +6,21 @@ of that block is written. Nothing is resized, appended or re-attributed concurre
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
+from . import integrity
 from . import layout as L
-from .fingerprint import diff, fingerprint, fingerprint_inputs
+from .fingerprint import diff, fingerprint, fingerprint_inputs, sample_digest
+
+log = logging.getLogger("schemas")
 
 
 class StoreError(ValueError):
@@ -92,21 +95,6 @@ def check_root_attrs(attrs: Mapping, where: str) -> None:
             f"{where}: store schema version {attrs.get('schema_version')!r}, this software reads version "
             f"{L.SCHEMA_VERSION}; re-extract or use a matching release"
         )
-
-
-def sample_digest(sample_id: np.ndarray, label: np.ndarray, columns: Mapping[str, np.ndarray] | None = None) -> str:
-    """sha256 over the ordered sample ids, labels and per-sample columns: the identity of a sample list."""
-    h = hashlib.sha256()
-    h.update("\n".join(map(str, np.asarray(sample_id).tolist())).encode())
-    h.update(np.ascontiguousarray(np.asarray(label, dtype=np.int32)).tobytes())
-    for name in sorted(columns or {}):
-        h.update(name.encode())
-        values = np.asarray(columns[name])
-        if values.dtype.kind in "OUS":
-            h.update("\n".join(map(str, values.tolist())).encode())
-        else:
-            h.update(np.ascontiguousarray(values).tobytes())
-    return h.hexdigest()[:32]
 
 
 def _create(group: zarr.Group, name: str, data: np.ndarray | None = None, **kw) -> zarr.Array:
@@ -234,6 +222,33 @@ def _list_changes(group: zarr.Group, sample_id: np.ndarray, label: np.ndarray, e
     return "the same ids and labels; the per-sample columns differ"
 
 
+def repair_sample_list(
+    group: zarr.Group,
+    *,
+    sample_id: np.ndarray,
+    label: np.ndarray,
+    columns: Mapping[str, np.ndarray] | None = None,
+) -> list[integrity.Damage]:
+    """Rewrite a dataset's sample list when its stored arrays no longer give its digest; returns what was wrong.
+
+    The list offered must be the one the digest was written for (``ensure_dataset`` checked it): the arrays
+    are rewritten with the very values, so the store ends bit-identical to an undamaged one.
+    """
+    damage = integrity.check_dataset(group)
+    if not damage:
+        return []
+    stored = read_attrs(group).get("sample_digest")
+    offered = sample_digest(np.asarray(sample_id).astype(str), label, columns)
+    if offered != stored:
+        raise StoreError(f"{group.path}: the sample list offered (digest {offered}) is not the one the store "
+                         f"recorded ({stored}); cannot rewrite it")
+    group[L.SAMPLE_ID][...] = np.asarray(sample_id).astype(str).astype(object)
+    group[L.LABEL][...] = np.asarray(label).astype(np.int32)
+    for name, values in (columns or {}).items():
+        group[name][...] = _column_array(values)[0]
+    return damage
+
+
 class RunWriter:
     """Writes one (dataset, transform, model) run block by block."""
 
@@ -246,7 +261,11 @@ class RunWriter:
         return self.group.path
 
     def done_blocks(self) -> np.ndarray:
-        return np.asarray(self.group[L.BLOCK_DONE][:], dtype=bool)
+        flags, torn = integrity.done_flags(self.group)
+        if torn:
+            log.warning("%s/%s: the done flags of blocks %s cannot be read (a write cut short); they count as not "
+                        "done and are written again", self.path, L.BLOCK_DONE, torn)
+        return flags
 
     def pending_blocks(self) -> list[int]:
         return [int(b) for b in np.flatnonzero(~self.done_blocks())]
@@ -268,20 +287,34 @@ class RunWriter:
         if valid is None:
             valid = np.isfinite(logits).all(axis=1)
         valid = np.asarray(valid, dtype=bool)
-        logits = np.where(valid[:, None], logits, np.nan)
-        self.group[L.LOGITS][rows] = logits
+        values = {L.LOGITS: np.where(valid[:, None], logits, np.nan)}
         if L.FEATURES in self.group:
             if features is None:
                 raise StoreError(f"{self.path}/{L.FEATURES}: the run has features; block {block} came without them")
             feats = np.asarray(features, dtype=np.float16)
             if feats.shape != (n, self.group[L.FEATURES].shape[1]):
                 raise StoreError(f"{self.path}/{L.FEATURES}: block {block} expects {(n, self.group[L.FEATURES].shape[1])}, got {feats.shape}")
-            self.group[L.FEATURES][rows] = np.where(valid[:, None], feats, np.nan)
-        self.group[L.VALID][rows] = valid
+            values[L.FEATURES] = np.where(valid[:, None], feats, np.nan)
+        values[L.VALID] = valid
+        sums = {}
+        for name, data in values.items():
+            arr = self.group[name]
+            # The checksum is of exactly what is stored: the values cast to the array's dtype.
+            data = np.ascontiguousarray(data, dtype=arr.dtype)
+            arr.with_config(integrity.WRITE_ALL)[rows] = data
+            sums[name] = integrity.checksum(data)
+        table = self.group.get(L.BLOCK_CHECKSUM)
+        if table is not None:
+            table.with_config(integrity.WRITE_ALL)[block] = [sums[name] for name in table.attrs["arrays"]]
         if seconds is not None:
             self.group[L.BLOCK_SECONDS][block] = seconds
-        # Flag last: a block is done only once every array of it is on disk.
+        # Flag last: a block is done only once every array of it, and its checksums, are on disk.
         self.group[L.BLOCK_DONE][block] = True
+
+    def reopen_blocks(self, blocks: Iterable[int]) -> None:
+        """Clear the done flags of ``blocks`` (found damaged): the next run writes them again."""
+        for b in blocks:
+            self.group[L.BLOCK_DONE][int(b)] = False
 
 
 def open_run(
@@ -343,6 +376,10 @@ def open_run(
     for name, dtype, fill in ((L.BLOCK_DONE, "bool", False), (L.BLOCK_SECONDS, "float32", np.nan)):
         _create(group, name, shape=(len(blocks),), dtype=dtype, fill_value=fill, chunks=(1,),
                 dimension_names=(L.BLOCK_DIM,))
+    checked = [L.LOGITS] + ([L.FEATURES] if feature_dim else []) + [L.VALID]
+    _create(group, L.BLOCK_CHECKSUM, shape=(len(blocks), len(checked)), dtype="uint32", fill_value=0,
+            chunks=(1, len(checked)), dimension_names=(L.BLOCK_DIM, L.ARRAY_DIM),
+            attributes={"arrays": checked, "algorithm": integrity.ALGORITHM})
     return RunWriter(_settle_attrs(group, run_attrs), n)
 
 

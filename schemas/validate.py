@@ -1,4 +1,5 @@
-"""Check a store against the contract and report every violation with its path."""
+"""Check a store against the contract, and its done blocks against what was written; report every violation
+with its path."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from . import integrity
 from . import layout as L
 from .store import StoreError, open_read_only
 
@@ -48,8 +50,9 @@ def _missing_attrs(group: zarr.Group, keys: tuple, out: list[Violation]) -> None
         out.append(Violation(group.path or "/", f"missing attributes {missing}"))
 
 
-def validate_run(group: zarr.Group, n: int, out: list[Violation]) -> None:
+def validate_run(group: zarr.Group, n: int, out: list[Violation], *, quick: bool = False, store: str = "STORE") -> None:
     _missing_attrs(group, L.RUN_ATTRS, out)
+    before = len(out)
     logits = _expect_array(group, L.LOGITS, dims=(L.SAMPLE_DIM, L.CLASS_DIM), dtypes=L.LOGIT_DTYPES, n=n, out=out)
     if L.FEATURES in group:
         _expect_array(group, L.FEATURES, dims=(L.SAMPLE_DIM, L.FEATURE_DIM), dtypes=("float16", "float32"), n=n, out=out)
@@ -60,15 +63,50 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation]) -> None:
         out.append(Violation(f"{group.path}/{L.LOGITS}", f"row chunks {logits.chunks[0]}, expected {min(L.CHUNK_ROWS, n)}"))
     if done is None or valid is None or done.shape != (n_blocks,):
         return
-    done_flags = np.asarray(done[:], dtype=bool)
+    if len(out) == before:  # the arrays are as the contract says: check that they hold what was written
+        _check_blocks(group, n, out, quick=quick, store=store)
+    done_flags, _ = integrity.done_flags(group)
     if not done_flags.all():
         out.append(Violation(group.path, f"incomplete: {int(done_flags.sum())} of {n_blocks} blocks done", "warning"))
-    elif not np.asarray(valid[:]).any():
-        out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
+    elif not any(v.severity == "error" and f"{v.path}/".startswith(f"{group.path}/") for v in out):
+        try:
+            any_valid = bool(np.asarray(valid[:]).any())
+        except Exception as error:  # noqa: BLE001 - --quick reads no chunk: one that does not decode shows here
+            out.append(Violation(f"{group.path}/{L.VALID}", f"unreadable ({type(error).__name__}: {error}); "
+                                 f"{integrity.run_repair_hint(store, group.path)}"))
+            return
+        if not any_valid:
+            out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
 
 
-def validate(store: Any) -> list[Violation]:
-    """Every violation of the contract in ``store`` (a path, fsspec URL or zarr Store); empty when valid."""
+def _check_blocks(group: zarr.Group, n: int, out: list[Violation], *, quick: bool, store: str) -> None:
+    check = integrity.check_run(group, n, quick=quick)
+    hint = integrity.run_repair_hint(store, group.path)
+    for path, line in integrity.describe(check.damage):
+        out.append(Violation(path, f"{line}; {hint}"))
+    if check.torn:
+        out.append(Violation(f"{group.path}/{L.BLOCK_DONE}", f"the done flags of blocks {check.torn} cannot be read "
+                             f"(a write cut short): they count as not done; rerun to write them again", "warning"))
+    if not check.has_checksums:
+        out.append(Violation(group.path, "no checksums recorded (written before checksums): chunk presence "
+                                         "checked only", "warning"))
+    elif check.unchecked:
+        out.append(Violation(f"{group.path}/{L.BLOCK_CHECKSUM}", f"no checksum recorded for done blocks "
+                             f"{_blocks_text(check.unchecked)} (written before checksums): chunk presence checked "
+                             f"only", "warning"))
+
+
+def _blocks_text(blocks: list[int], limit: int = 10) -> str:
+    shown = ", ".join(map(str, blocks[:limit]))
+    return shown + (f" and {len(blocks) - limit} more" if len(blocks) > limit else "")
+
+
+def validate(store: Any, *, quick: bool = False) -> list[Violation]:
+    """Every violation of the contract in ``store`` (a path, fsspec URL or zarr Store); empty when valid.
+
+    Every done block is checked: its chunks exist and decode to the values whose checksums were recorded
+    (``quick``: only that its chunks exist); every sample list is checked against its digest.
+    """
     out: list[Violation] = []
     try:
         root = open_read_only(store)
@@ -89,12 +127,17 @@ def validate(store: Any) -> list[Violation]:
         n = int(dataset.attrs.get("n_samples", sid.shape[0] if sid is not None else -1))
         if sid is not None and sid.shape[0] != n:
             out.append(Violation(f"{name}/{L.SAMPLE_ID}", f"{sid.shape[0]} rows, attrs say n_samples={n}"))
+        before = len(out)
         _expect_array(dataset, L.LABEL, dims=(L.SAMPLE_DIM,), dtypes=("int",), n=n, out=out)
         for col_name, col in dataset.arrays():
             if col_name not in (L.SAMPLE_ID, L.LABEL) and col.shape[0] != n:
                 out.append(Violation(f"{name}/{col_name}", f"{col.shape[0]} rows, expected {n}"))
+        if len(out) == before and sid is not None:
+            hint = integrity.dataset_repair_hint(str(store), name)
+            for path, line in integrity.describe(integrity.check_dataset(dataset, quick=quick)):
+                out.append(Violation(path, f"{line}; {hint}"))
         for tname, transform in dataset.groups():
             _missing_attrs(transform, L.TRANSFORM_ATTRS, out)
             for _, run in transform.groups():
-                validate_run(run, n, out)
+                validate_run(run, n, out, quick=quick, store=str(store))
     return out
