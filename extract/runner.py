@@ -130,6 +130,14 @@ def ensure_dataset_group(root, dataset: str, reader, entry: dict, partial: dict 
     return group
 
 
+def _marked_partial(store, datasets) -> set[str]:
+    """The datasets among ``datasets`` that ``store`` already marks partial (none when there is no store yet)."""
+    from extract.status import open_store_read_only
+
+    root = open_store_read_only(store, missing_ok=True)
+    return {d for d in datasets if root is not None and d in root and root[d].attrs.get("partial")}
+
+
 def _sample_path(reader, sample_id: str) -> str:
     root = getattr(reader, "root", None)
     return str(Path(root) / sample_id) if root is not None else sample_id
@@ -252,8 +260,10 @@ def run(opts: RunOptions) -> RunResult:
     # Every dataset is found and every weights file read before the store is touched: a missing one fails
     # in seconds, not hours in, and leaves no half-made store behind.
     readers = {d: sel.reader(d) for d in sel.datasets}
+    # --repair rewrites what the store already holds: a dataset it marks partial needs no --allow-partial again.
+    marked = _marked_partial(opts.store, readers) if opts.repair else set()
     partial = {d: partial_sample_count(d, len(reader_samples(r)), sel.entry(d), getattr(r, "root", sel.data_root),
-                                       allow_partial=opts.allow_partial) for d, r in readers.items()}
+                                       allow_partial=opts.allow_partial or d in marked) for d, r in readers.items()}
     cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)

@@ -84,7 +84,7 @@ def _run_status(path: str, group, n: int, ids) -> RunStatus:
             valid = np.asarray(group[L.VALID][...], dtype=bool)
         except Exception as error:  # noqa: BLE001 - a chunk that does not decode: the run is damaged, said so
             return RunStatus(path, int(done.sum()), len(blocks), n, [], dict(group.attrs),
-                             [f"{group.path}/{L.VALID}: unreadable ({type(error).__name__}: {error})"])
+                             damaged=[f"{group.path}/{L.VALID}: unreadable ({type(error).__name__}: {error})"])
         row_done = np.repeat(done, blocks.rows)[:n]
         bad = np.flatnonzero(row_done & ~valid)
         if bad.size:

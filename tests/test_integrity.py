@@ -151,7 +151,7 @@ def run_opts(store, data, **kw):
     from extract.options import RunOptions
 
     base = dict(store=str(store), models=[SUP, VIT], datasets=[DS], transforms=[T], data_root=str(data),
-                device="cpu", batch_size=4, workers=0, progress=False)
+                device="cpu", batch_size=4, workers=0, progress=False, allow_partial=True)
     base.update(kw)
     return RunOptions(**base)
 
@@ -227,7 +227,7 @@ def test_fault_is_named_refused_and_repaired_bit_identical(fault, extracted, tmp
     rc, _, err = analyze_cli(capsys, "report", store, "--out", tmp_path / "out", "--studies", "robustness",
                              "--n-boot", "0", "--quiet")
     assert rc == 2, err
-    assert "Traceback" not in err and err.startswith("analyze: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and err.startswith("analyze report: error: ") and len(err.strip().splitlines()) == 1, err
     assert f"{store}/{path}" in err and "--repair" in err, err
     if block is not None:
         assert rows in err, err
