@@ -1,24 +1,21 @@
 """Check a store against the contract and report every violation with its path."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import zarr
 
 from . import layout as L
+from .door import (
+    Violation,
+    check_logit_shape,
+    check_samples,
+    check_transform,
+    nonfinite_problem,
+    nonfinite_valid_rows,
+)
 from .store import StoreError, open_read_only
-
-
-@dataclass(frozen=True)
-class Violation:
-    path: str
-    message: str
-    severity: str = "error"  # "error" breaks the contract; "warning" is an incomplete but valid state
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.path}: {self.message}"
 
 
 def _expect_array(group: zarr.Group, name: str, *, dims: tuple, dtypes: tuple, n: int | None,
@@ -48,7 +45,7 @@ def _missing_attrs(group: zarr.Group, keys: tuple, out: list[Violation]) -> None
         out.append(Violation(group.path or "/", f"missing attributes {missing}"))
 
 
-def validate_run(group: zarr.Group, n: int, out: list[Violation]) -> None:
+def validate_run(group: zarr.Group, n: int, out: list[Violation], entry: Mapping | None = None) -> None:
     _missing_attrs(group, L.RUN_ATTRS, out)
     logits = _expect_array(group, L.LOGITS, dims=(L.SAMPLE_DIM, L.CLASS_DIM), dtypes=L.LOGIT_DTYPES, n=n, out=out)
     if L.FEATURES in group:
@@ -58,13 +55,40 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation]) -> None:
     done = _expect_array(group, L.BLOCK_DONE, dims=(L.BLOCK_DIM,), dtypes=("bool",), n=n_blocks, out=out)
     if logits is not None and logits.ndim == 2 and logits.chunks[0] != min(L.CHUNK_ROWS, n):
         out.append(Violation(f"{group.path}/{L.LOGITS}", f"row chunks {logits.chunks[0]}, expected {min(L.CHUNK_ROWS, n)}"))
-    if done is None or valid is None or done.shape != (n_blocks,):
+    logits_ok = logits is not None and logits.ndim == 2 and logits.shape[0] == n
+    if logits_ok:
+        out.extend(check_logit_shape(group.path, entry, logits.shape, logits.dtype, n))
+    if done is None or valid is None or done.shape != (n_blocks,) or valid.shape != (n,):
         return
     done_flags = np.asarray(done[:], dtype=bool)
+    if logits_ok:
+        out.extend(_nonfinite_valid(group, logits, valid, done_flags, n))
     if not done_flags.all():
         out.append(Violation(group.path, f"incomplete: {int(done_flags.sum())} of {n_blocks} blocks done", "warning"))
     elif not np.asarray(valid[:]).any():
         out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
+
+
+def _nonfinite_valid(group: zarr.Group, logits: zarr.Array, valid: zarr.Array, done: np.ndarray,
+                     n: int) -> list[Violation]:
+    """Rows marked valid with NaN/inf logits, read one done block at a time (bounded memory)."""
+    bad = []
+    blocks = L.Blocks(n)
+    for b in np.flatnonzero(done):
+        rows = blocks.slice(int(b))
+        bad.append(nonfinite_valid_rows(np.asarray(logits[rows]), np.asarray(valid[rows], dtype=bool)) + rows.start)
+    return nonfinite_problem(group.path, np.concatenate(bad) if bad else np.empty(0, np.int64), n)
+
+
+def _validate_samples(name: str, dataset: zarr.Group, entry: Mapping | None, n: int,
+                      sid: zarr.Array | None, out: list[Violation]) -> None:
+    """The stored sample table through the same door as the data offered to write_run."""
+    label = dataset.get(L.LABEL)
+    arrays = {c: a for c, a in dataset.arrays() if c not in (L.SAMPLE_ID, L.LABEL)}
+    if sid is None or sid.shape != (n,) or not isinstance(label, zarr.Array) or label.shape != (n,):
+        return  # reported above as a structural problem
+    columns = {c: np.asarray(a[:]) for c, a in arrays.items()}
+    out.extend(check_samples(name, entry, np.asarray(sid[:]), np.asarray(label[:]), columns))
 
 
 def validate(store: Any) -> list[Violation]:
@@ -90,11 +114,11 @@ def validate(store: Any) -> list[Violation]:
         if sid is not None and sid.shape[0] != n:
             out.append(Violation(f"{name}/{L.SAMPLE_ID}", f"{sid.shape[0]} rows, attrs say n_samples={n}"))
         _expect_array(dataset, L.LABEL, dims=(L.SAMPLE_DIM,), dtypes=("int",), n=n, out=out)
-        for col_name, col in dataset.arrays():
-            if col_name not in (L.SAMPLE_ID, L.LABEL) and col.shape[0] != n:
-                out.append(Violation(f"{name}/{col_name}", f"{col.shape[0]} rows, expected {n}"))
+        entry = dataset.attrs.get("manifest")
+        _validate_samples(name, dataset, entry, n, sid, out)
         for tname, transform in dataset.groups():
             _missing_attrs(transform, L.TRANSFORM_ATTRS, out)
+            out.extend(check_transform(name, entry, tname))
             for _, run in transform.groups():
-                validate_run(run, n, out)
+                validate_run(run, n, out, entry)
     return out
