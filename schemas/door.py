@@ -388,10 +388,11 @@ def refuse(problems: list[Violation], where: str, error: type[Exception]) -> Non
     """Raise ``error`` listing every error (nothing was written), else warn about each warning."""
     errors = [p for p in problems if p.severity == "error"]
     base = str(where).rstrip("/")
+    if len(errors) == 1:  # one line, as a CLI prints it
+        raise error(f"{base}: nothing written: {base}/{errors[0].path}: {errors[0].message}")
     if errors:
         lines = "\n".join(f"  {base}/{p.path}: {p.message}" for p in errors)
-        raise error(f"{base}: nothing written, {len(errors)} problem{'s' * (len(errors) != 1)} "
-                    f"with the data offered:\n{lines}")
+        raise error(f"{base}: nothing written, {len(errors)} problems with the data offered:\n{lines}")
     for p in problems:
         warnings.warn(f"{base}/{p.path}: {p.message}", StoreWarning, stacklevel=3)
 
