@@ -68,6 +68,10 @@ def _datasets(sizes: dict[str, int], rng: np.random.Generator) -> dict[str, dict
             columns = {"factor": rng.choice(np.array(["Worlds", "Camera_Yaw"]), n),
                        "world": rng.choice(np.array(["desert", "forest", "city", "beach"]), n),
                        "camera_yaw": rng.choice(np.arange(0, 360, 45), n).astype(np.float32)}
+            # The manifest declares every PUG column: the rest unknown, as the reader leaves them ("" / NaN).
+            columns.update({c: np.full(n, "") for c in ("character", "texture", "light")})
+            columns.update({c: np.full(n, np.nan, np.float32) for c in
+                            ("object_yaw", "object_pitch", "object_roll", "scale", "camera_pitch", "camera_roll")})
         elif dataset == "imagenet-hard":
             ids = np.array([f"hard/{i:06d}.jpg" for i in range(n)])
             label = rng.integers(0, 1000, n)

@@ -2,6 +2,7 @@
 
 Never imports torch: the analysis stage depends on it.
 """
+from .door import StoreWarning
 from .fingerprint import diff as fingerprint_diff
 from .fingerprint import fingerprint, fingerprint_inputs
 from .layout import SCHEMA, SCHEMA_VERSION, Blocks
@@ -22,7 +23,7 @@ from .store import (
 from .validate import Violation, validate
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "StoreMissing", "Violation",
+    "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "StoreMissing", "StoreWarning", "Violation",
     "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "open_read_only", "open_root", "open_run",
     "repair_sample_list", "sample_digest", "validate", "write_run",
 ]

@@ -18,6 +18,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from . import integrity
 from . import layout as L
+from .door import check_run, check_samples, refuse
 from .fingerprint import diff, fingerprint, fingerprint_inputs, sample_digest
 
 log = logging.getLogger("schemas")
@@ -162,20 +163,21 @@ def ensure_dataset(
     columns: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, Any],
 ) -> zarr.Group:
-    """Create the dataset group with its sample list, or check that the existing one is the same list."""
+    """Create the dataset group with its sample list, or check that the existing one is the same list.
+
+    The sample table is checked against ``attrs["manifest"]`` (schemas.door) before anything is written.
+    """
+    refuse(check_samples(dataset, attrs.get("manifest"), sample_id, label, columns), _where(root), StoreError)
+    return _dataset_group(root, dataset, sample_id=sample_id, label=label, columns=columns, attrs=attrs)
+
+
+def _dataset_group(root: zarr.Group, dataset: str, *, sample_id: np.ndarray, label: np.ndarray,
+                   columns: Mapping[str, np.ndarray] | None, attrs: Mapping[str, Any]) -> zarr.Group:
+    """ensure_dataset once the sample table has passed the door."""
     sample_id = np.asarray(sample_id).astype(str)
     label = np.asarray(label)
     n = len(sample_id)
     columns = dict(columns or {})
-    if label.shape != (n,):
-        raise StoreError(f"{dataset}/{L.LABEL}: expected shape ({n},) to match sample_id, got {label.shape}")
-    if len(set(sample_id.tolist())) != n:
-        raise StoreError(f"{dataset}/{L.SAMPLE_ID}: sample ids must be unique")
-    for name, values in columns.items():
-        if name in (L.SAMPLE_ID, L.LABEL) or name.startswith("_"):
-            raise StoreError(f"{dataset}/{name}: reserved column name")
-        if len(values) != n:
-            raise StoreError(f"{dataset}/{name}: expected {n} rows to match sample_id, got {len(values)}")
     digest = sample_digest(sample_id, label, columns)
     existing = root.get(dataset)
     stored = read_attrs(existing).get("sample_digest") if isinstance(existing, zarr.Group) else None
@@ -404,17 +406,17 @@ def write_run(
     For logits computed elsewhere. ``valid`` defaults to rows without NaN. ``dataset_attrs`` defaults to the
     data_manifest.yaml entry of ``dataset`` (required for a dataset the manifest does not know).
     ``attrs`` may describe the model (``model``, ``preprocess``, ``precision``, ``logit_kind``, ...).
+    Everything offered is first checked against the entry (schemas.door): on any problem a StoreError lists
+    them all and nothing is written; what the report will not use as meant is a StoreWarning.
     """
     t0 = time.perf_counter()
+    dataset_attrs = dataset_attrs or default_dataset_attrs(dataset)
+    # Everything is checked before the store is opened: a refused run writes nothing, not even the root.
+    refuse(check_run(dataset, transform, model, dataset_attrs.get("manifest"), sample_id=sample_id, label=label,
+                     columns=columns, logits=logits, features=features, valid=valid), str(store), StoreError)
     logits = np.asarray(logits)
-    n = len(np.asarray(sample_id))
-    if logits.ndim != 2 or logits.shape[0] != n:
-        raise StoreError(f"{dataset}/{transform}/{model}/{L.LOGITS}: expected shape ({n}, classes), got {logits.shape}")
-    if features is not None and (np.ndim(features) != 2 or len(features) != n):
-        raise StoreError(f"{dataset}/{transform}/{model}/{L.FEATURES}: expected shape ({n}, dims), got {np.shape(features)}")
     root = open_root(store)
-    group = ensure_dataset(root, dataset, sample_id=sample_id, label=label, columns=columns,
-                           attrs=dataset_attrs or default_dataset_attrs(dataset))
+    group = _dataset_group(root, dataset, sample_id=sample_id, label=label, columns=columns, attrs=dataset_attrs)
     run_attrs = _external_run_attrs(model, transform, group.attrs["sample_digest"], attrs or {})
     writer = open_run(
         root, dataset, transform, model,
@@ -426,8 +428,6 @@ def write_run(
     )
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
-        if valid.shape != (n,):
-            raise StoreError(f"{dataset}/{transform}/{model}/{L.VALID}: expected shape ({n},), got {valid.shape}")
     for b in writer.pending_blocks():
         rows = writer.blocks.slice(b)
         writer.write_block(
@@ -438,6 +438,11 @@ def write_run(
             seconds=time.perf_counter() - t0,
         )
     return writer.path
+
+
+def _where(root: zarr.Group) -> str:
+    """The store's location, for messages."""
+    return str(getattr(root.store, "root", root.store))
 
 
 def default_dataset_attrs(dataset: str) -> dict:

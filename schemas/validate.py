@@ -2,25 +2,22 @@
 with its path."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import zarr
 
 from . import integrity
 from . import layout as L
+from .door import (
+    Violation,
+    check_logit_shape,
+    check_samples,
+    check_transform,
+    nonfinite_problem,
+    nonfinite_valid_rows,
+)
 from .store import StoreError, open_read_only
-
-
-@dataclass(frozen=True)
-class Violation:
-    path: str
-    message: str
-    severity: str = "error"  # "error" breaks the contract; "warning" is an incomplete but valid state
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.path}: {self.message}"
 
 
 def _expect_array(group: zarr.Group, name: str, *, dims: tuple, dtypes: tuple, n: int | None,
@@ -50,7 +47,8 @@ def _missing_attrs(group: zarr.Group, keys: tuple, out: list[Violation]) -> None
         out.append(Violation(group.path or "/", f"missing attributes {missing}"))
 
 
-def validate_run(group: zarr.Group, n: int, out: list[Violation], *, quick: bool = False, store: str = "STORE") -> None:
+def validate_run(group: zarr.Group, n: int, out: list[Violation], entry: Mapping | None = None, *,
+                 quick: bool = False, store: str = "STORE") -> None:
     _missing_attrs(group, L.RUN_ATTRS, out)
     before = len(out)
     logits = _expect_array(group, L.LOGITS, dims=(L.SAMPLE_DIM, L.CLASS_DIM), dtypes=L.LOGIT_DTYPES, n=n, out=out)
@@ -61,11 +59,17 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation], *, quick: bool
     done = _expect_array(group, L.BLOCK_DONE, dims=(L.BLOCK_DIM,), dtypes=("bool",), n=n_blocks, out=out)
     if logits is not None and logits.ndim == 2 and logits.chunks[0] != min(L.CHUNK_ROWS, n):
         out.append(Violation(f"{group.path}/{L.LOGITS}", f"row chunks {logits.chunks[0]}, expected {min(L.CHUNK_ROWS, n)}"))
-    if done is None or valid is None or done.shape != (n_blocks,):
+    logits_ok = logits is not None and logits.ndim == 2 and logits.shape[0] == n
+    if logits_ok:
+        out.extend(check_logit_shape(group.path, entry, logits.shape, logits.dtype, n))
+    if done is None or valid is None or done.shape != (n_blocks,) or valid.shape != (n,):
         return
-    if len(out) == before:  # the arrays are as the contract says: check that they hold what was written
-        _check_blocks(group, n, out, quick=quick, store=store)
+    intact = len(out) == before
+    if intact:  # the arrays are as the contract says: check that they hold what was written
+        intact = _check_blocks(group, n, out, quick=quick, store=store)
     done_flags, _ = integrity.done_flags(group)
+    if logits_ok and intact and not quick:  # reads every done block's logits: not in a presence-only check
+        out.extend(_nonfinite_valid(group, logits, valid, done_flags, n))
     if not done_flags.all():
         out.append(Violation(group.path, f"incomplete: {int(done_flags.sum())} of {n_blocks} blocks done", "warning"))
     elif not any(v.severity == "error" and f"{v.path}/".startswith(f"{group.path}/") for v in out):
@@ -79,7 +83,8 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation], *, quick: bool
             out.append(Violation(f"{group.path}/{L.VALID}", "every sample is invalid: nothing to analyse", "warning"))
 
 
-def _check_blocks(group: zarr.Group, n: int, out: list[Violation], *, quick: bool, store: str) -> None:
+def _check_blocks(group: zarr.Group, n: int, out: list[Violation], *, quick: bool, store: str) -> bool:
+    """Add what integrity finds; True when no done block is missing or damaged."""
     check = integrity.check_run(group, n, quick=quick)
     hint = integrity.run_repair_hint(store, group.path)
     for path, line in integrity.describe(check.damage):
@@ -94,11 +99,34 @@ def _check_blocks(group: zarr.Group, n: int, out: list[Violation], *, quick: boo
         out.append(Violation(f"{group.path}/{L.BLOCK_CHECKSUM}", f"no checksum recorded for done blocks "
                              f"{_blocks_text(check.unchecked)} (written before checksums): chunk presence checked "
                              f"only", "warning"))
+    return not check.damage
 
 
 def _blocks_text(blocks: list[int], limit: int = 10) -> str:
     shown = ", ".join(map(str, blocks[:limit]))
     return shown + (f" and {len(blocks) - limit} more" if len(blocks) > limit else "")
+
+
+def _nonfinite_valid(group: zarr.Group, logits: zarr.Array, valid: zarr.Array, done: np.ndarray,
+                     n: int) -> list[Violation]:
+    """Rows marked valid with NaN/inf logits, read one done block at a time (bounded memory)."""
+    bad = []
+    blocks = L.Blocks(n)
+    for b in np.flatnonzero(done):
+        rows = blocks.slice(int(b))
+        bad.append(nonfinite_valid_rows(np.asarray(logits[rows]), np.asarray(valid[rows], dtype=bool)) + rows.start)
+    return nonfinite_problem(group.path, np.concatenate(bad) if bad else np.empty(0, np.int64), n)
+
+
+def _validate_samples(name: str, dataset: zarr.Group, entry: Mapping | None, n: int,
+                      sid: zarr.Array | None, out: list[Violation]) -> None:
+    """The stored sample table through the same door as the data offered to write_run."""
+    label = dataset.get(L.LABEL)
+    arrays = {c: a for c, a in dataset.arrays() if c not in (L.SAMPLE_ID, L.LABEL)}
+    if sid is None or sid.shape != (n,) or not isinstance(label, zarr.Array) or label.shape != (n,):
+        return  # reported above as a structural problem
+    columns = {c: np.asarray(a[:]) for c, a in arrays.items()}
+    out.extend(check_samples(name, entry, np.asarray(sid[:]), np.asarray(label[:]), columns))
 
 
 def validate(store: Any, *, quick: bool = False) -> list[Violation]:
@@ -129,15 +157,16 @@ def validate(store: Any, *, quick: bool = False) -> list[Violation]:
             out.append(Violation(f"{name}/{L.SAMPLE_ID}", f"{sid.shape[0]} rows, attrs say n_samples={n}"))
         before = len(out)
         _expect_array(dataset, L.LABEL, dims=(L.SAMPLE_DIM,), dtypes=("int",), n=n, out=out)
-        for col_name, col in dataset.arrays():
-            if col_name not in (L.SAMPLE_ID, L.LABEL) and col.shape[0] != n:
-                out.append(Violation(f"{name}/{col_name}", f"{col.shape[0]} rows, expected {n}"))
+        entry = dataset.attrs.get("manifest")
         if len(out) == before and sid is not None:
             hint = integrity.dataset_repair_hint(str(store), name)
             for path, line in integrity.describe(integrity.check_dataset(dataset, quick=quick)):
                 out.append(Violation(path, f"{line}; {hint}"))
+        if len(out) == before:  # a lost chunk reads as fill values: check what the table holds only when intact
+            _validate_samples(name, dataset, entry, n, sid, out)
         for tname, transform in dataset.groups():
             _missing_attrs(transform, L.TRANSFORM_ATTRS, out)
+            out.extend(check_transform(name, entry, tname))
             for _, run in transform.groups():
-                validate_run(run, n, out, quick=quick, store=str(store))
+                validate_run(run, n, out, entry, quick=quick, store=str(store))
     return out

@@ -357,7 +357,7 @@ def _prepare(store, data, barrier, rounds_ok):
         attrs = {"model": {"id": SUP}, "preprocess": {}, "precision": "fp32", "logit_kind": "classifier",
                  "fingerprint_inputs": fp}
         for _ in range(2):
-            schemas.open_run(root, "imagenet-val", t.id, SUP, num_classes=10, feature_dim=4, attrs=attrs,
+            schemas.open_run(root, "imagenet-val", t.id, SUP, num_classes=1000, feature_dim=4, attrs=attrs,
                              transform_attrs={"transform": t.to_dict()}, logits_dtype="float32", overwrite=False)
         write_head(root, "demo-head", np.ones((3, 2), np.float32), {"model": "m"})
         rounds_ok.put(True)

@@ -27,7 +27,7 @@ def small(kit, tmp_path):
     logits[5] = np.nan
     features = rng.standard_normal((n, 4)).astype(np.float32)
     valid = np.ones(n, bool)
-    valid[3] = False
+    valid[[3, 5]] = False  # row 5 holds NaN: write_run refuses NaN on a valid row (tests/test_door.py)
     ids = kit.val_ids(n)
     label = rng.integers(-1, 7, n)
     store = tmp_path / "s.zarr"
@@ -60,8 +60,8 @@ def test_round_trip_and_validate_clean(small):
     assert run.attrs["fingerprint"] == schemas.fingerprint(run.attrs["fingerprint_inputs"])
     valid = np.asarray(run["valid"][:])
     expected_valid = small["valid"] & np.isfinite(small["logits"]).all(axis=1)
-    # An explicit valid=True row keeps its NaN logits (the analysis counts it as invalid); valid=False rows become NaN.
-    assert valid[3] == False and valid[5] == True  # noqa: E712
+    # valid=False rows become NaN.
+    assert valid[3] == False and valid[5] == False  # noqa: E712
     got = np.asarray(run["logits"][:])
     assert np.isnan(got[3]).all() and np.isnan(got[5]).all()
     rows = expected_valid
@@ -103,7 +103,7 @@ def _zstd_level(arr):
 def test_chunks_unsharded_below_20000(kit, tmp_path):
     n, k = 2500, 5
     kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((n, k), np.float32),
-              sample_id=kit.val_ids(n), label=np.zeros(n))
+              sample_id=kit.val_ids(n), label=np.zeros(n, np.int32))
     root = zarr.open_group(tmp_path / "s.zarr", mode="r")
     logits = root["imagenet-val/center/m/logits"]
     assert logits.chunks == (1000, k) and logits.shards is None
@@ -115,7 +115,7 @@ def test_chunks_and_shards_at_20000(kit, tmp_path):
     n, k = 20000, 3
     logits = np.tile(np.arange(k, dtype=np.float32), (n, 1))
     kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", logits,
-              sample_id=np.array([f"{i:06d}" for i in range(n)]), label=np.zeros(n))
+              sample_id=np.array([f"{i:06d}" for i in range(n)]), label=np.zeros(n, np.int32))
     root = zarr.open_group(tmp_path / "s.zarr", mode="r")
     arr = root["imagenet-val/center/m/logits"]
     assert arr.chunks == (1000, k) and arr.shards == (10000, k)
@@ -171,7 +171,7 @@ def test_validate_wrong_dims_dtype_and_attrs(small, tmp_path):
 def test_validate_incomplete_is_a_warning_and_not_a_store_is_an_error(kit, tmp_path):
     n = 1500
     root = schemas.open_root(tmp_path / "s.zarr")
-    schemas.ensure_dataset(root, "imagenet-val", sample_id=kit.val_ids(n), label=np.zeros(n),
+    schemas.ensure_dataset(root, "imagenet-val", sample_id=kit.val_ids(n), label=np.zeros(n, np.int32),
                            attrs=kit.dataset_attrs("imagenet-val"))
     inputs = schemas.fingerprint_inputs(model={"id": "m"}, weights_id="w", preprocess={}, transform={"id": "center"},
                                         precision="fp32", sample_digest=root["imagenet-val"].attrs["sample_digest"])
@@ -260,15 +260,17 @@ def test_sample_list_mismatch_refused(kit, small):
 def test_write_run_rejects_bad_arrays(kit, tmp_path):
     ids = kit.val_ids(10)
     with pytest.raises(schemas.StoreError, match=r"imagenet-val/center/m/logits: expected shape \(10, classes\)"):
-        kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((9, 3)), sample_id=ids, label=np.zeros(10))
+        kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((9, 3)), sample_id=ids,
+                  label=np.zeros(10, np.int32))
     with pytest.raises(schemas.StoreError, match="unique"):
         kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((10, 3)),
-                  sample_id=np.array(["a"] * 10), label=np.zeros(10))
+                  sample_id=np.array(["a"] * 10), label=np.zeros(10, np.int32))
     with pytest.raises(schemas.StoreError, match="label"):
-        kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((10, 3)), sample_id=ids, label=np.zeros(9))
+        kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((10, 3)), sample_id=ids,
+                  label=np.zeros(9, np.int32))
     with pytest.raises(schemas.StoreError, match="valid"):
         kit.write(tmp_path / "s.zarr", "imagenet-val", "center", "m", np.zeros((10, 3)), sample_id=ids,
-                  label=np.zeros(10), valid=np.ones(3, bool))
+                  label=np.zeros(10, np.int32), valid=np.ones(3, bool))
 
 
 def test_open_datatree_opens_the_whole_tree(small, kit):
