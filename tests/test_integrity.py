@@ -373,7 +373,7 @@ rng = np.random.default_rng(0)
 n = 24
 valid = np.ones(n, bool)
 valid[[3, 9, 10]] = False
-entry = {{"id": "imagenet-val", "label_space": "imagenet-1k", "logit_space": "imagenet-1k", "columns": {{}}}}
+entry = {{"id": "imagenet-val", "label_space": "imagenet-1k", "columns": {{}}}}  # 7-wide logits: no logit space
 schemas.write_run(store, "imagenet-val", "center", "m", rng.normal(size=(n, 7)).astype(np.float32),
                   rng.normal(size=(n, 4)), sample_id=np.array([f"s{{i:03d}}" for i in range(n)]),
                   label=np.arange(n) % 7, valid=valid, dataset_attrs={{"manifest": entry, "label_space": "imagenet-1k"}})
