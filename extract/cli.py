@@ -8,8 +8,9 @@
     extract verify S                                                     # the store contract; exit 1 on errors
     extract ls models | datasets [--data-root DIR] | transforms | suites
 
-Exit codes: 0 ok; 1 a run stopped on a bad image (--strict) or ``verify`` found errors; 2 a usage
-error (unknown name with a did-you-mean, missing data, a refused run), printed as one error line.
+Exit codes: 0 ok; 1 a run stopped at a sample (a bad image under --strict, a file still unreadable after
+retries, an unexpected error) or ``verify`` found errors; 2 a usage error (unknown name with a
+did-you-mean, missing data, a refused run), printed as one error line.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import sys
 from typing import Sequence
 
 from extract.errors import ExtractError
-from extract.runner import BadImageError
+from extract.runner import BadImageError, SampleError
 
 log = logging.getLogger("extract")
 
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(default: CPUs - 1 up to 16 on GPU; 0 on CPU)")
     r.add_argument("--strict", action="store_true", help="stop at the first bad image instead of storing valid=false")
     r.add_argument("--overwrite", action="store_true", help="replace runs computed from other inputs")
+    r.add_argument("--retry-invalid", action="store_true",
+                   help="redo the rows stored invalid (e.g. after replacing their files): the done blocks that "
+                        "hold them are extracted again, every other block is left as it is")
     r.add_argument("--compile", action="store_true", help="torch.compile the models")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
@@ -109,6 +113,7 @@ def _options(args):
         pretrained=args.pretrained, shard=parse_shard(args.shard),
         batch_size=getattr(args, "batch_size", None), workers=getattr(args, "workers", None),
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
+        retry_invalid=getattr(args, "retry_invalid", False),
         compile=getattr(args, "compile", False),
         progress=False if getattr(args, "no_progress", False) else None,
     )
@@ -139,9 +144,11 @@ def result_to_json(result) -> dict:
         "shard": list(result.shard) if result.shard else None,
         "images": result.images, "seconds": result.seconds, "images_per_s": result.images_per_s,
         "invalid": [{"dataset": d, "transform": t, "sample_id": s, "reason": r} for d, t, s, r in result.invalid],
+        "warnings": [{"dataset": d, "transform": t, "sample_id": s, "warning": w} for d, t, s, w in result.warned],
         "units": [{"dataset": u.dataset, "transform": u.transform, "models": u.models,
                    "blocks_total": u.blocks_total, "blocks_mine": u.blocks_mine, "blocks_written": u.blocks_written,
-                   "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds}
+                   "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds,
+                   "retried": u.retried, "still_invalid": u.still_invalid}
                   for u in result.units],
     }
 
@@ -193,6 +200,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps([{"run": r.path, "blocks_done": r.blocks_done, "blocks_total": r.blocks_total,
                            "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
+                           "invalid_reasons": dict(zip(r.invalid, r.reasons)),
                            "weights_id": r.attrs.get("weights_id"), "precision": r.attrs.get("precision")}
                           for r in runs], indent=1))
         return 0
@@ -206,8 +214,8 @@ def cmd_status(args) -> int:
         print(f"{r.path:<{width}}  blocks {r.blocks_done}/{r.blocks_total}  {state:<10}  "
               f"{r.n_samples} samples  invalid {len(r.invalid)}  weights {weights}")
         shown = r.invalid if args.all else r.invalid[:10]
-        for sid in shown:
-            print(f"    invalid: {sid}")
+        for sid, reason in zip(shown, r.reasons):
+            print(f"    invalid: {sid}: {reason}")
         if len(r.invalid) > len(shown):
             print(f"    ... and {len(r.invalid) - len(shown)} more (--all lists them)")
     done = sum(r.complete for r in runs)
@@ -295,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return COMMANDS[args.command](args)
-    except BadImageError as e:
+    except (BadImageError, SampleError) as e:
         print(f"extract {args.command}: error: {e}", file=sys.stderr)
         return 1
     except ExtractError as e:

@@ -25,6 +25,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     strict: bool = False
     overwrite: bool = False
+    retry_invalid: bool = False   # redo the done blocks that hold rows stored invalid
     precision: str | None = None
     weights: Mapping[str, str] = field(default_factory=dict)
     pretrained: bool = True

@@ -1,10 +1,11 @@
-"""What a store holds, from the store alone: blocks done per run and the ids of invalid rows (``extract status``).
+"""What a store holds, from the store alone: blocks done per run and the invalid rows with their reasons
+(``extract status``).
 
 No torch at import.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
@@ -14,10 +15,13 @@ from schemas import layout as L
 
 from extract.errors import ExtractError
 
+NOT_RECORDED = "reason not recorded (stored before invalid_reason existed)"
+
 
 @dataclass
 class RunStatus:
-    """One run of a store: how many of its blocks are done and which stored rows are invalid."""
+    """One run of a store: how many of its blocks are done and which stored rows are invalid, and why
+    (``reasons``, one per invalid row; "reason not recorded" in stores written before reasons were)."""
 
     path: str
     blocks_done: int
@@ -25,6 +29,7 @@ class RunStatus:
     n_samples: int
     invalid: list[str]
     attrs: dict
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -72,13 +77,17 @@ def _run_status(path: str, group, n: int, ids) -> RunStatus:
     blocks = L.Blocks(n)
     done = np.asarray(group[L.BLOCK_DONE][...], dtype=bool) if L.BLOCK_DONE in group else np.zeros(len(blocks), bool)
     invalid: list[str] = []
+    reasons: list[str] = []
     if done.any() and L.VALID in group:
         valid = np.asarray(group[L.VALID][...], dtype=bool)
         row_done = np.repeat(done, blocks.rows)[:n]
         bad = np.flatnonzero(row_done & ~valid)
         if bad.size:
             invalid = ids()[bad].tolist()
-    return RunStatus(path, int(done.sum()), len(blocks), n, invalid, dict(group.attrs))
+            stored = (np.asarray(group[L.INVALID_REASON][...]).astype(object)[bad] if L.INVALID_REASON in group
+                      else [""] * bad.size)
+            reasons = [str(r) if r else NOT_RECORDED for r in stored]
+    return RunStatus(path, int(done.sum()), len(blocks), n, invalid, dict(group.attrs), reasons)
 
 
 __all__ = ["RunStatus", "open_store_read_only", "store_status"]

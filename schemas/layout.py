@@ -5,7 +5,7 @@ Store tree (Zarr v3; every array carries ``dimension_names``)::
     <store>/                          attrs: schema, schema_version, created_with
       <dataset>/                      sample_id, label, <columns>; attrs: manifest entry, label space, digest
         <transform>/                  attrs: transform spec
-          <model>/                    logits, features, valid, block_done, block_seconds; attrs: run attrs
+          <model>/                    logits, features, valid, invalid_reason, block_done, block_seconds; attrs
       _heads/<model>                  zero-shot head [class, embed] (optional)
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ LABEL = "label"
 LOGITS = "logits"
 FEATURES = "features"
 VALID = "valid"
+INVALID_REASON = "invalid_reason"  # str per sample: why the row is invalid, "" when valid (optional: newer stores)
 BLOCK_DONE = "block_done"
 BLOCK_SECONDS = "block_seconds"
 

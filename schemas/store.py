@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -215,10 +215,17 @@ class RunWriter:
     def __init__(self, group: zarr.Group, n_samples: int):
         self.group = group
         self.blocks = L.Blocks(n_samples)
+        self._reasons: bool | None = None
 
     @property
     def path(self) -> str:
         return self.group.path
+
+    def _has_reasons(self) -> bool:
+        """Runs created before ``invalid_reason`` existed have no such array (and are written without it)."""
+        if self._reasons is None:
+            self._reasons = L.INVALID_REASON in self.group
+        return self._reasons
 
     def done_blocks(self) -> np.ndarray:
         return np.asarray(self.group[L.BLOCK_DONE][:], dtype=bool)
@@ -233,15 +240,20 @@ class RunWriter:
         features: np.ndarray | None = None,
         valid: np.ndarray | None = None,
         seconds: float | None = None,
+        invalid_reason: Sequence[str | None] | None = None,
     ) -> None:
+        """Write one block whole, then flag it done. ``invalid_reason``: why each invalid row is invalid
+        (ignored for valid rows); without it an invalid row's reason says how validity was decided."""
         rows = self.blocks.slice(block)
         n = rows.stop - rows.start
         logits = np.asarray(logits)
         expected = (n, self.group[L.LOGITS].shape[1])
         if logits.shape != expected:
             raise StoreError(f"{self.path}/{L.LOGITS}: block {block} expects shape {expected}, got {logits.shape}")
+        default_reason = "marked invalid by the writer (no reason given)"
         if valid is None:
             valid = np.isfinite(logits).all(axis=1)
+            default_reason = "logits not finite"
         valid = np.asarray(valid, dtype=bool)
         logits = np.where(valid[:, None], logits, np.nan)
         self.group[L.LOGITS][rows] = logits
@@ -253,10 +265,25 @@ class RunWriter:
                 raise StoreError(f"{self.path}/{L.FEATURES}: block {block} expects {(n, self.group[L.FEATURES].shape[1])}, got {feats.shape}")
             self.group[L.FEATURES][rows] = np.where(valid[:, None], feats, np.nan)
         self.group[L.VALID][rows] = valid
+        if self._has_reasons():
+            self.group[L.INVALID_REASON][rows] = _reasons(invalid_reason, valid, default_reason,
+                                                          f"{self.path}/{L.INVALID_REASON}", block)
         if seconds is not None:
             self.group[L.BLOCK_SECONDS][block] = seconds
         # Flag last: a block is done only once every array of it is on disk.
         self.group[L.BLOCK_DONE][block] = True
+
+
+def _reasons(given: Sequence[str | None] | None, valid: np.ndarray, default: str, where: str,
+             block: int) -> np.ndarray:
+    """The ``invalid_reason`` values of a block: "" for valid rows, the reason (or ``default``) otherwise."""
+    out = np.full(len(valid), default, dtype=object)
+    if given is not None:
+        if len(given) != len(valid):
+            raise StoreError(f"{where}: block {block} expects {len(valid)} reasons, got {len(given)}")
+        out[:] = [str(r) if r else default for r in given]
+    out[valid] = ""
+    return out
 
 
 def open_run(
@@ -314,6 +341,7 @@ def open_run(
                 dimension_names=(L.SAMPLE_DIM, L.FEATURE_DIM), **L.row_chunking(n, feature_dim))
     _create(group, L.VALID, shape=(n,), dtype="bool", fill_value=False,
             dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
+    _create(group, L.INVALID_REASON, shape=(n,), dtype=str, dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
     # One chunk per block: concurrent writers of different blocks never touch the same object.
     for name, dtype, fill in ((L.BLOCK_DONE, "bool", False), (L.BLOCK_SECONDS, "float32", np.nan)):
         _create(group, name, shape=(len(blocks),), dtype=dtype, fill_value=fill, chunks=(1,),
