@@ -16,7 +16,8 @@ picklable and reopen files lazily in each process, so DataLoader workers can use
 Decoding is separate (`decode`: the image and the decoder's warnings) so a bad file becomes a clear
 ImageDecodeError.
 
-No torch at import; PIL is imported only by `decode_image`, pyarrow only for Parquet lists.
+No torch at import; PIL is imported only by `decode`, numba only when a JPEG is checked, pyarrow only for
+Parquet lists.
 """
 from __future__ import annotations
 
