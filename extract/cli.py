@@ -10,10 +10,11 @@
     extract run --store S ... --repair                                   # re-extract missing or damaged blocks
     extract ls models | datasets [--data-root DIR] | transforms | suites
 
-Exit codes: 0 ok; 1 a run stopped on a bad image (--strict), by the system (read-only, disk full, no
-permission) or ``verify`` found errors; 2 a usage error (unknown name with a did-you-mean, missing data,
-a partial dataset without --allow-partial, a refused run); 130 Ctrl-C, 143 SIGTERM (done blocks are kept:
-rerun to resume). Every error is one line ``extract COMMAND: error: ...``.
+Exit codes: 0 ok; 1 a run stopped at a sample (a bad image under --strict, a file still unreadable after
+retries, an unexpected error), by the system (read-only, disk full, no permission) or ``verify`` found
+errors; 2 a usage error (unknown name with a did-you-mean, missing data, a partial dataset without
+--allow-partial, a refused run); 130 Ctrl-C, 143 SIGTERM (done blocks are kept: rerun to resume). Every
+error is one line ``extract COMMAND: error: ...``.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_erro
 
 from extract.errors import ExtractError
 from extract.options import parse_device
-from extract.runner import BadImageError
+from extract.runner import BadImageError, SampleError
 
 log = logging.getLogger("extract")
 
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first check the selected runs' done blocks (chunks present, checksums match, as extract "
                         "verify does) and re-extract exactly those missing or damaged; a damaged sample list is "
                         "rewritten from the dataset")
+    r.add_argument("--retry-invalid", action="store_true",
+                   help="redo the rows stored invalid (e.g. after replacing their files): the done blocks that "
+                        "hold them are extracted again, every other block is left as it is")
     r.add_argument("--compile", action="store_true", help="torch.compile the models")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
@@ -136,7 +140,7 @@ def _options(args):
         pretrained=args.pretrained, shard=parse_shard(args.shard),
         batch_size=getattr(args, "batch_size", None), workers=getattr(args, "workers", None),
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
-        repair=getattr(args, "repair", False),
+        repair=getattr(args, "repair", False), retry_invalid=getattr(args, "retry_invalid", False),
         compile=getattr(args, "compile", False), allow_partial=getattr(args, "allow_partial", False),
         progress=False if getattr(args, "no_progress", False) else None,
     )
@@ -192,9 +196,11 @@ def result_to_json(result) -> dict:
         "shard": list(result.shard) if result.shard else None,
         "images": result.images, "seconds": result.seconds, "images_per_s": result.images_per_s,
         "invalid": [{"dataset": d, "transform": t, "sample_id": s, "reason": r} for d, t, s, r in result.invalid],
+        "warnings": [{"dataset": d, "transform": t, "sample_id": s, "warning": w} for d, t, s, w in result.warned],
         "units": [{"dataset": u.dataset, "transform": u.transform, "models": u.models,
                    "blocks_total": u.blocks_total, "blocks_mine": u.blocks_mine, "blocks_written": u.blocks_written,
-                   "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds}
+                   "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds,
+                   "retried": u.retried, "still_invalid": u.still_invalid}
                   for u in result.units],
     }
 
@@ -248,6 +254,7 @@ def cmd_status(args) -> int:
                            "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
                            "partial": r.partial,
                            "damaged": r.damaged,
+                           "invalid_reasons": dict(zip(r.invalid, r.reasons)),
                            "weights_id": r.attrs.get("weights_id"), "precision": r.attrs.get("precision")}
                           for r in runs], indent=1))
         return 0
@@ -263,8 +270,8 @@ def cmd_status(args) -> int:
         print(f"{r.path:<{width}}  blocks {r.blocks_done}/{r.blocks_total}  {state:<10}  "
               f"{r.n_samples} samples  invalid {len(r.invalid)}  weights {weights}{partial}")
         shown = r.invalid if args.all else r.invalid[:10]
-        for sid in shown:
-            print(f"    invalid: {sid}")
+        for sid, reason in zip(shown, r.reasons):
+            print(f"    invalid: {sid}: {reason}")
         if len(r.invalid) > len(shown):
             print(f"    ... and {len(r.invalid) - len(shown)} more (--all lists them)")
         for line in r.damaged:
@@ -361,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = f"extract {args.command}:"
     try:
         return COMMANDS[args.command](args)
-    except BadImageError as e:
+    except (BadImageError, SampleError) as e:
         print(f"{prefix} error: {e}", file=sys.stderr)
         return 1
     except (ExtractError, StoreError) as e:

@@ -27,6 +27,7 @@ class RunOptions:
     strict: bool = False
     overwrite: bool = False
     repair: bool = False          # re-extract the done blocks found missing or damaged (``extract verify``)
+    retry_invalid: bool = False   # redo the done blocks that hold rows stored invalid
     precision: str | None = None
     weights: Mapping[str, str] = field(default_factory=dict)
     pretrained: bool = True

@@ -5,6 +5,7 @@ torch is imported inside the functions that a DataLoader runs, not at import.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -14,8 +15,22 @@ from schemas import layout as L
 from extract.spec.transforms import output_size
 
 
+# A read that fails with an OSError is tried again after 0.25, 0.5, 1 and 2 s (3.75 s in all): a file
+# server's hiccup gets through; a file that stays unreadable stops the run (it is not the image's fault).
+READ_RETRIES = 4
+READ_BACKOFF_S = 0.25
+
+OK, INVALID, STOP = "ok", "invalid", "stop"
+
+
 class BlockImages:
-    """torch Dataset: index -> (index, ok, error, {geometry: uint8 [3,S,S]}). Decodes each image once."""
+    """torch Dataset: index -> (index, status, message, warnings, {geometry: uint8 [3,S,S]}).
+
+    Decodes each image once. ``status`` is OK; INVALID when the image's own bytes do not decode
+    (``message``: the ImageDecodeError), which makes an invalid row; or STOP when anything else went wrong
+    (a read that kept failing, a bug in the transform code): ``message`` says what, and the run stops
+    before the block is flagged done. ``warnings``: what the decoder warned about (the row stays valid).
+    """
 
     def __init__(self, reader, transform, geometries: Mapping[Any, Any]):
         self.reader = reader
@@ -27,34 +42,66 @@ class BlockImages:
         import torch
 
         from extract.imaging import apply_transform
-        from extract.readers import decode_image
+        from extract.readers import ImageDecodeError, decode
         from extract.tensors import to_uint8_tensor
 
+        status, message, warnings, out = OK, None, [], None
         try:
-            try:
-                data = self.reader.read_bytes(index)
-            except OSError:  # a flaky filesystem gets a second chance before the row is written invalid
-                time.sleep(0.5)
-                data = self.reader.read_bytes(index)
-            img = decode_image(data)
-            out = {k: to_uint8_tensor(apply_transform(img, self.transform, pre)) for k, pre in self.geometries.items()}
-            return index, True, None, out
-        except (ValueError, OSError, SyntaxError) as e:  # ImageDecodeError is a ValueError; read errors: OSError
-            reason = f"{type(e).__name__}: {e}"
+            decoded = decode(self._read(index))
+            warnings = decoded.warnings
+            out = {k: to_uint8_tensor(apply_transform(decoded.image, self.transform, pre))
+                   for k, pre in self.geometries.items()}
+        except ImageDecodeError as e:
+            status, message = INVALID, f"{type(e).__name__}: {e}"
+        except _ReadFailed as e:
+            status, message = STOP, str(e)
+        except Exception as e:  # noqa: BLE001 - not the image's fault: the run stops and names it
+            status, message = STOP, unexpected(e)
+        if out is None:
             out = {k: torch.zeros(3, s, s, dtype=torch.uint8) for k, s in self.sizes.items()}
-            return index, False, reason, out
+        return index, status, message, warnings, out
+
+    def _read(self, index: int) -> bytes:
+        delay, t0, attempt = READ_BACKOFF_S, time.monotonic(), 0
+        while True:
+            try:
+                return self.reader.read_bytes(index)
+            except OSError as e:
+                attempt += 1
+                if attempt > READ_RETRIES:
+                    raise _ReadFailed(f"unreadable: {attempt} reads over {time.monotonic() - t0:.1f} s failed, "
+                                      f"the last with {type(e).__name__}: {e}") from None
+                time.sleep(delay)
+                delay *= 2
+
+
+class _ReadFailed(Exception):
+    """A sample's bytes could not be read, after every retry."""
+
+
+def unexpected(e: BaseException) -> str:
+    """An exception that is no fault of the image: its type, text, where it was raised, and the traceback
+    (the runner logs the traceback at debug level)."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"unexpected {type(e).__name__}: {e}{where}\n" + "".join(traceback.format_exception(e))
 
 
 def collate(items: list) -> dict:
-    """DataLoader items -> one batch: indices, ok flags, error texts and a uint8 tensor per geometry."""
+    """DataLoader items -> one batch: indices, ok flags, per-row messages (an invalid row's reason), decoder
+    warnings, the (index, message) of rows that stop the run, and a uint8 tensor per geometry."""
     import torch
 
-    keys = list(items[0][3])
+    keys = list(items[0][4])
     return {
         "index": np.asarray([it[0] for it in items], dtype=np.int64),
-        "ok": np.asarray([it[1] for it in items], dtype=bool),
-        "errors": [it[2] for it in items],
-        "images": {k: torch.stack([it[3][k] for it in items]) for k in keys},
+        "ok": np.asarray([it[1] == OK for it in items], dtype=bool),
+        "errors": [it[2] if it[1] == INVALID else None for it in items],
+        "warnings": [it[3] for it in items],
+        "stop": [(it[0], it[2]) for it in items if it[1] == STOP],
+        "images": {k: torch.stack([it[4][k] for it in items]) for k in keys},
     }
 
 
@@ -76,4 +123,4 @@ def block_batches(blocks: L.Blocks, todo: Sequence[int], batch_size: int) -> lis
     return out
 
 
-__all__ = ["BlockImages", "collate", "worker_init", "block_batches"]
+__all__ = ["BlockImages", "READ_RETRIES", "READ_BACKOFF_S", "collate", "unexpected", "worker_init", "block_batches"]

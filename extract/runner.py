@@ -11,13 +11,17 @@ loses at most the blocks in flight and a rerun skips the done ones, model by mod
 process prepares the same groups and arrays through ``schemas`` (idempotent and safe to run at once), so
 several processes on several machines can fill one store.
 
-Bad images (truncated, empty, not an image, unreadable) become ``valid=false`` rows (logits NaN), are
-counted and named in the log and in the returned ``RunResult``; ``strict`` stops at the first one instead.
-The store keeps them as ``valid == false`` rows of done blocks: ``extract.status.store_status`` lists
-them by sample id. Options live in ``extract.options``; selection and fingerprints in ``extract.inventory``.
+Only an image's own bytes make an invalid row: data that does not decode (truncated, empty, corrupt, not
+an image) becomes a ``valid=false`` row (logits NaN) with its reason in ``invalid_reason``, counted and
+named in the log and in the returned ``RunResult``; ``strict`` stops at the first one instead. A file
+that stays unreadable after the pipeline's retries, or any other exception (a bug), stops the run with a
+``SampleError`` naming the file, before its block is flagged done. Decoder warnings (damaged JPEG data,
+huge images) leave the row valid and are counted and named. ``extract.status.store_status`` lists the
+invalid rows with their reasons; ``retry_invalid`` redoes the blocks that hold them.
+Options live in ``extract.options``; selection and fingerprints in ``extract.inventory``.
 
-Before the store is touched: the device exists, ``store`` is not a file, every dataset is found and holds
-its manifest's ``expected_samples`` (fewer only with ``allow_partial``, and the dataset group is then
+Before the store is touched: the device exists, ``store`` is not a file, every dataset is found, listed and
+holds its manifest's ``expected_samples`` (fewer only with ``allow_partial``, and the dataset group is then
 marked ``partial``), every weights file is read.
 """
 from __future__ import annotations
@@ -69,7 +73,12 @@ log = logging.getLogger("extract")
 
 
 class BadImageError(ExtractError):
-    """``strict``: an image could not be read or decoded."""
+    """``strict``: an image could not be decoded."""
+
+
+class SampleError(ExtractError):
+    """The run stopped at a sample for a reason that is not the image's own: its file stayed unreadable
+    after the retries, or the pipeline raised (a bug). Nothing of the sample's block was flagged done."""
 
 
 # ---------------------------------------------------------------- the store
@@ -157,6 +166,9 @@ class UnitResult:
     model_images: int = 0
     seconds: float = 0.0
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
+    warned: list[tuple[str, str]] = field(default_factory=list)   # (sample_id, decoder warning): still valid
+    retried: int | None = None        # retry_invalid: rows stored invalid that were redone (None: not asked)
+    still_invalid: int | None = None  # ... of which are invalid again
 
     @property
     def images_per_s(self) -> float:
@@ -185,6 +197,11 @@ class RunResult:
         return [(u.dataset, u.transform, s, r) for u in self.units for s, r in u.invalid]
 
     @property
+    def warned(self) -> list[tuple[str, str, str, str]]:
+        """(dataset, transform, sample_id, warning) of every decoder warning met by this run."""
+        return [(u.dataset, u.transform, s, w) for u in self.units for s, w in u.warned]
+
+    @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
@@ -205,6 +222,15 @@ class RunResult:
             lines.append(f"  invalid: {d}/{t}: {s}: {r}")
         if len(self.invalid) > 20:
             lines.append(f"  ... and {len(self.invalid) - 20} more (extract status STORE lists them all)")
+        if self.warned:
+            lines.append(f"{len(self.warned)} decoder warnings (rows stored valid; check these images):")
+            lines += [f"  warning: {d}/{t}: {s}: {w}" for d, t, s, w in self.warned[:20]]
+            if len(self.warned) > 20:
+                lines.append(f"  ... and {len(self.warned) - 20} more (in the log and --json)")
+        retried = [u for u in self.units if u.retried is not None]
+        if retried:
+            lines.append(f"--retry-invalid: {sum(u.retried for u in retried)} rows stored invalid were retried, "
+                         f"{sum(u.still_invalid or 0 for u in retried)} are still invalid")
         lines.append("blocks: written+skipped(done before)/this process's share")
         return "\n".join(lines)
 
@@ -343,12 +369,14 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     res = UnitResult(unit.dataset, t.id, [s.id for s in sel.models], len(blocks), len(mine))
 
     runs: list[_Run] = []
+    retry_rows: set[int] = set()
     for spec in sel.models:
         wid = cache.weights_id(spec)
         fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=precision, digest=digest)
         path = f"{unit.dataset}/{t.id}/{spec.id}"
         damaged = _damaged_blocks(root, path, n, mine) if opts.repair else []
-        if not damaged and not opts.overwrite and _done(root, path, fp_inputs, mine):
+        if (not damaged and not opts.overwrite and _done(root, path, fp_inputs, mine)
+                and not (opts.retry_invalid and _invalid_blocks(root[path], blocks, mine))):
             continue  # nothing to do for this model: do not even load it
         model = cache.get(spec, output_size(t, spec.preprocess))
         if model.precision != precision:  # the model knows best what it runs in
@@ -365,11 +393,15 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
             writer.reopen_blocks(damaged)
             repaired.append((path, "missing or damaged", damaged))
             log.warning("%s: blocks %s missing or damaged; re-extracting them (--repair)", path, damaged)
+        if opts.retry_invalid:
+            retry_rows |= _reopen_invalid_blocks(writer, blocks, mine)
         pending = set(writer.pending_blocks()) & set(mine)
         if pending:
             runs.append(_Run(spec, model, writer, spec.preprocess, pending))
     todo = sorted(set().union(*(r.pending for r in runs))) if runs else []
     res.blocks_skipped = len(mine) - len(todo)
+    if opts.retry_invalid:
+        res.retried, res.still_invalid = len(retry_rows), 0
     if not todo:
         log.info("%s/%s: all %d blocks of this shard done for every model; skipped", unit.dataset, t.id, len(mine))
         return res
@@ -387,6 +419,8 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
         persistent_workers=False,
     )
     sample_ids = None  # read lazily: only to name bad images
+
+    invalid_rows: set[int] = set()
 
     def name_of(index: int) -> str:
         nonlocal sample_ids
@@ -411,7 +445,16 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                 if st is None:
                     rows = blocks.slice(b)
                     st = state[b] = {"t0": time.perf_counter(), "seen": 0, "rows": rows.stop - rows.start,
-                                     "ok": [], "out": {r.spec.id: ([], []) for r in runs if b in r.pending}}
+                                     "ok": [], "reasons": [],
+                                     "out": {r.spec.id: ([], []) for r in runs if b in r.pending}}
+                for i, message in batch["stop"]:
+                    raise _stopped(unit.dataset, t.id, reader, name_of(int(i)), b, message)
+                for j, notes in enumerate(batch["warnings"]):
+                    for note in notes:
+                        sid = name_of(int(idx[j]))
+                        res.warned.append((sid, note))
+                        log.warning("%s/%s: decoder warning for %s (row stored valid): %s", unit.dataset, t.id,
+                                    sid, note)
                 bad = np.flatnonzero(~batch["ok"])
                 for j in bad:
                     sid, reason = name_of(int(idx[j])), batch["errors"][j]
@@ -421,8 +464,10 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                             f"{reason}; --strict stops here (without it the row is stored valid=false and the run "
                             f"goes on)")
                     res.invalid.append((sid, reason))
+                    invalid_rows.add(int(idx[j]))
                     log.warning("%s/%s: invalid image %s (stored valid=false): %s", unit.dataset, t.id, sid, reason)
                 st["ok"].append(batch["ok"])
+                st["reasons"] += batch["errors"]
                 on_device = {k: v.to(device, non_blocking=True) for k, v in batch["images"].items()}
                 for r in runs:
                     if r.spec.id not in st["out"]:
@@ -452,9 +497,49 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
         if bar is not None:
             bar.close()
     res.seconds = time.perf_counter() - t0
+    if opts.retry_invalid:
+        res.still_invalid = len(retry_rows & invalid_rows)
     log.info("%s/%s: %d images in %.1fs (%.1f img/s through %d models), %d invalid", unit.dataset, t.id,
              res.images, res.seconds, res.images_per_s, len(runs), len(res.invalid))
     return res
+
+
+def _stopped(dataset: str, transform: str, reader, sid: str, block: int, message: str) -> SampleError:
+    """The SampleError for a sample that stops the run (its traceback, if any, goes to the debug log)."""
+    first, _, detail = message.partition("\n")
+    if detail:
+        log.debug("%s/%s: %s: traceback in the pipeline:\n%s", dataset, transform, sid, detail)
+    return SampleError(
+        f"{dataset}/{transform}: stopped at {_sample_path(reader, sid)} (sample {sid}): {first}. This is not a "
+        f"fault of the image's data, so no row was stored invalid; block {block} was not flagged done and the "
+        f"blocks finished before it are kept. Fix the cause (the file, the file system or the code"
+        f"{'; -v shows the traceback' if detail else ''}) and rerun: the run resumes at this block")
+
+
+def _invalid_blocks(group, blocks: L.Blocks, mine: Sequence[int]) -> dict[int, np.ndarray]:
+    """Done blocks of ``mine`` that hold rows stored invalid: block -> the rows' indices."""
+    done = np.asarray(group[L.BLOCK_DONE][...], dtype=bool)
+    if not done[list(mine)].any():
+        return {}
+    valid = np.asarray(group[L.VALID][...], dtype=bool)
+    out = {}
+    for b in mine:
+        rows = blocks.slice(b)
+        bad = np.flatnonzero(~valid[rows]) + rows.start
+        if done[b] and bad.size:
+            out[b] = bad
+    return out
+
+
+def _reopen_invalid_blocks(writer: schemas.RunWriter, blocks: L.Blocks, mine: Sequence[int]) -> set[int]:
+    """retry_invalid: clear the done flag of the blocks holding rows stored invalid (the pending blocks are
+    then redone whole, as after a crash); returns the invalid rows."""
+    found = _invalid_blocks(writer.group, blocks, mine)
+    if found:
+        writer.reopen_blocks(sorted(found))
+        log.info("%s: --retry-invalid: %d rows stored invalid in %d blocks; redoing those blocks", writer.path,
+                 sum(len(v) for v in found.values()), len(found))
+    return {int(i) for rows in found.values() for i in rows}
 
 
 def _done(root, path: str, fp_inputs: dict, blocks: Sequence[int]) -> bool:
@@ -485,6 +570,7 @@ def _flush_block(pool: ThreadPoolExecutor, b: int, st: dict, runs: list[_Run]) -
     import torch
 
     valid = np.concatenate(st["ok"])
+    reasons = list(st["reasons"])
     seconds = time.perf_counter() - st["t0"]
     jobs = []
     for r in runs:
@@ -497,7 +583,7 @@ def _flush_block(pool: ThreadPoolExecutor, b: int, st: dict, runs: list[_Run]) -
 
     def write():
         for writer, logits, feats in jobs:
-            writer.write_block(b, logits, feats, valid, seconds=seconds)
+            writer.write_block(b, logits, feats, valid, seconds=seconds, invalid_reason=reasons)
 
     return pool.submit(write)
 

@@ -1,4 +1,5 @@
-"""What a store holds, from the store alone: blocks done per run and the ids of invalid rows (``extract status``).
+"""What a store holds, from the store alone: blocks done per run and the invalid rows with their reasons
+(``extract status``).
 
 No torch at import.
 """
@@ -14,10 +15,13 @@ from schemas import layout as L
 
 from extract.errors import ExtractError
 
+NOT_RECORDED = "reason not recorded (stored before invalid_reason existed)"
+
 
 @dataclass
 class RunStatus:
-    """One run of a store: how many of its blocks are done and which stored rows are invalid."""
+    """One run of a store: how many of its blocks are done and which stored rows are invalid, and why
+    (``reasons``, one per invalid row; "reason not recorded" in stores written before reasons were)."""
 
     path: str
     blocks_done: int
@@ -27,6 +31,7 @@ class RunStatus:
     attrs: dict
     partial: dict | None = None  # {"found", "expected"}: the dataset was extracted with --allow-partial
     damaged: list[str] = field(default_factory=list)  # done blocks whose chunks are missing (presence check)
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -79,6 +84,7 @@ def _run_status(path: str, group, n: int, ids) -> RunStatus:
     blocks = L.Blocks(n)
     done = integrity.done_flags(group)[0] if L.BLOCK_DONE in group else np.zeros(len(blocks), bool)
     invalid: list[str] = []
+    reasons: list[str] = []
     if done.any() and L.VALID in group:
         try:
             valid = np.asarray(group[L.VALID][...], dtype=bool)
@@ -89,7 +95,10 @@ def _run_status(path: str, group, n: int, ids) -> RunStatus:
         bad = np.flatnonzero(row_done & ~valid)
         if bad.size:
             invalid = ids()[bad].tolist()
-    return RunStatus(path, int(done.sum()), len(blocks), n, invalid, dict(group.attrs))
+            stored = (np.asarray(group[L.INVALID_REASON][...]).astype(object)[bad] if L.INVALID_REASON in group
+                      else [""] * bad.size)
+            reasons = [str(r) if r else NOT_RECORDED for r in stored]
+    return RunStatus(path, int(done.sum()), len(blocks), n, invalid, dict(group.attrs), reasons=reasons)
 
 
 __all__ = ["RunStatus", "open_store_read_only", "store_status"]

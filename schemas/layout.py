@@ -5,8 +5,8 @@ Store tree (Zarr v3; every array carries ``dimension_names``)::
     <store>/                          attrs: schema, schema_version, created_with
       <dataset>/                      sample_id, label, <columns>; attrs: manifest entry, label space, digest
         <transform>/                  attrs: transform spec
-          <model>/                    logits, features, valid, block_done, block_seconds, block_checksum;
-                                      attrs: run attrs
+          <model>/                    logits, features, valid, invalid_reason, block_done, block_seconds,
+                                      block_checksum; attrs: run attrs
       _heads/<model>                  zero-shot head [class, embed] (optional)
 
 A block is done once ``block_done[b]`` is set; before setting it the writer records in ``block_checksum[b]``
@@ -34,6 +34,7 @@ LABEL = "label"
 LOGITS = "logits"
 FEATURES = "features"
 VALID = "valid"
+INVALID_REASON = "invalid_reason"  # str per sample: why the row is invalid, "" when valid (optional: newer stores)
 BLOCK_DONE = "block_done"
 BLOCK_SECONDS = "block_seconds"
 # [block, array] uint32: the crc32c of each row array's block as written (schemas/integrity.py), recorded

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -257,10 +257,17 @@ class RunWriter:
     def __init__(self, group: zarr.Group, n_samples: int):
         self.group = group
         self.blocks = L.Blocks(n_samples)
+        self._reasons: bool | None = None
 
     @property
     def path(self) -> str:
         return self.group.path
+
+    def _has_reasons(self) -> bool:
+        """Runs created before ``invalid_reason`` existed have no such array (and are written without it)."""
+        if self._reasons is None:
+            self._reasons = L.INVALID_REASON in self.group
+        return self._reasons
 
     def done_blocks(self) -> np.ndarray:
         flags, torn = integrity.done_flags(self.group)
@@ -279,15 +286,20 @@ class RunWriter:
         features: np.ndarray | None = None,
         valid: np.ndarray | None = None,
         seconds: float | None = None,
+        invalid_reason: Sequence[str | None] | None = None,
     ) -> None:
+        """Write one block whole, then flag it done. ``invalid_reason``: why each invalid row is invalid
+        (ignored for valid rows); without it an invalid row's reason says how validity was decided."""
         rows = self.blocks.slice(block)
         n = rows.stop - rows.start
         logits = np.asarray(logits)
         expected = (n, self.group[L.LOGITS].shape[1])
         if logits.shape != expected:
             raise StoreError(f"{self.path}/{L.LOGITS}: block {block} expects shape {expected}, got {logits.shape}")
+        default_reason = "marked invalid by the writer (no reason given)"
         if valid is None:
             valid = np.isfinite(logits).all(axis=1)
+            default_reason = "logits not finite"
         valid = np.asarray(valid, dtype=bool)
         values = {L.LOGITS: np.where(valid[:, None], logits, np.nan)}
         if L.FEATURES in self.group:
@@ -305,6 +317,9 @@ class RunWriter:
             data = np.ascontiguousarray(data, dtype=arr.dtype)
             arr.with_config(integrity.WRITE_ALL)[rows] = data
             sums[name] = integrity.checksum(data)
+        if self._has_reasons():
+            self.group[L.INVALID_REASON].with_config(integrity.WRITE_ALL)[rows] = _reasons(
+                invalid_reason, valid, default_reason, f"{self.path}/{L.INVALID_REASON}", block)
         table = self.group.get(L.BLOCK_CHECKSUM)
         if table is not None:
             table.with_config(integrity.WRITE_ALL)[block] = [sums[name] for name in table.attrs["arrays"]]
@@ -317,6 +332,18 @@ class RunWriter:
         """Clear the done flags of ``blocks`` (found damaged): the next run writes them again."""
         for b in blocks:
             self.group[L.BLOCK_DONE][int(b)] = False
+
+
+def _reasons(given: Sequence[str | None] | None, valid: np.ndarray, default: str, where: str,
+             block: int) -> np.ndarray:
+    """The ``invalid_reason`` values of a block: "" for valid rows, the reason (or ``default``) otherwise."""
+    out = np.full(len(valid), default, dtype=object)
+    if given is not None:
+        if len(given) != len(valid):
+            raise StoreError(f"{where}: block {block} expects {len(valid)} reasons, got {len(given)}")
+        out[:] = [str(r) if r else default for r in given]
+    out[valid] = ""
+    return out
 
 
 def open_run(
@@ -374,6 +401,7 @@ def open_run(
                 dimension_names=(L.SAMPLE_DIM, L.FEATURE_DIM), **L.row_chunking(n, feature_dim))
     _create(group, L.VALID, shape=(n,), dtype="bool", fill_value=False,
             dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
+    _create(group, L.INVALID_REASON, shape=(n,), dtype=str, dimension_names=(L.SAMPLE_DIM,), **L.row_chunking(n))
     # One chunk per block: concurrent writers of different blocks never touch the same object.
     for name, dtype, fill in ((L.BLOCK_DONE, "bool", False), (L.BLOCK_SECONDS, "float32", np.nan)):
         _create(group, name, shape=(len(blocks),), dtype=dtype, fill_value=fill, chunks=(1,),

@@ -13,9 +13,11 @@ One reader per file layout of data_manifest.yaml (``layout.kind``), one module e
 Every reader lists samples sorted by sample_id (a path relative to the dataset folder; see the
 manifest header) and reads the encoded bytes of sample `index` in that order. Readers are
 picklable and reopen files lazily in each process, so DataLoader workers can use them.
-Decoding is separate (`decode_image`) so a bad file becomes a clear ImageDecodeError.
+Decoding is separate (`decode`: the image and the decoder's warnings) so a bad file becomes a clear
+ImageDecodeError.
 
-No torch at import; PIL is imported only by `decode_image`, pyarrow only for Parquet lists.
+No torch at import; PIL is imported only by `decode`, numba only when a JPEG is checked, pyarrow only for
+Parquet lists.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from schemas.registry import Registry, unknown_name
 from .base import DatasetReader, Reader, SampleTable
 from .class_folders import ClassFoldersReader
 from .cue_conflict import CueConflictReader
-from .decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image
+from .decode import IMAGE_EXTENSIONS, DecodedImage, ImageDecodeError, decode, decode_image
 from .file_list import FileListReader
 from .flat_folder import FlatFolderReader
 from .imagenet_c import ImageNetCReader
@@ -34,7 +36,8 @@ from .pug_imagenet import PugImageNetReader
 from .webdataset import WebDatasetReader
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ImageDecodeError", "SampleTable", "DatasetReader", "Reader", "decode_image", "open_reader",
+    "IMAGE_EXTENSIONS", "DecodedImage", "ImageDecodeError", "SampleTable", "DatasetReader", "Reader", "decode",
+    "decode_image", "open_reader",
     "READERS", "ClassFoldersReader", "FlatFolderReader", "FileListReader", "WebDatasetReader", "ImageNetCReader",
     "CueConflictReader", "PugImageNetReader",
 ]

@@ -84,10 +84,18 @@ def short(items: Iterable[Any], k: int = 5) -> str:
 
 
 def list_images(directory: Path, exts: tuple[str, ...]) -> list[str]:
-    """Sorted names of the image files (by extension, hidden ones skipped) in ``directory``."""
+    """Sorted names of the image files (by extension, hidden ones skipped) in ``directory``.
+
+    A broken symbolic link with an image's name is refused (FileNotFoundError naming it): skipped, the
+    dataset would silently lack a sample; listed, its read would stop the run hours in."""
     with os.scandir(directory) as it:
-        return sorted(e.name for e in it
-                      if not e.name.startswith(".") and e.name.lower().endswith(exts) and e.is_file())
+        entries = [e for e in it if not e.name.startswith(".") and e.name.lower().endswith(exts)]
+    broken = sorted(e.path for e in entries if e.is_symlink() and not os.path.exists(e.path))
+    if broken:
+        raise FileNotFoundError(f"{broken[0]}: a broken symbolic link (its target {os.readlink(broken[0])} does not "
+                                f"exist){f', and {len(broken) - 1} more in {directory}' if len(broken) > 1 else ''}; "
+                                "restore the targets or remove the links, then rerun")
+    return sorted(e.name for e in entries if e.is_file())
 
 
 def list_dirs(directory: Path) -> list[str]:
