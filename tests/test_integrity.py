@@ -401,8 +401,8 @@ def test_block_writer_killed_at_every_write_then_resumed_equals_uninterrupted(tm
     assert p.returncode == 0, err
     writes = out.split()
     # the order docs/design.md gives: every row array of the block, its checksums, its time, the flag last
-    assert [w.split("/")[3] for w in writes] == [L.LOGITS, L.FEATURES, L.VALID, L.BLOCK_CHECKSUM, L.BLOCK_SECONDS,
-                                                 L.BLOCK_DONE], writes
+    assert [w.split("/")[3] for w in writes] == [L.LOGITS, L.FEATURES, L.VALID, L.INVALID_REASON, L.BLOCK_CHECKSUM,
+                                                 L.BLOCK_SECONDS, L.BLOCK_DONE], writes
 
     points = [("before", k) for k in range(len(writes))] + [("torn", k) for k in range(len(writes))] + [("after", 0)]
     stores = {pt: tmp_path / f"{pt[0]}-{pt[1]}.zarr" for pt in points}
