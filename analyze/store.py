@@ -12,7 +12,7 @@ import zarr
 from schemas import integrity
 from schemas import layout as L
 from schemas.manifest import FORMER_STUDY_NAMES
-from schemas.store import StoreError, check_root_attrs, open_read_only
+from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
 
 
 class AnalysisError(ValueError):
@@ -68,7 +68,11 @@ class StoreReader:
         # Per run: its block_checksum array and the done blocks it has no checksum for (written before checksums).
         self._checksums: dict[RunKey, tuple[zarr.Array | None, frozenset[int]]] = {}
         self._tables: dict[RunKey, np.ndarray] = {}
-        self._runs = self._discover()
+        try:
+            with metadata_errors(self.root, self.url):
+                self._runs = self._discover()
+        except StoreError as e:
+            raise AnalysisError(str(e)) from None
 
     # -- discovery ------------------------------------------------------------------------------------
     def _require(self, group: zarr.Group, name: str, shape0: int | None, what: str) -> zarr.Array:

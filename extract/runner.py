@@ -296,15 +296,16 @@ def run(opts: RunOptions) -> RunResult:
     cache.root = root = open_store(opts.store)
     result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
     groups: dict[str, Any] = {}
-    for unit in sel.units:
-        if unit.dataset not in groups:
-            groups[unit.dataset] = ensure_dataset_group(root, unit.dataset, readers[unit.dataset],
-                                                        sel.entry(unit.dataset), partial[unit.dataset],
-                                                        repair=opts.repair, repaired=result.repaired)
-        u = _run_unit(unit, sel, root, groups[unit.dataset], readers[unit.dataset], cache,
-                      opts=opts, device=device, precision=precision, batch_size=batch_size,
-                      workers=workers, shard=shard, repaired=result.repaired)
-        result.units.append(u)
+    with store_errors(), schemas.metadata_errors(root, opts.store):
+        for unit in sel.units:
+            if unit.dataset not in groups:
+                groups[unit.dataset] = ensure_dataset_group(root, unit.dataset, readers[unit.dataset],
+                                                            sel.entry(unit.dataset), partial[unit.dataset],
+                                                            repair=opts.repair, repaired=result.repaired)
+            u = _run_unit(unit, sel, root, groups[unit.dataset], readers[unit.dataset], cache,
+                          opts=opts, device=device, precision=precision, batch_size=batch_size,
+                          workers=workers, shard=shard, repaired=result.repaired)
+            result.units.append(u)
     result.seconds = time.perf_counter() - t_start
     log.debug("summary\n%s", result.summary())
     return result

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
-from schemas import StoreError, StoreMissing, integrity, open_read_only
+from schemas import StoreError, StoreMissing, integrity, metadata_errors, open_read_only
 from schemas import layout as L
 
 from extract.errors import ExtractError
@@ -57,26 +57,32 @@ def open_store_read_only(store, *, missing_ok: bool = False) -> zarr.Group | Non
 def store_status(store) -> list[RunStatus]:
     """Every run of a store: blocks done / total and the sample ids of its invalid rows (in done blocks)."""
     root = open_store_read_only(store)
+    try:
+        with metadata_errors(root, store):
+            return [status for dname, dgroup in sorted(root.groups()) if not dname.startswith("_")
+                    for status in _dataset_status(dname, dgroup)]
+    except StoreError as e:
+        raise ExtractError(str(e)) from None
+
+
+def _dataset_status(dname: str, dgroup: zarr.Group) -> list[RunStatus]:
+    n = int(dgroup.attrs.get("n_samples", 0))
+    lost = [str(d) for d in integrity.check_dataset(dgroup, quick=True)]
+    ids: list[np.ndarray] = []
+
+    def sample_ids() -> np.ndarray:  # read once per dataset, only when needed
+        if not ids:
+            ids.append(np.asarray(dgroup[L.SAMPLE_ID][...]).astype(object))
+        return ids[0]
+
     out = []
-    for dname, dgroup in sorted(root.groups()):
-        if dname.startswith("_"):
-            continue
-        n = int(dgroup.attrs.get("n_samples", 0))
-        lost = [str(d) for d in integrity.check_dataset(dgroup, quick=True)]
-        ids: list[np.ndarray] = []
-
-        def sample_ids(dgroup=dgroup, ids=ids) -> np.ndarray:  # read once per dataset, only when needed
-            if not ids:
-                ids.append(np.asarray(dgroup[L.SAMPLE_ID][...]).astype(object))
-            return ids[0]
-
-        for tname, tgroup in sorted(dgroup.groups()):
-            for mname, run_group in sorted(tgroup.groups()):
-                status = _run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids)
-                if L.BLOCK_DONE in run_group:  # chunk presence only: a listing per array, no data read
-                    status.damaged += lost + [str(d) for d in integrity.check_run(run_group, n, quick=True).damage]
-                status.partial = dgroup.attrs.get("partial")
-                out.append(status)
+    for tname, tgroup in sorted(dgroup.groups()):
+        for mname, run_group in sorted(tgroup.groups()):
+            status = _run_status(f"{dname}/{tname}/{mname}", run_group, n, sample_ids)
+            if L.BLOCK_DONE in run_group:  # chunk presence only: a listing per array, no data read
+                status.damaged += lost + [str(d) for d in integrity.check_run(run_group, n, quick=True).damage]
+            status.partial = dgroup.attrs.get("partial")
+            out.append(status)
     return out
 
 

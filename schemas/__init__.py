@@ -13,6 +13,7 @@ from .store import (
     StoreMissing,
     ensure_dataset,
     jsonable,
+    metadata_errors,
     open_read_only,
     open_root,
     open_run,
@@ -24,6 +25,6 @@ from .validate import Violation, validate
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "StoreMissing", "StoreWarning", "Violation",
-    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "open_read_only", "open_root", "open_run",
+    "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "metadata_errors", "open_read_only", "open_root", "open_run",
     "repair_sample_list", "sample_digest", "validate", "write_run",
 ]

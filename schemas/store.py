@@ -6,6 +6,7 @@ of that block is written. Nothing is resized, appended or re-attributed concurre
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -65,6 +66,37 @@ def open_read_only(store: Any) -> zarr.Group:
 def _damaged_root(store: Any, e: ValueError) -> StoreError:
     return StoreError(f"{str(store).rstrip('/')}/zarr.json: damaged metadata, not JSON ({e}); "
                       f"restore the file or re-extract into a new store")
+
+
+def damaged_metadata(root: zarr.Group) -> list[str]:
+    """Keys of the store's ``zarr.json`` files that do not parse as JSON (one listing, metadata files only)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    async def scan() -> list[str]:
+        bad = []
+        async for key in root.store.list():
+            if key == "zarr.json" or key.endswith("/zarr.json"):
+                data = await root.store.get(key, prototype=default_buffer_prototype())
+                try:
+                    json.loads(data.to_bytes() if data is not None else b"")
+                except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                    bad.append(key)
+        return sorted(bad)
+
+    return sync(scan())
+
+
+@contextlib.contextmanager
+def metadata_errors(root: zarr.Group, url: Any):
+    """A ``zarr.json`` below the root that is not JSON (zarr says only "Expecting value ...") as one StoreError
+    naming every such file."""
+    try:
+        yield
+    except json.JSONDecodeError as e:
+        where = ", ".join(f"{str(url).rstrip('/')}/{key}" for key in damaged_metadata(root)) or f"{url}: a zarr.json"
+        raise StoreError(f"{where}: damaged metadata, not JSON ({e}); restore the file, or delete that group and "
+                         f"rerun extract run to write it again") from None
 
 
 def open_root(store: Any, *, create: bool = True) -> zarr.Group:

@@ -17,7 +17,7 @@ from .door import (
     nonfinite_problem,
     nonfinite_valid_rows,
 )
-from .store import StoreError, open_read_only
+from .store import StoreError, metadata_errors, open_read_only
 
 
 def _expect_array(group: zarr.Group, name: str, *, dims: tuple, dtypes: tuple, n: int | None,
@@ -129,6 +129,30 @@ def _validate_samples(name: str, dataset: zarr.Group, entry: Mapping | None, n: 
     out.extend(check_samples(name, entry, np.asarray(sid[:]), np.asarray(label[:]), columns))
 
 
+def _validate_dataset(name: str, dataset: zarr.Group, out: list[Violation], *, quick: bool, store: str) -> None:
+    _missing_attrs(dataset, L.DATASET_ATTRS, out)
+    sid = _expect_array(dataset, L.SAMPLE_ID, dims=(L.SAMPLE_DIM,), dtypes=("str", "string", "<U", "object"), n=None, out=out)
+    n = int(dataset.attrs.get("n_samples", sid.shape[0] if sid is not None else -1))
+    if sid is not None and sid.shape[0] != n:
+        out.append(Violation(f"{name}/{L.SAMPLE_ID}", f"{sid.shape[0]} rows, attrs say n_samples={n}"))
+    before = len(out)
+    _expect_array(dataset, L.LABEL, dims=(L.SAMPLE_DIM,), dtypes=("int",), n=n, out=out)
+    entry = dataset.attrs.get("manifest")
+    if len(out) == before and sid is not None:
+        # A lost chunk reads as fill values: what the table holds is checked only when every chunk is there.
+        present = not integrity.check_dataset(dataset, quick=True)
+        hint = integrity.dataset_repair_hint(store, name)
+        for path, line in integrity.describe(integrity.check_dataset(dataset, quick=quick)):
+            out.append(Violation(path, f"{line}; {hint}"))
+        if present:
+            _validate_samples(name, dataset, entry, n, sid, out)
+    for tname, transform in dataset.groups():
+        _missing_attrs(transform, L.TRANSFORM_ATTRS, out)
+        out.extend(check_transform(name, entry, tname))
+        for _, run in transform.groups():
+            validate_run(run, n, out, entry, quick=quick, store=store)
+
+
 def validate(store: Any, *, quick: bool = False) -> list[Violation]:
     """Every violation of the contract in ``store`` (a path, fsspec URL or zarr Store); empty when valid.
 
@@ -147,28 +171,11 @@ def validate(store: Any, *, quick: bool = False) -> list[Violation]:
     if attrs["schema"] != L.SCHEMA or attrs["schema_version"] != L.SCHEMA_VERSION:
         return [Violation("/", f"schema {attrs['schema']!r} version {attrs['schema_version']!r}, "
                                f"expected {L.SCHEMA!r} version {L.SCHEMA_VERSION}")]
-    for name, dataset in root.groups():
-        if name.startswith("_"):
-            continue
-        _missing_attrs(dataset, L.DATASET_ATTRS, out)
-        sid = _expect_array(dataset, L.SAMPLE_ID, dims=(L.SAMPLE_DIM,), dtypes=("str", "string", "<U", "object"), n=None, out=out)
-        n = int(dataset.attrs.get("n_samples", sid.shape[0] if sid is not None else -1))
-        if sid is not None and sid.shape[0] != n:
-            out.append(Violation(f"{name}/{L.SAMPLE_ID}", f"{sid.shape[0]} rows, attrs say n_samples={n}"))
-        before = len(out)
-        _expect_array(dataset, L.LABEL, dims=(L.SAMPLE_DIM,), dtypes=("int",), n=n, out=out)
-        entry = dataset.attrs.get("manifest")
-        if len(out) == before and sid is not None:
-            # A lost chunk reads as fill values: what the table holds is checked only when every chunk is there.
-            present = not integrity.check_dataset(dataset, quick=True)
-            hint = integrity.dataset_repair_hint(str(store), name)
-            for path, line in integrity.describe(integrity.check_dataset(dataset, quick=quick)):
-                out.append(Violation(path, f"{line}; {hint}"))
-            if present:
-                _validate_samples(name, dataset, entry, n, sid, out)
-        for tname, transform in dataset.groups():
-            _missing_attrs(transform, L.TRANSFORM_ATTRS, out)
-            out.extend(check_transform(name, entry, tname))
-            for _, run in transform.groups():
-                validate_run(run, n, out, entry, quick=quick, store=str(store))
+    try:
+        with metadata_errors(root, store):
+            for name, dataset in root.groups():
+                if not name.startswith("_"):
+                    _validate_dataset(name, dataset, out, quick=quick, store=str(store))
+    except StoreError as e:
+        out.append(Violation(str(store), str(e)))
     return out

@@ -427,3 +427,23 @@ def test_damaged_root_metadata_is_named_by_every_command(tmp_path, data, complet
 
     assert meta.read_text() == "{\n"
     assert {k: v for k, v in files(complete_store).items() if k != "zarr.json"} == others
+
+
+def test_damaged_run_metadata_is_named_by_every_command(tmp_path, data, complete_store, capsys):
+    """A zarr.json below the root: zarr itself says only "Expecting ..."; every command names the file."""
+    run_meta = next(p for p in sorted(complete_store.rglob("zarr.json")) if len(p.relative_to(complete_store).parts) == 4)
+    run_meta.write_text("{ broken")
+    named = f"{complete_store}/{run_meta.relative_to(complete_store).as_posix()}: damaged metadata, not JSON"
+    before = files(complete_store)
+
+    for main in (extract_main, analyze_main):
+        rc, out, err = cli(capsys, main, "verify" if main is extract_main else "validate", complete_store)
+        assert rc == 1 and "Traceback" not in out + err, out + err
+        assert any(named in x for x in out.splitlines() if x.startswith("error: ")), out
+    rc, _, err = cli(capsys, extract_main, "status", complete_store)
+    one_error_line(rc, err, 2, "extract status", named, "restore the file")
+    rc, _, err = cli(capsys, analyze_main, "report", complete_store, "--out", tmp_path / "out", "--quiet")
+    one_error_line(rc, err, 2, "analyze report", named)
+    rc, _, err = cli(capsys, extract_main, *run_args(complete_store, data, "--allow-partial"))
+    one_error_line(rc, err, 2, "extract run", named)
+    assert files(complete_store) == before
