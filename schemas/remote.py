@@ -26,6 +26,9 @@ log = logging.getLogger("schemas")
 S3_DEFAULTS: dict[str, Any] = {
     "config_kwargs": {"connect_timeout": 5, "read_timeout": 20, "retries": {"max_attempts": 3, "mode": "standard"}},
     "retries": 2,
+    # Other processes add chunks while this one reads: a cached listing would hide them (s3fs answers a size
+    # or existence from its listings cache, and zarr reads a chunk it is told is absent as fill values).
+    "use_listings_cache": False,
 }
 # The package to install per protocol, and the extra of this project that installs it.
 BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
