@@ -326,6 +326,22 @@ def test_two_shards_at_once_lose_nothing(s3, local, data, tmp_path):
     assert schemas.validate(url) == []
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_torchrun_two_processes_on_cpu_equal_one(s3, local, data, tmp_path, where):
+    """``torchrun --nproc-per-node 2``: each process takes its blocks from RANK / WORLD_SIZE, into one store."""
+    script = tmp_path / "small_blocks_cli.py"  # torchrun runs a script (or -m module) per process
+    script.write_text(SMALL_BLOCKS)
+    store = str(tmp_path / "torchrun.zarr") if where == "local" else f"s3://{s3.bucket()}/torchrun.zarr"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(script), str(ROWS), "extract", *run_args(store, data)],
+                       capture_output=True, text=True, cwd=REPO, env=env(), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "shard 0/2" in p.stdout and "shard 1/2" in p.stdout, p.stdout  # two processes, one shard each
+    for t in (T, "center"):
+        assert_same(arrays(local, t), arrays(store, t))
+    assert schemas.validate(store) == []
+
+
 # ---------------------------------------------------------------- network faults
 class SilentServer:
     """Accepts connections on 127.0.0.1, reads the request and never answers: a request timeout."""
