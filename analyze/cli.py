@@ -10,6 +10,8 @@ import argparse
 import sys
 
 from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_error_message
+from schemas.remote import StoreUnreachableError, add_storage_option, network_errors, parse_storage_options, \
+    quiet_cancelled_requests
 
 from . import studies
 from .store import AnalysisError
@@ -19,7 +21,7 @@ def _report(args) -> int:
     from .report import build_report
 
     result = build_report(args.store, args.out, study_names=args.studies, n_boot=args.n_boot, seed=args.seed,
-                          progress=not args.quiet)
+                          progress=not args.quiet, storage_options=parse_storage_options(args.storage_options))
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
@@ -30,7 +32,7 @@ def _report(args) -> int:
 def _validate(args) -> int:
     from schemas import validate
 
-    problems = validate(args.store, quick=args.quick)
+    problems = validate(args.store, quick=args.quick, storage_options=parse_storage_options(args.storage_options))
     for p in problems:
         print(p)
     errors = [p for p in problems if p.severity == "error"]
@@ -66,10 +68,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap replicates (0 disables intervals)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_storage_option(r)
     r.set_defaults(func=_report)
     v = sub.add_parser("validate", help="check a store against the contract and its done blocks against their checksums")
     v.add_argument("store")
     v.add_argument("--quick", action="store_true", help="only check that every chunk of every done block exists")
+    add_storage_option(v)
     v.set_defaults(func=_validate)
     d = sub.add_parser("demo-store", help="write a small SYNTHETIC store (random logits) to try the analysis")
     d.add_argument("path")
@@ -82,8 +86,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     prefix = f"analyze {args.command}:"
+    quiet_cancelled_requests()
     try:
-        return args.func(args)
+        with network_errors(getattr(args, "store", None)):
+            return args.func(args)
+    except StoreUnreachableError as e:  # the object storage's fault: the URL and the fix, exit 1 like the OS's
+        print(f"{prefix} error: {e}", file=sys.stderr)
+        return 1
     except (AnalysisError, ValueError) as e:
         print(f"{prefix} error: {e}", file=sys.stderr)
         return 2

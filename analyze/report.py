@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import polars as pl
 
@@ -25,6 +25,10 @@ def _local_path(url: str) -> Path | None:
     """The folder of a store on the local file system (plain path or file:// URL); None elsewhere."""
     import fsspec
 
+    from schemas.remote import is_url
+
+    if is_url(url):
+        return None
     fs, path = fsspec.core.url_to_fs(url)
     return Path(path).resolve() if "file" in fs.protocol or "local" in fs.protocol else None
 
@@ -71,11 +75,14 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 
 
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
-                 n_boot: int = 1000, seed: int = 0, progress: bool = True) -> dict:
-    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures."""
+                 n_boot: int = 1000, seed: int = 0, progress: bool = True,
+                 storage_options: Mapping[str, Any] | None = None) -> dict:
+    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures.
+
+    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
-    reader = StoreReader(store)
+    reader = StoreReader(store, storage_options=storage_options)
     local = _local_path(reader.url)
     if local is not None and (out.resolve() == local or out.resolve().is_relative_to(local)):
         raise ValueError(f"--out {out}: must not lie inside the store {reader.url} (the analysis never writes into it)")

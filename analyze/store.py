@@ -4,13 +4,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import zarr
 
 from schemas import integrity
 from schemas import layout as L
+from schemas.remote import reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
 
@@ -50,10 +51,11 @@ class StoreReader:
     read (crc32c over the decoded block, a few percent of the reading time).
     """
 
-    def __init__(self, url: Any):
+    def __init__(self, url: Any, *, storage_options: Mapping[str, Any] | None = None):
         self.url = str(url)
+        self.storage_options = dict(storage_options or {})
         try:
-            self.root = open_read_only(url)
+            self.root = open_read_only(url, storage_options=storage_options)
         except StoreError as e:
             raise AnalysisError(str(e)) from None
         try:
@@ -180,6 +182,7 @@ class StoreReader:
         try:
             values = self._logits[key][rows]
         except Exception as error:  # noqa: BLE001 - whatever the codec raises, the rows and the fix are named
+            reraise_network(error, self.url)  # a network fault is not a damaged chunk
             raise AnalysisError(f"{self.url}/{key.path}/{L.LOGITS}: rows {rows.start}:{rows.stop} could not be read "
                                 f"({type(error).__name__}: {error}); the chunk is damaged: "
                                 f"{integrity.run_repair_hint(self.url, key.path)}") from error
@@ -198,6 +201,7 @@ class StoreReader:
         try:
             values = np.asarray(arr[...])
         except Exception as first:  # noqa: BLE001 - some chunk does not decode: find which, block by block
+            reraise_network(first, self.url)
             where, error = "", first
             for rows in self.blocks(key):
                 try:
@@ -231,6 +235,7 @@ class StoreReader:
             try:
                 self._tables[key] = np.asarray(table[...])
             except Exception as error:  # noqa: BLE001 - a damaged checksum chunk is a damaged run
+                reraise_network(error, self.url)
                 raise AnalysisError(self._damaged(key, [integrity.Damage(table.path, None, None, f"unreadable "
                                                         f"({type(error).__name__}: {error})")])) from error
         return self._tables[key]
@@ -251,7 +256,8 @@ class StoreReader:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return xr.open_datatree(self.url, engine="zarr", consolidated=False)
+            # The open store (with its storage options for a URL), not the URL again.
+            return xr.open_datatree(self.root.store, engine="zarr", consolidated=False)
 
 
 def _plain(values) -> np.ndarray:
@@ -273,6 +279,7 @@ def manifest_entries() -> dict[str, dict]:
     return {d: m.dataset(d) for d in m.dataset_ids()}
 
 
-def open_store(url: Any) -> StoreReader:
-    """Open a store read-only for analysis."""
-    return StoreReader(url)
+def open_store(url: Any, *, storage_options: Mapping[str, Any] | None = None) -> StoreReader:
+    """Open a store read-only for analysis; ``storage_options`` go to fsspec for a URL (``s3://``: endpoint_url,
+    key, secret, ...; see ``schemas.remote``)."""
+    return StoreReader(url, storage_options=storage_options)

@@ -76,7 +76,8 @@ def _datasets(sizes: dict[str, int], rng: np.random.Generator) -> dict[str, dict
             ids = np.array([f"hard/{i:06d}.jpg" for i in range(n)])
             label = rng.integers(0, 1000, n)
             extra = np.where(rng.random(n) < 0.3, rng.integers(0, 1000, n), -1)
-            columns = {"label_set": np.stack([label, extra], axis=1).astype(np.int32)}
+            columns = {"label_set": np.stack([label, extra], axis=1).astype(np.int32),
+                       "origin": rng.choice(np.array(["imagenet", "imagenet-v2", "imagenet-sketch"]), n)}
         else:
             ids = np.array([f"{dataset}/{i:06d}.jpg" for i in range(n)])
             label = rng.integers(0, 1000, n)

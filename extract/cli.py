@@ -30,6 +30,8 @@ from typing import Iterator, Sequence
 
 from schemas import StoreError
 from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_error_message
+from schemas.remote import StoreUnreachableError, add_storage_option, network_errors, parse_storage_options, \
+    quiet_cancelled_requests
 
 from extract.errors import ExtractError
 from extract.options import parse_device
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="extract logits and features into a store")
     r.add_argument("--store", required=True, help="the Zarr store (a path or an fsspec URL)")
+    add_storage_option(r)
     _add_selection(r)
     r.add_argument("--batch-size", type=int_at_least(1), help="images per batch (default: 256 on GPU, 32 on CPU)")
     r.add_argument("--workers", type=int_at_least(0), help="DataLoader processes that read, decode and resize "
@@ -108,18 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="what a run would do: units, images, store size, what is done")
     p.add_argument("--store", required=True)
+    add_storage_option(p)
     _add_selection(p)
 
     s = sub.add_parser("status", help="per run: blocks done / total, invalid samples")
     s.add_argument("store")
     s.add_argument("--all", action="store_true", help="list every invalid sample (default: the first 10 per run)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_storage_option(s)
 
     v = sub.add_parser("verify", help="check a store against the contract, and every done block against the "
                                       "checksums recorded when it was written (exit 1 on errors)")
     v.add_argument("store")
     v.add_argument("--quick", action="store_true",
                    help="only check that every chunk of every done block exists (no data read)")
+    add_storage_option(v)
 
     ls = sub.add_parser("ls", help="list models, datasets, transforms or suites")
     ls.add_argument("what", choices=("models", "datasets", "transforms", "suites"))
@@ -143,6 +149,7 @@ def _options(args):
         repair=getattr(args, "repair", False), retry_invalid=getattr(args, "retry_invalid", False),
         compile=getattr(args, "compile", False), allow_partial=getattr(args, "allow_partial", False),
         progress=False if getattr(args, "no_progress", False) else None,
+        storage_options=parse_storage_options(args.storage_options),
     )
 
 
@@ -248,7 +255,7 @@ def cmd_plan(args) -> int:
 def cmd_status(args) -> int:
     from extract.status import store_status
 
-    runs = store_status(args.store)
+    runs = store_status(args.store, storage_options=parse_storage_options(args.storage_options))
     if args.json:
         print(json.dumps([{"run": r.path, "blocks_done": r.blocks_done, "blocks_total": r.blocks_total,
                            "n_samples": r.n_samples, "complete": r.complete, "invalid": r.invalid,
@@ -290,7 +297,8 @@ def cmd_status(args) -> int:
 def cmd_verify(args) -> int:
     import schemas
 
-    problems = schemas.validate(args.store, quick=args.quick)
+    problems = schemas.validate(args.store, quick=args.quick,
+                                storage_options=parse_storage_options(args.storage_options))
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         print(p)
@@ -366,8 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     prefix = f"extract {args.command}:"
+    quiet_cancelled_requests()
     try:
-        return COMMANDS[args.command](args)
+        with network_errors(getattr(args, "store", None)):
+            return COMMANDS[args.command](args)
+    except StoreUnreachableError as e:  # the object storage's fault: the URL and the fix
+        after = "; done blocks are kept: rerun to resume" if args.command == "run" else ""
+        print(f"{prefix} error: {e}{after}", file=sys.stderr)
+        return 1
     except (BadImageError, SampleError) as e:
         print(f"{prefix} error: {e}", file=sys.stderr)
         return 1

@@ -233,7 +233,7 @@ def plan(opts: RunOptions) -> list[PlanRow]:
     precision = (opts.precision or default_precision(device)) if is_cuda(device) else "fp32"  # as run() does
     shard = opts.shard if opts.shard is not None else shard_from_env()
     weights = parse_weights(opts.weights)
-    root = open_store_read_only(opts.store, missing_ok=True)
+    root = open_store_read_only(opts.store, missing_ok=True, storage_options=opts.storage_options)
     samples = {d: _samples_found(sel, d) for d in sel.datasets}
     rows = []
     for unit in sel.units:

@@ -36,6 +36,8 @@ class RunOptions:
     seed: int = 0
     compile: bool = False
     allow_partial: bool = False   # extract a dataset holding fewer samples than its expected_samples
+    # fsspec options for a store URL (endpoint_url, key, secret, config_kwargs, ...; schemas.remote)
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -103,6 +105,13 @@ def check_store_target(store: str | Path) -> None:
     """A local ``--store`` must be a folder (or nothing yet): an existing file is refused before any write."""
     text = str(store)
     if "://" in text and not text.startswith("file://"):
+        from schemas import StoreError
+        from schemas.remote import require_backend
+
+        try:  # a missing s3fs is said before any data is read, naming the extra that installs it
+            require_backend(text)
+        except StoreError as e:
+            raise ExtractError(str(e)) from None
         return  # a remote store: its backend reports its own problems
     path = Path(text.removeprefix("file://")).expanduser()
     if path.exists() and not path.is_dir():

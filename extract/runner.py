@@ -91,10 +91,11 @@ def store_errors() -> Iterator[None]:
         raise ExtractError(str(e)) from None
 
 
-def open_store(store):
-    """The store's root group for writing (created with its attributes when absent)."""
+def open_store(store, storage_options=None):
+    """The store's root group for writing (created with its attributes when absent); ``storage_options`` go to
+    fsspec for a URL."""
     with store_errors():
-        return schemas.open_root(str(store))
+        return schemas.open_root(str(store), storage_options=storage_options)
 
 
 def dataset_attrs(reader, entry: dict, partial: dict | None = None) -> dict:
@@ -139,11 +140,11 @@ def ensure_dataset_group(root, dataset: str, reader, entry: dict, partial: dict 
     return group
 
 
-def _marked_partial(store, datasets) -> set[str]:
+def _marked_partial(store, datasets, storage_options=None) -> set[str]:
     """The datasets among ``datasets`` that ``store`` already marks partial (none when there is no store yet)."""
     from extract.status import open_store_read_only
 
-    root = open_store_read_only(store, missing_ok=True)
+    root = open_store_read_only(store, missing_ok=True, storage_options=storage_options)
     return {d for d in datasets if root is not None and d in root and root[d].attrs.get("partial")}
 
 
@@ -287,13 +288,13 @@ def run(opts: RunOptions) -> RunResult:
     # in seconds, not hours in, and leaves no half-made store behind.
     readers = {d: sel.reader(d) for d in sel.datasets}
     # --repair rewrites what the store already holds: a dataset it marks partial needs no --allow-partial again.
-    marked = _marked_partial(opts.store, readers) if opts.repair else set()
+    marked = _marked_partial(opts.store, readers, opts.storage_options) if opts.repair else set()
     partial = {d: partial_sample_count(d, len(reader_samples(r)), sel.entry(d), getattr(r, "root", sel.data_root),
                                        allow_partial=opts.allow_partial or d in marked) for d, r in readers.items()}
     cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)
-    cache.root = root = open_store(opts.store)
+    cache.root = root = open_store(opts.store, opts.storage_options)
     result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
     groups: dict[str, Any] = {}
     with store_errors(), schemas.metadata_errors(root, opts.store):

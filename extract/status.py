@@ -38,14 +38,14 @@ class RunStatus:
         return self.blocks_done == self.blocks_total and not self.damaged
 
 
-def open_store_read_only(store, *, missing_ok: bool = False) -> zarr.Group | None:
+def open_store_read_only(store, *, missing_ok: bool = False, storage_options=None) -> zarr.Group | None:
     """The store's root group, read-only; None for a store that does not exist yet when ``missing_ok``.
 
     Anything else that keeps it from opening (damaged metadata, no permission, not a Zarr group) is an
     ExtractError naming the store and the cause.
     """
     try:
-        return open_read_only(str(store))
+        return open_read_only(str(store), storage_options=storage_options)
     except StoreMissing as e:
         if missing_ok:
             return None
@@ -54,9 +54,9 @@ def open_store_read_only(store, *, missing_ok: bool = False) -> zarr.Group | Non
         raise ExtractError(str(e)) from None
 
 
-def store_status(store) -> list[RunStatus]:
+def store_status(store, *, storage_options=None) -> list[RunStatus]:
     """Every run of a store: blocks done / total and the sample ids of its invalid rows (in done blocks)."""
-    root = open_store_read_only(store)
+    root = open_store_read_only(store, storage_options=storage_options)
     try:
         with metadata_errors(root, store):
             return [status for dname, dgroup in sorted(root.groups()) if not dname.startswith("_")

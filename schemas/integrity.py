@@ -29,6 +29,7 @@ import zarr
 from zarr.core.sync import sync
 
 from . import layout as L
+from .remote import reraise_network
 from .fingerprint import sample_digest
 
 ALGORITHM = "crc32c"
@@ -79,13 +80,15 @@ def done_flags(group: zarr.Group) -> tuple[np.ndarray, list[int]]:
     arr = group[L.BLOCK_DONE]
     try:
         return np.asarray(arr[...], dtype=bool), []
-    except Exception:  # noqa: BLE001 - a chunk does not decode: find which, one chunk per block
+    except Exception as error:  # noqa: BLE001 - a chunk does not decode: find which, one chunk per block
+        reraise_network(error, arr.store)  # a network fault is not a torn flag
         flags = np.zeros(arr.shape[0], dtype=bool)
         torn = []
         for b in range(arr.shape[0]):
             try:
                 flags[b] = bool(arr[b])
-            except Exception:  # noqa: BLE001 - reported to the caller as a torn flag
+            except Exception as error:  # noqa: BLE001 - reported to the caller as a torn flag
+                reraise_network(error, arr.store)
                 torn.append(b)
         return flags, torn
 
@@ -166,6 +169,7 @@ def check_run(group: zarr.Group, n: int, *, quick: bool = False, blocks: Iterabl
             try:
                 recorded[b] = np.asarray(table[b])
             except Exception as error:  # noqa: BLE001 - reported as damage of the checksum itself
+                reraise_network(error, table.store)
                 check.damage.append(_unreadable(table.path, b, slice(b, b + 1), error))
     if quick:
         return check
@@ -178,6 +182,7 @@ def check_run(group: zarr.Group, n: int, *, quick: bool = False, blocks: Iterabl
             try:
                 values = arr[rows]
             except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named
+                reraise_network(error, arr.store)
                 check.damage.append(_unreadable(arr.path, b, rows, error))
                 continue
             if b in recorded and name in columns:
@@ -200,12 +205,14 @@ def read_sample_list(group: zarr.Group) -> tuple[dict[str, np.ndarray], list[Dam
     for name, arr in group.arrays():
         try:
             values[name] = np.asarray(arr[...])
-        except Exception:  # noqa: BLE001 - some chunk does not decode: name the blocks, one by one
+        except Exception as error:  # noqa: BLE001 - some chunk does not decode: name the blocks, one by one
+            reraise_network(error, arr.store)
             part = L.Blocks(arr.shape[0])
             for b in range(len(part)):
                 try:
                     arr[part.slice(b)]
                 except Exception as error:  # noqa: BLE001 - reported as damage
+                    reraise_network(error, arr.store)
                     damage.append(_unreadable(arr.path, b, part.slice(b), error))
     stored = group.attrs.get("sample_digest")
     if damage or stored is None or L.SAMPLE_ID not in values or L.LABEL not in values:

@@ -15,18 +15,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
-from zarr.errors import ContainsArrayError, ContainsGroupError
+from zarr.errors import ContainsArrayError, ContainsGroupError, GroupNotFoundError
 
-from . import integrity
+from . import integrity, remote
 from . import layout as L
+from .errors import StoreError
 from .door import check_run, check_samples, refuse
 from .fingerprint import diff, fingerprint, fingerprint_inputs, sample_digest
 
 log = logging.getLogger("schemas")
-
-
-class StoreError(ValueError):
-    """A store, or data offered to it, breaks the contract. The message names the path."""
 
 
 class FingerprintMismatch(StoreError):
@@ -47,19 +44,36 @@ class StoreMissing(StoreError):
     """No store exists at the given location."""
 
 
-def open_read_only(store: Any) -> zarr.Group:
+def _target(store: Any, storage_options: Mapping[str, Any] | None, *, read_only: bool) -> Any:
+    """What zarr opens: a URL becomes an FsspecStore with the storage options (and their defaults); a path or a
+    zarr Store is passed as it is (storage options apply to URLs only)."""
+    if remote.is_url(store):
+        return remote.zarr_store(str(store), storage_options, read_only=read_only)
+    return store
+
+
+def open_read_only(store: Any, *, storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
     """The store's root group, read-only (a path, an fsspec URL or a zarr Store).
 
     Raises StoreMissing when nothing is there and StoreError naming the cause otherwise (damaged
     ``zarr.json``, no permission, not a Zarr v3 group): no failure to open passes for "no store yet".
+    A URL's network fault (no connection, refused credentials, no bucket) is a
+    ``remote.StoreUnreachableError`` naming the URL. ``storage_options`` go to fsspec for a URL.
     """
+    target = _target(store, storage_options, read_only=True)
+    # A URL is opened as v3 only: zarr would otherwise probe v2 metadata too, in concurrent requests.
+    kwargs = {"zarr_format": 3} if target is not store else {}
     try:
-        return zarr.open_group(store, mode="r")
-    except FileNotFoundError as e:  # zarr's "no group here" errors are FileNotFoundErrors
+        return zarr.open_group(target, mode="r", **kwargs)
+    except (FileNotFoundError, GroupNotFoundError) as e:  # zarr's "no group here" errors
+        remote.reraise_network(e, str(store))
+        if target is not store:
+            remote.check_bucket(target, str(store))
         raise StoreMissing(f"{store}: not a Zarr v3 store (nothing there: no zarr.json)") from e
     except json.JSONDecodeError as e:
         raise _damaged_root(store, e) from None
     except Exception as e:  # noqa: BLE001 - whatever the cause, it is named
+        remote.reraise_network(e, str(store))
         raise StoreError(f"{store}: not a Zarr v3 store ({type(e).__name__}: {e})") from None
 
 
@@ -99,19 +113,27 @@ def metadata_errors(root: zarr.Group, url: Any):
                          f"rerun extract run to write it again") from None
 
 
-def open_root(store: Any, *, create: bool = True) -> zarr.Group:
-    """Open a store for writing (a path, an fsspec URL or a zarr Store); create it if absent."""
+def open_root(store: Any, *, create: bool = True, storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
+    """Open a store for writing (a path, an fsspec URL or a zarr Store); create it if absent.
+
+    ``storage_options`` go to fsspec for a URL (endpoint, credentials, ...); see ``schemas.remote``.
+    """
     root_attrs = {"schema": L.SCHEMA, "schema_version": L.SCHEMA_VERSION, "created_with": created_with()}
+    target = _target(store, storage_options, read_only=False)
     try:
         # Attributes given at creation land in the group's one metadata write: concurrent creators write
         # identical bytes, and no reader ever sees a root without them.
-        root = zarr.open_group(store, mode="r+" if not create else "a", zarr_format=3, attributes=root_attrs)
+        root = zarr.open_group(target, mode="r+" if not create else "a", zarr_format=3, attributes=root_attrs)
     except ContainsGroupError:  # another process created it between zarr's existence check and its write
-        root = zarr.open_group(store, mode="r+", zarr_format=3)
+        root = zarr.open_group(target, mode="r+", zarr_format=3)
     except FileNotFoundError as e:
+        remote.reraise_network(e, str(store))
         raise StoreError(f"{store}: no store here (expected a Zarr v3 group)") from e
     except json.JSONDecodeError as e:
         raise _damaged_root(store, e) from None
+    except Exception as e:  # noqa: BLE001 - a network fault is named with the URL; anything else as it is
+        remote.reraise_network(e, str(store))
+        raise
     attrs = dict(root.attrs)
     if "schema" not in attrs and not any(True for _ in root.members()):
         root.update_attributes(root_attrs)  # an empty group made by other means: adopt it
@@ -502,7 +524,7 @@ def write_run(
 
 def _where(root: zarr.Group) -> str:
     """The store's location, for messages."""
-    return str(getattr(root.store, "root", root.store))
+    return remote.store_url(root.store)
 
 
 def default_dataset_attrs(dataset: str) -> dict:

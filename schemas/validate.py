@@ -8,6 +8,7 @@ import numpy as np
 import zarr
 
 from . import integrity
+from .remote import reraise_network
 from . import layout as L
 from .door import (
     Violation,
@@ -76,6 +77,7 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation], entry: Mapping
         try:
             any_valid = bool(np.asarray(valid[:]).any())
         except Exception as error:  # noqa: BLE001 - --quick reads no chunk: one that does not decode shows here
+            reraise_network(error, valid.store)
             out.append(Violation(f"{group.path}/{L.VALID}", f"unreadable ({type(error).__name__}: {error}); "
                                  f"{integrity.run_repair_hint(store, group.path)}"))
             return
@@ -153,15 +155,16 @@ def _validate_dataset(name: str, dataset: zarr.Group, out: list[Violation], *, q
             validate_run(run, n, out, entry, quick=quick, store=store)
 
 
-def validate(store: Any, *, quick: bool = False) -> list[Violation]:
+def validate(store: Any, *, quick: bool = False, storage_options: Mapping[str, Any] | None = None) -> list[Violation]:
     """Every violation of the contract in ``store`` (a path, fsspec URL or zarr Store); empty when valid.
 
     Every done block is checked: its chunks exist and decode to the values whose checksums were recorded
     (``quick``: only that its chunks exist); every sample list is checked against its digest.
+    ``storage_options`` go to fsspec for a URL; a network fault raises ``remote.StoreUnreachableError``.
     """
     out: list[Violation] = []
     try:
-        root = open_read_only(store)
+        root = open_read_only(store, storage_options=storage_options)
     except StoreError as e:
         return [Violation(str(store), str(e))]
     attrs = dict(root.attrs)
