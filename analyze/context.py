@@ -73,7 +73,7 @@ class Context:
 
     def __post_init__(self):
         if self.summaries is None:
-            self.summaries = SummaryCache(self.reader)
+            self.summaries = SummaryCache(self.reader, threads=self.reader.io_threads)
         self.sections = _Sections(self, self.sections)
         (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
 

@@ -307,6 +307,7 @@ def run(opts: RunOptions) -> RunResult:
                           opts=opts, device=device, precision=precision, batch_size=batch_size,
                           workers=workers, shard=shard, repaired=result.repaired)
             result.units.append(u)
+        schemas.refresh_metadata_copy(root)
     result.seconds = time.perf_counter() - t_start
     log.debug("summary\n%s", result.summary())
     return result

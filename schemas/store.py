@@ -17,7 +17,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError, GroupNotFoundError
 
-from . import integrity, remote
+from . import integrity, remote, snapshot
 from . import layout as L
 from .errors import StoreError
 from .door import check_run, check_samples, refuse
@@ -64,7 +64,9 @@ def open_read_only(store: Any, *, storage_options: Mapping[str, Any] | None = No
     # A URL is opened as v3 only: zarr would otherwise probe v2 metadata too, in concurrent requests.
     kwargs = {"zarr_format": 3} if target is not store else {}
     try:
-        return zarr.open_group(target, mode="r", **kwargs)
+        # Object storage: one listing and the metadata copy, not a request per node (schemas.snapshot).
+        view = snapshot.SnapshotStore(target) if target is not store else target
+        return zarr.open_group(view, mode="r", **kwargs)
     except (FileNotFoundError, GroupNotFoundError) as e:  # zarr's "no group here" errors
         remote.reraise_network(e, str(store))
         if target is not store:
@@ -519,7 +521,15 @@ def write_run(
             None if valid is None else valid[rows],
             seconds=time.perf_counter() - t0,
         )
+    refresh_metadata_copy(root)
     return writer.path
+
+
+def refresh_metadata_copy(root: zarr.Group) -> None:
+    """After writing to a store on object storage: renew the copy of its metadata that lets readers open it in
+    a few requests (``schemas.snapshot``; always correct, only faster while current). A local store has none."""
+    if remote.is_url(_where(root)):
+        snapshot.write_metadata_copy(root.store)
 
 
 def _where(root: zarr.Group) -> str:
