@@ -113,7 +113,9 @@ class _Pending:
         key, notes, n = self.key, self.reader.notes, self.n
         valid = self.reader.valid(key)
         if not valid.all() and valid.any():
-            notes.append(f"{key.path}: {int((~valid).sum())} of {n} samples could not be read (valid=false); excluded")
+            why = self.reader.invalid_reasons(key, valid)
+            because = "; ".join(f"{c} {r}" for r, c in sorted(why.items(), key=lambda x: -x[1])[:3]) or "valid=false"
+            notes.append(f"{key.path}: {int((~valid).sum())} of {n} samples invalid ({because}); excluded")
         nan_rows = int((valid & ~self.finite).sum())
         if nan_rows:
             notes.append(f"{key.path}/logits: {nan_rows} rows marked valid hold NaN/inf logits; treated as invalid")

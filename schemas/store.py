@@ -483,6 +483,7 @@ def write_run(
     invalid_reason: Sequence[str | None] | None = None,
     dataset_attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a complete, valid run from arrays; returns its path in the store.
 
@@ -501,7 +502,7 @@ def write_run(
                      columns=columns, logits=logits, features=features, valid=valid,
                      logit_kind=(attrs or {}).get("logit_kind")), str(store), StoreError)
     logits = np.asarray(logits)
-    root = open_root(store)
+    root = open_root(store, storage_options=storage_options)
     group = _dataset_group(root, dataset, sample_id=sample_id, label=label, columns=columns, attrs=dataset_attrs)
     run_attrs = _external_run_attrs(model, transform, group.attrs["sample_digest"], attrs or {})
     writer = open_run(

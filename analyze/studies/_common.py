@@ -18,12 +18,6 @@ def order_models(models: list[str]) -> list[str]:
     return first + sorted(m for m in models if m not in first)
 
 
-def comparison_pairs(models: list[str]) -> list[tuple[str, str]]:
-    """ConvNeXt vs ViT with the same training and size: ``...convnext-<x>`` against ``...vit-<x>``."""
-    return [(m, m.replace("convnext", "vit", 1)) for m in models
-            if "convnext" in m and m.replace("convnext", "vit", 1) in models]
-
-
 def listed(study: str) -> str:
     """The datasets data_manifest.yaml lists for ``study``, as "`a` or `b`" (for "the store holds none")."""
     return " or ".join(f"`{d}`" for d, e in manifest_entries().items() if study in e["studies"]) or "no dataset"
