@@ -401,7 +401,7 @@ def check_run(dataset: str, transform: str, model: str, entry: Mapping[str, Any]
     out = check_samples(dataset, entry, sample_id, label, columns)
     out += check_transform(dataset, entry, transform)
     out += check_logits(path, entry, logits, n, valid)
-    if not any(p.path.startswith(f"{path}/logits") and p.severity == "error" for p in out):
+    if not any(p.path.startswith(f"{path}/") and p.severity == "error" for p in out):
         out += check_logit_kind(path, logit_kind, logits, valid)
     if features is not None and (np.ndim(features) != 2 or len(features) != n):
         out.append(_v(f"{path}/features", f"shape ({n}, dims)", f"shape {np.shape(features)}"))

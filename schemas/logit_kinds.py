@@ -119,6 +119,8 @@ def bad_rows(logit_kind: Any, logits: np.ndarray, valid: np.ndarray) -> tuple[np
     ``decisions``: values 0 or 1 with at least one 1. ``probabilities``: ``exp`` sums to 1 within 1e-3.
     """
     kind = kind_name(logit_kind)
+    if kind not in (DECISIONS, PROBABILITIES):
+        return np.empty(0, np.int64), ""
     block = np.asarray(logits, dtype=np.float64)
     ok_rows = np.asarray(valid, dtype=bool) & np.isfinite(block).all(axis=1)
     if kind == DECISIONS:
