@@ -39,7 +39,8 @@ OTHER_DATASETS = ("colour", "contrast", "edge", "eidolonI", "eidolonII", "eidolo
 
 
 def matches(table: Table) -> bool:
-    return table.has("subj", "object_response", "imagename")
+    """The file's name or columns look like this format's (a column may be missing: parse names it)."""
+    return FILE_NAME.match(stem(table.path)) is not None or sum(c in table.columns for c in COLUMNS) >= 2
 
 
 def store_dataset(name: str) -> str:

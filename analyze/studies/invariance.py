@@ -74,6 +74,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     models = order_models(sorted({k.model for k in keys}))
     figs, tables = [], []
     for metric, label_text in (("top1", "top-1 (%)"), ("p_true", "mean true-class probability (%)")):
+        if metric not in curves:  # no run of a kind that gives it (decisions only)
+            continue
         panels = {kind: {m: (sorted(v), [v[x] for x in sorted(v)]) for m, v in by_model.items()}
                   for kind, by_model in curves.get(metric, {}).items()}
         figs.append(lines(ctx.figure_path(tagged(f"invariance_{metric}", tag)), panels, ylabel=label_text,
