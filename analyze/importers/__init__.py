@@ -115,14 +115,14 @@ def _parse(table: Table, fmt: str, dataset: str | None, model: str | None, score
     if fmt == model_vs_human.FORMAT:
         return model_vs_human.parse(table, model=model, dataset=dataset)
     if dataset is None:
-        table.problem(None, None, f"a table of predictions needs --dataset (columns found: "
+        table.whole(f"a table of predictions needs --dataset (columns found: "
                                   f"{', '.join(table.columns) or 'none'}; an ImageNet-X or model-vs-human file is "
                                   f"recognised by its columns)")
         return None
     try:
         entry = default_dataset_attrs(dataset)["manifest"]
     except ValueError as e:
-        table.problem(None, None, str(e))
+        table.whole(str(e))
         return None
     return generic.parse(table, dataset=dataset, entry=entry, model=model, scores=scores, ids=id_list)
 

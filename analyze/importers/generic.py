@@ -44,17 +44,46 @@ def parse(table: Table, *, dataset: str, entry: dict, model: str | None = None, 
         _scores(table, parsed, n_classes, scores)
     if "label" in table.columns:
         parsed.label = _labels(table, entry)
-    parsed.columns = {c: table.columns[c] for c in (entry.get("columns") or {}) if c in table.columns}
+    parsed.columns = _columns(table, entry.get("columns") or {})
     if sample_id is None or table.problems:
         return None
     parsed.sample_id = sample_id
     return parsed
 
 
+def _columns(table: Table, declared: dict[str, str]) -> dict[str, np.ndarray]:
+    """The declared per-sample columns the file has, as the entry's dtypes (text read from a CSV is converted;
+    the door checks the values)."""
+    from schemas.manifest.models import parse_column_dtype
+
+    out = {}
+    for name, dtype in declared.items():
+        if name not in table.columns:
+            continue
+        values = table.columns[name]
+        base, width = parse_column_dtype(str(dtype))
+        if width is not None or values.dtype.kind != "O":
+            out[name] = values  # lists (Parquet, NPZ) and typed columns as they are
+        elif base == "str":
+            out[name] = table.text(name)
+        elif base == "bool":
+            text = [v.lower() for v in table.text(name).tolist()]
+            bad = [i for i, v in enumerate(text) if v not in ("true", "false", "1", "0")]
+            for i in bad[:SHOWN]:
+                table.problem(i, name, f"expected a boolean (true/false, 1/0), found {table.columns[name][i]!r}")
+            out[name] = np.asarray([v in ("true", "1") for v in text])
+        else:
+            parsed = (table.integers(name, f"an integer ({dtype})") if base.startswith(("int", "uint"))
+                      else table.floats(name, f"a number ({dtype})"))
+            if parsed is not None:
+                out[name] = parsed
+    return out
+
+
 def _ids(table: Table, ids: Sequence[str] | None) -> np.ndarray | None:
     if ids is not None:
         if len(ids) != len(table):
-            table.problem(None, None, f"--ids gives {len(ids)} sample ids, the file has {len(table)} entries")
+            table.whole(f"--ids gives {len(ids)} sample ids, the file has {len(table)} entries")
             return None
         values = np.asarray([str(s).strip() for s in ids], dtype=object)
         table.unique("sample_id", values, "sample id")

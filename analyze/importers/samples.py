@@ -84,7 +84,7 @@ def align(stored: SampleList, runs: list[Parsed]) -> None:
                                f"({len(stored.sample_id)} samples, e.g. {stored.sample_id[0]!r}); the ids must name the "
                                f"same samples as the store's")
         if len(missing) > SHOWN:
-            t.problem(None, None, f"{len(missing)} samples in all are not in the store's {stored.dataset}")
+            t.whole(f"{len(missing)} samples in all are not in the store's {stored.dataset}")
         if missing:
             continue
         rows = stored.index(run.sample_id)
@@ -131,7 +131,7 @@ def new_list(dataset: str, entry: dict, runs: list[Parsed], labels: Mapping[str,
         else:
             bundled = bundled_labels(dataset, ids)
             if bundled is None:
-                runs[0].table.problem(None, None, f"no labels: the file has no label column and {dataset} has none "
+                runs[0].table.whole(f"no labels: the file has no label column and {dataset} has none "
                                                   f"bundled; add a label column or give --labels FILE")
             else:
                 label, extra, source = bundled

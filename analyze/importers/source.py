@@ -61,6 +61,10 @@ class Table:
     def problem(self, i: int | None, column: str | None, message: str) -> None:
         self.problems.append(Problem(self.at(i), column, message))
 
+    def whole(self, message: str) -> None:
+        """A problem of the file as a whole (no one line)."""
+        self.problems.append(Problem(self.name, None, message))
+
     def has(self, *names: str) -> bool:
         return all(n in self.columns for n in names)
 
