@@ -121,7 +121,7 @@ def section(pairs: PairPlan, diffs: pl.DataFrame) -> str:
         return ""
     lines = [title, ""]
     source = "given with `--pairs`" if pairs.requested else \
-        "the paper's ConvNeXt/ViT pairs, found by name (`--pairs A:B,...` names others)"
+        "the paper's ConvNeXt/ViT pairs, found by name; `--pairs A:B,...` names others"
     if pairs.formed:
         lines.append(f"Pairs ({source}): " + ", ".join(f"`{a}` − `{b}`" for a, b in pairs.formed) + ".")
     else:
