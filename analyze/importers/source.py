@@ -84,32 +84,21 @@ class Table:
 
     def integers(self, name: str, what: str) -> np.ndarray | None:
         """A column as int64; a problem per value that is not an integer (None when any is not)."""
-        values = self.columns[name]
-        if values.dtype.kind in "iu":
-            return values.astype(np.int64)
-        out = np.empty(len(values), np.int64)
-        bad = []
-        for i, v in enumerate(values.tolist()):
-            try:
-                f = float(v)
-                if not f.is_integer():
-                    raise ValueError
-                out[i] = int(f)
-            except (TypeError, ValueError):
-                bad.append(i)
-        for i in bad[:SHOWN]:
-            self.problem(i, name, f"expected {what}, found {values[i]!r}")
-        return None if bad else out
+        return self._numbers(name, what, np.int64, "iu", _integer)
 
     def floats(self, name: str, what: str) -> np.ndarray | None:
+        """A column as float64; a problem per value that is not a number (None when any is not)."""
+        return self._numbers(name, what, np.float64, "fiu", float)
+
+    def _numbers(self, name: str, what: str, dtype, kinds: str, parse) -> np.ndarray | None:
         values = self.columns[name]
-        if values.dtype.kind in "fiu":
-            return values.astype(np.float64)
-        out = np.empty(len(values), np.float64)
+        if values.dtype.kind in kinds:
+            return values.astype(dtype)
+        out = np.empty(len(values), dtype)
         bad = []
         for i, v in enumerate(values.tolist()):
             try:
-                out[i] = float(v)
+                out[i] = parse(v)
             except (TypeError, ValueError):
                 bad.append(i)
         for i in bad[:SHOWN]:
@@ -131,6 +120,14 @@ class Table:
             else:
                 first[v] = i
         return ok
+
+
+def _integer(value) -> int:
+    """``"3"`` or ``"3.0"`` as 3; anything else (``"3.5"``, ``"x"``) a ValueError."""
+    f = float(value)
+    if not f.is_integer():
+        raise ValueError(value)
+    return int(f)
 
 
 def sha256(path: Path) -> str:
