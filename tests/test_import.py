@@ -42,6 +42,22 @@ def results(out) -> dict:
     return {(r["model"], r["dataset"], r["transform"], r["metric"]): r for r in table.iter_rows(named=True)}
 
 
+@pytest.fixture
+def cli(capsys):
+    """``analyze ARGS`` in this process (the CLI's own code, without a new interpreter per call): rc, stdout, stderr."""
+    from types import SimpleNamespace
+
+    from analyze.cli import main
+
+    def run(*args, timeout=None):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+    return run
+
+
 def write_lines(path, lines: list[str]) -> str:
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -94,7 +110,7 @@ def test_imagenet_x_import_reproduces_top1_ece_and_error_ratios_from_the_csv(kit
     assert abs(rows[("ViT", "imagenet-val", "center", "error_ratio:brighter")]["value"] - 0.782348) < 1e-4
 
 
-def test_imagenet_x_import_pairs_and_says_where_the_runs_come_from(kit, imagenet_x_report):
+def test_imagenet_x_import_pairs_and_says_where_the_runs_come_from(kit, cli, imagenet_x_report):
     store, out = imagenet_x_report
     report = (out / "report.md").read_text()
     assert "`ResNet50`, `ViT` on imagenet-val: ImageNet-X prediction file" in report
@@ -112,9 +128,9 @@ def test_imagenet_x_import_pairs_and_says_where_the_runs_come_from(kit, imagenet
     assert attrs["logit_kind"] == "top1-probability" and attrs["imported"]["file"] == "ViT.csv.gz"
     # Importing the same file again changes nothing; another file under the same name is refused.
     before = kit.tree_hash(store)
-    again = kit.run_cli("import", store, kit.PUBLISHED / "imagenet-x" / "ViT.csv.gz", timeout=300)
+    again = cli("import", store, kit.PUBLISHED / "imagenet-x" / "ViT.csv.gz", timeout=300)
     assert again.returncode == 0 and "already there (same file)" in again.stdout
-    clash = kit.run_cli("import", store, kit.PUBLISHED / "imagenet-x" / "ViT.csv.gz", "--model", "ResNet50", timeout=300)
+    clash = cli("import", store, kit.PUBLISHED / "imagenet-x" / "ViT.csv.gz", "--model", "ResNet50", timeout=300)
     assert clash.returncode == 2 and "--overwrite" in clash.stderr
     assert kit.tree_hash(store) == before
 
@@ -139,13 +155,13 @@ def shape_bias_from_csv(path) -> tuple[float, float, float]:
     return shape_hits / (shape_hits + texture_hits), shape_hits / kept, texture_hits / kept
 
 
-def test_human_observers_shape_bias_equals_model_vs_human_from_the_raw_files(kit, tmp_path):
+def test_human_observers_shape_bias_equals_model_vs_human_from_the_raw_files(kit, cli, tmp_path):
     files = sorted((kit.PUBLISHED / "model-vs-human").glob("cue-conflict_subject-*_session_1.csv.gz"))
     assert len(files) == 10
     store, out = tmp_path / "s.zarr", tmp_path / "out"
-    done = kit.run_cli("import", store, *files)
+    done = cli("import", store, *files)
     assert done.returncode == 0, done.stderr
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias")
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias")
     assert rep.returncode == 0, rep.stderr
     rows = results(out)
     biases = []
@@ -174,7 +190,7 @@ def test_human_observers_shape_bias_equals_model_vs_human_from_the_raw_files(kit
 # ---------------------------------------------------------------------------------------------------------
 # Generic tables: logits, probabilities and decisions, with sample ids.
 
-def test_generic_logits_probabilities_and_decisions(kit, tmp_path):
+def test_generic_logits_probabilities_and_decisions(kit, cli, tmp_path):
     rng = np.random.default_rng(3)
     n = 40
     ids = kit.val_ids(n)
@@ -192,9 +208,9 @@ def test_generic_logits_probabilities_and_decisions(kit, tmp_path):
     dec = (np.argmax(logits, axis=1) + np.arange(n) % 2) % 1000   # every other decision moved off the argmax
     write_lines(tmp_path / "decided.csv", ["sample_id,decision,label"] + [f"{s},{d},{y}" for s, d, y in zip(ids, dec, label)])
     for f in ("mine.npz", "probs.parquet", "decided.csv"):
-        done = kit.run_cli("import", store, tmp_path / f, "--dataset", "imagenet-val")
+        done = cli("import", store, tmp_path / f, "--dataset", "imagenet-val")
         assert done.returncode == 0, (f, done.stderr)
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness,calibration")
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness,calibration")
     assert rep.returncode == 0, rep.stderr
     rows = results(out)
     conf, correct = [], []
@@ -213,16 +229,16 @@ def test_generic_logits_probabilities_and_decisions(kit, tmp_path):
     assert "imagenet-val/center/decided: calibration on imagenet-val not computed: the run holds decisions only" in report
 
 
-def test_decisions_skip_the_mean_true_class_probability_but_keep_top1(kit, tmp_path):
+def test_decisions_skip_the_mean_true_class_probability_but_keep_top1(kit, cli, tmp_path):
     ids = kit.val_ids(6)
     label = np.array([1, 2, 3, 4, 5, 6])
     store, out = tmp_path / "s.zarr", tmp_path / "out"
     for t, dec in (("center", [1, 2, 3, 0, 0, 0]), ("scale-1.5", [1, 0, 0, 0, 0, 0])):
         f = write_lines(tmp_path / f"d-{t}.csv", ["sample_id,decision,label"] +
                         [f"{s},{d},{y}" for s, d, y in zip(ids, dec, label)])
-        done = kit.run_cli("import", store, f, "--dataset", "imagenet-val", "--model", "d", "--transform", t)
+        done = cli("import", store, f, "--dataset", "imagenet-val", "--model", "d", "--transform", t)
         assert done.returncode == 0, done.stderr
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "invariance")
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "invariance")
     assert rep.returncode == 0, rep.stderr
     rows = results(out)
     assert rows[("d", "imagenet-val", "scale-1.5", "top1")]["value"] == pytest.approx(1 / 6)
@@ -231,21 +247,21 @@ def test_decisions_skip_the_mean_true_class_probability_but_keep_top1(kit, tmp_p
     assert "the mean true-class probability (invariance) not computed" in rep.stderr
 
 
-def test_cue_conflict_decisions_by_category_name(kit, tmp_path):
+def test_cue_conflict_decisions_by_category_name(kit, cli, tmp_path):
     names = ["dog/dog1-cat2.png", "cat/cat3-dog1.png", "knife/knife1-oven2.png", "oven/oven2-oven1.png"]
     decisions = ["dog", "dog", "oven", "oven"]   # shape, texture, texture, (shape == texture: dropped)
     f = write_lines(tmp_path / "cats.csv", ["sample_id,decision"] + [f"{s},{d}" for s, d in zip(names, decisions)])
     store, out = tmp_path / "s.zarr", tmp_path / "out"
-    done = kit.run_cli("import", store, f, "--dataset", "cue-conflict")
+    done = cli("import", store, f, "--dataset", "cue-conflict")
     assert done.returncode == 0, done.stderr
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias")
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias")
     assert rep.returncode == 0, rep.stderr
     rows = results(out)
     assert rows[("cats", "cue-conflict", "center", "shape_bias")]["value"] == pytest.approx(1 / 3)
     assert rows[("cats", "cue-conflict", "center", "shape_fraction")]["value"] == pytest.approx(1 / 3)
 
 
-def test_import_into_a_store_keeps_its_sample_list(kit, tmp_path):
+def test_import_into_a_store_keeps_its_sample_list(kit, cli, tmp_path):
     """The store holds imagenet-val with its own labels: the file's rows go to their samples, the samples the
     file lacks are invalid rows, and a sample the store lacks is refused naming its line."""
     store = tmp_path / "s.zarr"
@@ -254,16 +270,16 @@ def test_import_into_a_store_keeps_its_sample_list(kit, tmp_path):
     kit.write(store, "imagenet-val", "center", "extracted", kit.planted(label, 1000), sample_id=ids, label=label)
     f = write_lines(tmp_path / "part.csv", ["file_name,predicted_class"] +
                     [f"{ids[i]},{label[i] if i % 2 else 0}" for i in (6, 1, 3, 2)])
-    done = kit.run_cli("import", store, f, "--format", "imagenet-x")
+    done = cli("import", store, f, "--format", "imagenet-x")
     assert done.returncode == 0, done.stderr
     assert "4 of 8 samples valid" in done.stdout
     out = tmp_path / "out"
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
     assert rep.returncode == 0, rep.stderr
     assert results(out)[("part", "imagenet-val", "center", "top1")]["value"] == pytest.approx(2 / 4)  # rows 1, 3
     bad = write_lines(tmp_path / "more.csv", ["file_name,predicted_class", f"{ids[0]},1", "ILSVRC2012_val_00000099.JPEG,1"])
     before = kit.tree_hash(store)
-    refused = kit.run_cli("import", store, bad)
+    refused = cli("import", store, bad)
     assert refused.returncode == 2
     assert f"{bad}:line 3: sample 'ILSVRC2012_val_00000099.JPEG' is not in the store's imagenet-val" in refused.stderr
     assert kit.tree_hash(store) == before
@@ -290,7 +306,7 @@ def _break(lines: list[str], line: int, column: str, value: str) -> list[str]:
 @pytest.mark.parametrize("case", ["missing column", "unknown class name", "duplicate image", "mixed sessions",
                                   "shape not the category", "imagenet-x missing column", "imagenet-x class",
                                   "imagenet-x duplicate", "imagenet-x probability", "table without ids"])
-def test_malformed_files_name_file_line_and_column_and_write_nothing(kit, tmp_path, case):
+def test_malformed_files_name_file_line_and_column_and_write_nothing(kit, cli, tmp_path, case):
     lines = human_excerpt(kit)
     assert lines[0] == HUMAN_HEAD
     name = "cue-conflict_subject-03_session_1.csv"
@@ -338,19 +354,19 @@ def test_malformed_files_name_file_line_and_column_and_write_nothing(kit, tmp_pa
     path = tmp_path / name
     write_lines(path, lines)
     store = tmp_path / "new.zarr"
-    done = kit.run_cli("import", store, path, *args)
+    done = cli("import", store, path, *args)
     assert done.returncode == 2, done.stdout
     assert f"{path}:{where}: {message}" in done.stderr, done.stderr
     assert not store.exists()  # nothing written, not even the store's root
     assert done.stderr.count("\n") <= 2 or "problems" in done.stderr
 
 
-def test_one_bad_file_among_good_ones_writes_nothing(kit, tmp_path):
+def test_one_bad_file_among_good_ones_writes_nothing(kit, cli, tmp_path):
     good = kit.PUBLISHED / "model-vs-human" / "cue-conflict_subject-01_session_1.csv.gz"
     lines = _break(human_excerpt(kit), 2, "object_response", "dgo")
     bad = write_lines(tmp_path / "cue-conflict_subject-03_session_1.csv", lines)
     store = tmp_path / "s.zarr"
-    done = kit.run_cli("import", store, good, bad)
+    done = cli("import", store, good, bad)
     assert done.returncode == 2
     assert "line 2: column 'object_response': unknown class name 'dgo' (did you mean 'dog'?)" in done.stderr
     assert not store.exists()
@@ -360,7 +376,7 @@ def test_one_bad_file_among_good_ones_writes_nothing(kit, tmp_path):
 # Pairs: the paper's own names, and any pair on request.
 
 @pytest.fixture
-def named_store(kit, tmp_path):
+def named_store(kit, cli, tmp_path):
     """cue-conflict decisions under the names of the paper's published files, and a lone size."""
     store = tmp_path / "s.zarr"
     names = ["dog/dog1-cat2.png", "cat/cat3-dog1.png", "knife/knife1-oven2.png", "car/car1-bird2.png"]
@@ -370,7 +386,7 @@ def named_store(kit, tmp_path):
     for model, dec in runs.items():
         f = write_lines(tmp_path / f"{model.replace(':', '_')}.csv", ["sample_id,decision"] +
                         [f"{s},{d}" for s, d in zip(names, dec)])
-        done = kit.run_cli("import", store, f, "--dataset", "cue-conflict", "--model", model)
+        done = cli("import", store, f, "--dataset", "cue-conflict", "--model", model)
         assert done.returncode == 0, done.stderr
     return store, runs, names
 
@@ -384,10 +400,10 @@ def _bias(dec, names) -> float:
     return shape_hits / (shape_hits + texture_hits)
 
 
-def test_default_pairs_find_the_papers_own_names_and_say_what_is_missing(kit, named_store, tmp_path):
+def test_default_pairs_find_the_papers_own_names_and_say_what_is_missing(kit, cli, named_store, tmp_path):
     store, runs, names = named_store
     out = tmp_path / "out"
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "50", "--quiet", "--studies", "shape_bias")
+    rep = cli("report", store, "--out", out, "--n-boot", "50", "--quiet", "--studies", "shape_bias")
     assert rep.returncode == 0, rep.stderr
     diffs = pl.read_parquet(out / "differences.parquet").filter(pl.col("metric") == "shape_bias")
     pairs = {(r["model_a"], r["model_b"]): r["diff"] for r in diffs.iter_rows(named=True)}
@@ -400,10 +416,10 @@ def test_default_pairs_find_the_papers_own_names_and_say_what_is_missing(kit, na
     assert "- `convnext-sup-tiny` − `vit-sup-tiny`: the store holds no 'vit-sup-tiny' run" in report
 
 
-def test_explicit_pairs_any_runs_with_colons_in_names_and_unknowns_reported(kit, named_store, tmp_path):
+def test_explicit_pairs_any_runs_with_colons_in_names_and_unknowns_reported(kit, cli, named_store, tmp_path):
     store, runs, names = named_store
     out = tmp_path / "out"
-    rep = kit.run_cli("report", store, "--out", out, "--n-boot", "50", "--quiet", "--studies", "shape_bias",
+    rep = cli("report", store, "--out", out, "--n-boot", "50", "--quiet", "--studies", "shape_bias",
                       "--pairs", "timm:vit_small:vit-clip,convnext-clip:vit-clipp,deit3-21k:deit3-21k")
     assert rep.returncode == 0, rep.stderr
     diffs = pl.read_parquet(out / "differences.parquet").filter(pl.col("metric") == "shape_bias")
@@ -416,7 +432,7 @@ def test_explicit_pairs_any_runs_with_colons_in_names_and_unknowns_reported(kit,
     assert "- `convnext-clip` − `vit-clipp`: no run named 'vit-clipp' in the store (did you mean 'vit-clip'?)" in report
     assert "- `deit3-21k` − `deit3-21k`: a run against itself" in report
     assert "note: pair convnext-clip:vit-clipp: no run named 'vit-clipp'" in rep.stderr
-    bad = kit.run_cli("report", store, "--out", out, "--pairs", "convnext-clip")
+    bad = kit.run_cli("report", store, "--out", out, "--pairs", "convnext-clip")  # a usage error: argparse exits
     assert bad.returncode == 2 and "expected MODEL_A:MODEL_B" in bad.stderr
 
 
