@@ -18,6 +18,7 @@ import pytest
 IMX_FACTORS = ("pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory",
                "texture", "larger", "darker", "object_blocking", "person_blocking", "style", "brighter",
                "multiple_objects")
+HUMAN_HEAD = "subj,session,trial,rt,object_response,category,condition,imagename"
 CATEGORIES = ("airplane", "bear", "bicycle", "bird", "boat", "bottle", "car", "cat", "chair", "clock", "dog",
               "elephant", "keyboard", "knife", "oven", "truck")
 
@@ -187,6 +188,26 @@ def test_human_observers_shape_bias_equals_model_vs_human_from_the_raw_files(kit
     assert (int(g["label"][i]), int(g["texture_label"][i])) == (CATEGORIES.index("dog"), CATEGORIES.index("bicycle"))
 
 
+def test_other_model_vs_human_datasets_give_16_class_accuracy(kit, cli, tmp_path):
+    """A model-vs-human dataset other than cue-conflict (here sketch, with the published columns) becomes
+    mvh-sketch, read by the robustness table as 16-class accuracy: decision == category."""
+    rows = [("bear", "bear", "n02132136_10.png"), ("dog", "cat", "n02123045_3.png"), ("na", "boat", "n04273569_7.png"),
+            ("oven", "oven", "n04111531_2.png"), ("car", "truck", "n03417042_1.png")]
+    lines = [HUMAN_HEAD] + [f"subject-01,1,{i + 1},0.9,{r},{c},0,{i + 1:04d}_sk_s01_0_{c}_00_{name}"
+                            for i, (r, c, name) in enumerate(rows)]
+    f = write_lines(tmp_path / "sketch_subject-01_session_1.csv", lines)
+    store, out = tmp_path / "s.zarr", tmp_path / "out"
+    done = cli("import", store, f)
+    assert done.returncode == 0, done.stderr
+    assert "mvh-sketch/center/subject-01" in done.stdout
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
+    assert rep.returncode == 0, rep.stderr
+    answered = [(r, c) for r, c, _ in rows if r != "na"]
+    expected = sum(r == c for r, c in answered) / len(answered)
+    row = results(out)[("subject-01", "mvh-sketch", "center", "top1")]
+    assert (row["value"], row["n"]) == (pytest.approx(expected), len(answered))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Generic tables: logits, probabilities and decisions, with sample ids.
 
@@ -227,6 +248,29 @@ def test_generic_logits_probabilities_and_decisions(kit, cli, tmp_path):
     report = (out / "report.md").read_text()
     assert "Not computed for decided" in report
     assert "imagenet-val/center/decided: calibration on imagenet-val not computed: the run holds decisions only" in report
+
+
+def test_npy_with_ids_and_a_labels_file_for_a_dataset_without_bundled_labels(kit, cli, tmp_path):
+    rng = np.random.default_rng(5)
+    ids = [f"{c}/img{c}.jpeg" for c in (3, 7, 9, 11, 500)]   # imagenet-v2's layout: <class folder>/<file>
+    label = [3, 7, 9, 11, 500]
+    probs = rng.dirichlet(np.ones(1000) * 0.05, size=5)
+    np.save(tmp_path / "v2.npy", probs)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    store, out = tmp_path / "s.zarr", tmp_path / "out"
+    unlabelled = cli("import", store, tmp_path / "v2.npy", "--ids", tmp_path / "ids.txt", "--dataset", "imagenet-v2",
+                     "--scores", "probabilities")
+    assert unlabelled.returncode == 2
+    assert f"{tmp_path / 'v2.npy'}: no labels: the file has no label column and imagenet-v2 has none bundled" in unlabelled.stderr
+    write_lines(tmp_path / "labels.csv", ["sample_id,label"] + [f"{s},{y}" for s, y in zip(ids, label)])
+    done = cli("import", store, tmp_path / "v2.npy", "--ids", tmp_path / "ids.txt", "--dataset", "imagenet-v2",
+               "--scores", "probabilities", "--labels", tmp_path / "labels.csv")
+    assert done.returncode == 0, done.stderr
+    assert "class probabilities (logit kind probabilities)" in done.stdout
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
+    assert rep.returncode == 0, rep.stderr
+    expected = np.mean([int(np.argmax(p)) == y for p, y in zip(probs, label)])
+    assert results(out)[("v2", "imagenet-v2", "center", "top1")]["value"] == pytest.approx(expected)
 
 
 def test_decisions_skip_the_mean_true_class_probability_but_keep_top1(kit, cli, tmp_path):
@@ -287,9 +331,6 @@ def test_import_into_a_store_keeps_its_sample_list(kit, cli, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # Malformed files: one message naming the file, the line and the column; nothing written.
-
-HUMAN_HEAD = "subj,session,trial,rt,object_response,category,condition,imagename"
-
 
 def human_excerpt(kit, n: int = 6) -> list[str]:
     with gzip.open(kit.PUBLISHED / "model-vs-human" / "cue-conflict_subject-03_session_1.csv.gz", "rt") as f:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -46,7 +46,6 @@ class Imported:
     rows: int          # the file's entries
     valid: int         # valid rows of the run
     n_samples: int     # the dataset's samples
-    labelled: int      # samples with a label
     status: str        # written | replaced | already there
 
     def __str__(self) -> str:
@@ -115,9 +114,8 @@ def _parse(table: Table, fmt: str, dataset: str | None, model: str | None, score
     if fmt == model_vs_human.FORMAT:
         return model_vs_human.parse(table, model=model, dataset=dataset)
     if dataset is None:
-        table.whole(f"a table of predictions needs --dataset (columns found: "
-                                  f"{', '.join(table.columns) or 'none'}; an ImageNet-X or model-vs-human file is "
-                                  f"recognised by its columns)")
+        table.whole(f"a table of predictions needs --dataset (columns found: {', '.join(table.columns) or 'none'}; "
+                    f"an ImageNet-X or model-vs-human file is recognised by its columns)")
         return None
     try:
         entry = default_dataset_attrs(dataset)["manifest"]
@@ -174,8 +172,7 @@ def _fingerprint_inputs(run: Parsed, sl: SampleList, transform: str, digest: str
     sha = sha256(run.table.path)
     attrs = run.attrs(sha)
     inputs = fingerprint_inputs(model=attrs["model"], weights_id=attrs["weights_id"], preprocess={},
-                                            transform={"id": transform}, precision=attrs["precision"],
-                                            sample_digest=digest)
+                                transform={"id": transform}, precision=attrs["precision"], sample_digest=digest)
     return {**attrs, "fingerprint_inputs": inputs}, inputs
 
 
@@ -228,8 +225,7 @@ def _write(store: Any, run: Parsed, sl: SampleList, transform: str, status: str,
                          label=sl.label.astype(np.int32), columns=columns, attrs=attrs, valid=valid,
                          invalid_reason=reasons, dataset_attrs=dataset_attrs,
                          overwrite=overwrite and status == "replaced", storage_options=storage_options)
-    return Imported(path, run.table.name, run.kind, len(run.sample_id), int(valid.sum()), n,
-                    int((sl.label >= 0).sum()), status)
+    return Imported(path, run.table.name, run.kind, len(run.sample_id), int(valid.sum()), n, status)
 
 
 __all__ = ["FORMATS", "ImportProblem", "Imported", "detect", "import_files"]

@@ -71,12 +71,12 @@ def parse(table: Table, *, model: str | None = None, dataset: str | None = None)
     name = dataset.removeprefix("mvh-") if dataset else (named.group("dataset") if named else None)
     if name is None:
         table.whole("cannot tell the dataset: the file name is not <dataset>_<observer>_session-<n>.csv; "
-                                  "give --dataset cue-conflict (or mvh-<name>)")
+                    "give --dataset cue-conflict (or mvh-<name>)")
         return None
     if name != "cue-conflict" and name not in OTHER_DATASETS and name.lower() not in map(str.lower, OTHER_DATASETS):
         near = close_names(name, ("cue-conflict",) + OTHER_DATASETS)
-        table.whole(f"unknown model-vs-human dataset {name!r}" + (f" (did you mean {near[0]!r}?)" if near
-                                  else "") + f"; expected cue-conflict or one of {', '.join(OTHER_DATASETS)}")
+        table.whole(f"unknown model-vs-human dataset {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                    + f"; expected cue-conflict or one of {', '.join(OTHER_DATASETS)}")
         return None
     _one_value(table, "subj", "observer")
     if "session" in table.columns:

@@ -118,12 +118,12 @@ def new_list(dataset: str, entry: dict, runs: list[Parsed], labels: Mapping[str,
             _merge(run.table, "label", rows, run.label, label, have)
             source = f"the files' {'category' if run.fmt == 'model-vs-human' else 'label'} column"
         for name, values in run.columns.items():
-            if name not in columns:
-                columns[name] = np.empty(n, dtype=np.asarray(values).dtype if np.ndim(values) == 1 else object)
+            values = np.asarray(values)
+            if name not in columns:  # list columns ([n, slots]) padded with -1
+                columns[name] = np.full((n,) + values.shape[1:], -1 if values.ndim == 2 else None, dtype=values.dtype
+                                        if values.ndim == 2 else object)
                 column_from[name] = np.zeros(n, bool)
-                if np.ndim(values) == 2:
-                    columns[name] = np.full((n, np.shape(values)[1]), -1, dtype=np.asarray(values).dtype)
-            _merge(run.table, name, rows, np.asarray(values), columns[name], column_from[name])
+            _merge(run.table, name, rows, values, columns[name], column_from[name])
     if not have.any():
         if labels is not None:
             label = np.asarray([labels.get(s, -1) for s in ids.tolist()], dtype=np.int64)
@@ -131,8 +131,8 @@ def new_list(dataset: str, entry: dict, runs: list[Parsed], labels: Mapping[str,
         else:
             bundled = bundled_labels(dataset, ids)
             if bundled is None:
-                runs[0].table.whole(f"no labels: the file has no label column and {dataset} has none "
-                                                  f"bundled; add a label column or give --labels FILE")
+                runs[0].table.whole(f"no labels: the file has no label column and {dataset} has none bundled; "
+                                    f"add a label column or give --labels FILE")
             else:
                 label, extra, source = bundled
                 columns.update({k: v for k, v in extra.items() if k not in columns})
