@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
 
+from . import pairs as pairing
 from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
 from .store import StoreReader
-from .studies._common import PAPER_MODELS, comparison_pairs, order_models
+from .provenance import origin_note
+from .studies._common import PAPER_MODELS, order_models
 
 
 def paper_datasets() -> list[str]:
@@ -76,10 +78,11 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
-                 storage_options: Mapping[str, Any] | None = None) -> dict:
+                 storage_options: Mapping[str, Any] | None = None, pairs: Sequence[str] | None = None) -> dict:
     """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures.
 
-    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read)."""
+    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read). ``pairs``: ``"A:B"``
+    items to difference (default: the paper's ConvNeXt/ViT pairs found by name; analyze/pairs.py)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     reader = StoreReader(store, storage_options=storage_options)
@@ -122,20 +125,27 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         if bar is not None:
             bar.close()
     results = _table(ctx.rows, RESULT_COLUMNS)
-    diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
+    plan = pairing.plan(pairs, reader.models)
+    diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
+    plan = plan.settle(diffs, ctx.rows)
     for name, frame in (("results", results), ("differences", diffs)):
         frame.write_parquet(out / f"{name}.parquet")
         frame.write_csv(out / f"{name}.csv")
-    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed))
+    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed, plan))
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
-            "notes": list(reader.notes), "out": str(out)}
+            "notes": list(reader.notes), "out": str(out),
+            "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else []}
 
 
-def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int) -> str:
+def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int,
+           plan: pairing.PairPlan | None = None) -> str:
     parts = ["# Beyond ImageNet accuracy: report", f"Store: `{reader.url}`"]
     warning = _weights_note(reader)
     if warning:
         parts.append(warning)
+    origin = origin_note(reader)
+    if origin:
+        parts.append(origin)
     parts += ["## What the store holds", _coverage(reader, ctx)]
     ci = (f"Intervals: 95% Poisson-bootstrap percentile intervals over samples ({n_boot} replicates, seed {seed})."
           if n_boot > 0 else "Intervals: none (bootstrap disabled).")
@@ -143,13 +153,9 @@ def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, 
     for section in ctx.sections:
         parts.append(f"## {section.title}\n\n{section.body}")
         parts += [f"![{Path(f).stem}]({f})" for f in section.figures]
-    if len(diffs):
-        top = diffs.filter(pl.col("metric").is_in(["top1", "ece", "shape_bias", "top1_mean"]))
-        if len(top):
-            parts.append("## ConvNeXt minus ViT (paired bootstrap)\n\n" + "\n".join(
-                ["| A − B | dataset | transform | metric | diff | 95% CI |", "|---|---|---|---|---|---|"]
-                + [f"| {r['model_a']} − {r['model_b']} | {r['dataset']} | {r['transform']} | {r['metric']} | "
-                   f"{r['diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |" for r in top.iter_rows(named=True)]))
+    pair_section = pairing.section(plan or pairing.PairPlan(), diffs)
+    if pair_section:
+        parts.append(pair_section)
     if reader.notes:
         parts.append("## Notes on the data\n\n" + "\n".join(f"- {n}" for n in reader.notes))
     parts.append("All metrics: `results.csv` / `results.parquet` (model, dataset, transform, metric, value, ci_low, "

@@ -198,6 +198,19 @@ class StoreReader:
         self._verify(key, L.LOGITS, rows, values)
         return values
 
+    def invalid_reasons(self, key: RunKey, valid: np.ndarray) -> dict[str, int]:
+        """Why the run's invalid rows are invalid: reason -> count (empty for runs written before reasons)."""
+        group = self.root[key.path]
+        if L.INVALID_REASON not in group or valid.all():
+            return {}
+        reasons = _plain(group[L.INVALID_REASON][...])[~valid]
+        values, counts = np.unique(reasons, return_counts=True)
+        return {str(v) or "no reason recorded": int(c) for v, c in zip(values, counts)}
+
+    def has_features(self, key: RunKey) -> bool:
+        """Whether the run stored pooled features (imported predictions have none)."""
+        return L.FEATURES in self.root[key.path]
+
     def features(self, key: RunKey) -> np.ndarray:
         group = self.root[key.path]
         if L.FEATURES not in group:
