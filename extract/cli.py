@@ -69,6 +69,10 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                         "random init")
     p.add_argument("--shard", help="i/n: this process does blocks b with b %% n == i (default: torchrun's "
                                    "RANK/WORLD_SIZE, else all)")
+    p.add_argument("--decode", choices=("pil", "gpu"), default="pil",
+                   help="pil (default): Pillow decodes and resizes in the workers, the reference pipeline that "
+                        "equals timm's and open_clip's; gpu: JPEGs decoded (nvJPEG on CUDA) and resized on the "
+                        "run's device in Pillow's arithmetic, other images by Pillow (README, Benchmarks)")
 
 
 def _device(text: str) -> str:
@@ -148,6 +152,7 @@ def _options(args):
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
         repair=getattr(args, "repair", False), retry_invalid=getattr(args, "retry_invalid", False),
         compile=getattr(args, "compile", False), allow_partial=getattr(args, "allow_partial", False),
+        decode=getattr(args, "decode", "pil"),
         progress=False if getattr(args, "no_progress", False) else None,
         storage_options=parse_storage_options(args.storage_options),
     )
@@ -199,7 +204,7 @@ def _sigterm_as_interrupt(args) -> Iterator[None]:
 def result_to_json(result) -> dict:
     return {
         "store": result.store, "device": result.device, "precision": result.precision,
-        "batch_size": result.batch_size, "workers": result.workers,
+        "batch_size": result.batch_size, "workers": result.workers, "decode": result.decode,
         "shard": list(result.shard) if result.shard else None,
         "images": result.images, "seconds": result.seconds, "images_per_s": result.images_per_s,
         "invalid": [{"dataset": d, "transform": t, "sample_id": s, "reason": r} for d, t, s, r in result.invalid],
@@ -207,6 +212,7 @@ def result_to_json(result) -> dict:
         "units": [{"dataset": u.dataset, "transform": u.transform, "models": u.models,
                    "blocks_total": u.blocks_total, "blocks_mine": u.blocks_mine, "blocks_written": u.blocks_written,
                    "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds,
+                   "decoded_on_device": u.decoded_on_device,
                    "retried": u.retried, "still_invalid": u.still_invalid}
                   for u in result.units],
     }

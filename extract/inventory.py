@@ -21,6 +21,7 @@ from schemas import layout as L
 from extract.errors import ExtractError
 from extract.options import (
     RunOptions,
+    decode_fingerprint,
     default_device,
     default_precision,
     is_cuda,
@@ -176,7 +177,9 @@ def weights_id(spec: ModelSpec, weights_file: str | None, pretrained: bool | Non
         raise ExtractError(f"{spec.id}: {e}") from None
 
 
-def run_fingerprint_inputs(spec: ModelSpec, t: TransformSpec, *, wid: str, precision: str, digest: str) -> dict:
+def run_fingerprint_inputs(spec: ModelSpec, t: TransformSpec, *, wid: str, precision: str, digest: str,
+                           decode: str | None = None) -> dict:
+    """``decode``: ``options.decode_fingerprint`` (None for the Pillow path)."""
     return schemas.fingerprint_inputs(
         model=jsonable(spec.to_dict()),
         weights_id=wid,
@@ -184,6 +187,7 @@ def run_fingerprint_inputs(spec: ModelSpec, t: TransformSpec, *, wid: str, preci
         transform=jsonable(t.to_dict()),
         precision=precision,
         sample_digest=digest,
+        decode=decode,
     )
 
 
@@ -233,6 +237,7 @@ def plan(opts: RunOptions) -> list[PlanRow]:
     precision = (opts.precision or default_precision(device)) if is_cuda(device) else "fp32"  # as run() does
     shard = opts.shard if opts.shard is not None else shard_from_env()
     weights = parse_weights(opts.weights)
+    decode = decode_fingerprint(opts.decode, device)
     root = open_store_read_only(opts.store, missing_ok=True, storage_options=opts.storage_options)
     samples = {d: _samples_found(sel, d) for d in sel.datasets}
     rows = []
@@ -262,7 +267,7 @@ def plan(opts: RunOptions) -> list[PlanRow]:
                         try:
                             wid = weights_id(spec, weights.get(spec.id), opts.pretrained)
                             new = run_fingerprint_inputs(spec, unit.transform, wid=wid, precision=precision,
-                                                         digest=stored_digest)
+                                                         digest=stored_digest, decode=decode)
                             changes = schemas.fingerprint_diff(old, new)
                             if changes:
                                 state = f"fingerprint differs ({'; '.join(changes)}): refused unless --overwrite"
