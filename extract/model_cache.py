@@ -37,11 +37,26 @@ class ModelCache:
         self.heads: dict[str, np.ndarray] = {}
         self.weights = parse_weights(opts.weights)
         self._wid: dict[str, str] = {}
+        self.sources: dict[str, dict] = {}  # model -> where its hub weights came from (repo, file, revision)
 
     def weights_id(self, spec) -> str:
         if spec.id not in self._wid:
             self._wid[spec.id] = weights_id(spec, self.weights.get(spec.id), self.opts.pretrained)
         return self._wid[spec.id]
+
+    def fetch_hub_weights(self, spec) -> None:
+        """Hub weights into the local Hugging Face cache before anything is written; a model without them
+        (no network, no cache) is one ExtractError naming the model, the hub id and --weights."""
+        if spec.demo or self.weights.get(spec.id) or not self.opts.pretrained:
+            return
+        from extract.hub import HubWeightsError, fetch_hub_weights
+
+        try:
+            source = fetch_hub_weights(spec)
+        except HubWeightsError as e:
+            raise ExtractError(str(e)) from None
+        if source is not None:
+            self.sources[spec.id] = source
 
     def get(self, spec, size: int):
         key = (spec.id, int(size))

@@ -305,6 +305,7 @@ def run(opts: RunOptions) -> RunResult:
     cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)
+        cache.fetch_hub_weights(spec)
     cache.root = root = open_store(opts.store, opts.storage_options)
     result = RunResult(str(opts.store), device, precision, batch_size, workers, shard, opts.decode)
     groups: dict[str, Any] = {}
@@ -337,7 +338,7 @@ def _check_device_present(device: str) -> None:
         raise ExtractError("--device mps: Apple's MPS backend is not available on this machine; use --device cpu")
 
 
-def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device, decode: str) -> dict:
+def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device, decode: str, source: dict | None = None) -> dict:
     from extract.models import software_versions
 
     describe = jsonable(model.describe()) if hasattr(model, "describe") else {}
@@ -359,6 +360,8 @@ def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device, decode: str
         "loaded": describe,
         "fingerprint_inputs": fp_inputs,
     }
+    if source:
+        attrs["weights_source"] = jsonable(source)  # the hub repo, file and snapshot revision the weights came from
     if spec.kind == "zero-shot":
         attrs["logit_kind"] = "zero-shot"
         attrs["zero_shot"] = {"class_names": "imagenet-1k", "templates": "openai-imagenet-80",
@@ -416,7 +419,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                 root, unit.dataset, t.id, spec.id, num_classes=int(model.num_classes),
                 feature_dim=int(model.feature_dim) or None,
                 attrs=_run_attrs(spec, t, model, wid=wid, precision=model.precision, fp_inputs=fp_inputs,
-                                 device=device, decode=opts.decode),
+                                 device=device, decode=opts.decode, source=cache.sources.get(spec.id)),
                 transform_attrs={"transform": jsonable(t.to_dict())},
                 logits_dtype=logits_dtype, overwrite=opts.overwrite)
         if damaged and not opts.overwrite:  # the fingerprint matched (open_run): its damaged blocks are redone
