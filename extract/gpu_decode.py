@@ -27,6 +27,7 @@ import torch
 
 from extract.device_resample import buckets, pad_stack, resample
 from extract.errors import ExtractError
+from extract.options import device_type
 from extract.pipeline import INVALID, OK, STOP, BlockImages, _ReadFailed, collate, unexpected
 from extract.resample import SUPPORT, Taps, pillow_pass_order, transform_taps
 
@@ -216,7 +217,7 @@ def check_device_decode(device: str, preprocesses: Sequence[Any]) -> None:
 
     from PIL import Image
 
-    if str(device).split(":")[0] not in ("cpu", "cuda"):
+    if device_type(device) not in ("cpu", "cuda"):
         raise ExtractError(f"--decode gpu: torchvision decodes JPEGs on cpu or cuda, not on {device}; "
                            f"use --decode pil")
     odd = sorted({p.interpolation for p in preprocesses} - set(SUPPORT))

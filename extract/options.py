@@ -124,6 +124,11 @@ def is_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
 
+def device_type(device: str) -> str:
+    """"cuda:1" -> "cuda", "cpu" -> "cpu"."""
+    return str(device).split(":")[0]
+
+
 def default_batch_size(device: str) -> int:
     return 256 if is_cuda(device) else 32
 
@@ -145,7 +150,7 @@ def decode_fingerprint(decode: str, device: str) -> str | None:
     before there was a choice); "gpu:cuda" or "gpu:cpu" (the decoders differ, so the device type counts)."""
     if decode not in DECODE_PATHS:
         raise ExtractError(f"--decode {decode!r}: expected one of {', '.join(DECODE_PATHS)}")
-    return None if decode == "pil" else f"gpu:{'cuda' if is_cuda(device) else str(device).split(':')[0]}"
+    return None if decode == "pil" else f"gpu:{device_type(device)}"
 
 
 def parse_weights(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
@@ -164,4 +169,4 @@ def parse_weights(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, 
 
 
 __all__ = ["RunOptions", "DECODE_PATHS", "decode_fingerprint", "parse_shard", "parse_device", "check_store_target", "shard_from_env", "shard_blocks", "cuda_available", "default_device",
-           "is_cuda", "default_batch_size", "default_precision", "default_workers", "parse_weights"]
+           "is_cuda", "device_type", "default_batch_size", "default_precision", "default_workers", "parse_weights"]

@@ -60,6 +60,7 @@ from extract.options import (
     default_device,
     default_precision,
     default_workers,
+    device_type,
     is_cuda,
     parse_device,
     parse_weights,
@@ -354,7 +355,7 @@ def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device, decode: str
         "precision_detail": ("backbone bf16 autocast; classifier head and CLIP logit product fp32"
                              if precision == "bf16" else "fp32 throughout"),
         "logit_kind": "classifier",
-        "device_type": "cuda" if is_cuda(device) else str(device).split(":")[0],
+        "device_type": device_type(device),
         "decode": _decode_attrs(decode, device),
         "software": software_versions(),
         "loaded": describe,
@@ -375,10 +376,10 @@ def _decode_attrs(decode: str, device: str) -> dict:
         return {"path": "pil", "detail": "Pillow decode, resize and crop in the DataLoader workers (the reference)"}
     from extract.resample import pillow_pass_order
 
-    device_type = "cuda" if is_cuda(device) else str(device).split(":")[0]
-    return {"path": "gpu", "device_type": device_type,
-            "detail": (f"JPEG: torchvision.io.decode_jpeg on {device_type}"
-                       f"{' (nvJPEG)' if device_type == 'cuda' else ' (libjpeg-turbo)'}; resize and crop: Pillow's "
+    kind = device_type(device)
+    return {"path": "gpu", "device_type": kind,
+            "detail": (f"JPEG: torchvision.io.decode_jpeg on {kind}"
+                       f"{' (nvJPEG)' if kind == 'cuda' else ' (libjpeg-turbo)'}; resize and crop: Pillow's "
                        f"integer taps in torch (pass order: {pillow_pass_order()}); other formats, CMYK/Adobe/MPO "
                        f"JPEGs, damaged JPEG data and what the device fails to decode: Pillow")}
 
