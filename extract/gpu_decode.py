@@ -28,7 +28,7 @@ import torch
 from extract.device_resample import buckets, pad_stack, resample
 from extract.errors import ExtractError
 from extract.options import device_type
-from extract.pipeline import INVALID, OK, STOP, BlockImages, _ReadFailed, collate, unexpected
+from extract.pipeline import INVALID, OK, STOP, BlockImages, collate, unexpected
 from extract.resample import SUPPORT, Taps, pillow_pass_order, transform_taps
 
 # torchvision 0.29 warns at every call that its image codecs are deprecated for torchcodec; they still work.
@@ -65,22 +65,16 @@ def device_decodable(data: bytes) -> tuple[int, int] | None:
 class EncodedImages(BlockImages):
     """torch Dataset: index -> (index, status, message, warnings, Encoded or {geometry: uint8 [3,S,S]})."""
 
-    def __getitem__(self, index: int):
-        try:
-            data = self._read(index)
-        except _ReadFailed as e:
-            return index, STOP, str(e), [], self.zeros()
-        except Exception as e:  # noqa: BLE001 - not the image's fault: the run stops and names it
-            return index, STOP, unexpected(e), [], self.zeros()
+    def prepare(self, data: bytes):
         try:
             size = device_decodable(data)
             if size is not None:
                 h, w = size
                 taps = {k: transform_taps(w, h, self.transform, pre) for k, pre in self.geometries.items()}
-                return index, OK, None, [], Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8), h, w, taps)
+                return OK, None, [], Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8), h, w, taps)
         except Exception as e:  # noqa: BLE001 - a bug in the header or taps code: the run stops and names it
-            return index, STOP, unexpected(e), [], self.zeros()
-        return (index, *self.pixels(data))
+            return STOP, unexpected(e), [], self.zeros()
+        return self.pixels(data)
 
 
 def _pad_taps(rows: list[np.ndarray], k: int) -> torch.Tensor:

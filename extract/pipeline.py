@@ -45,7 +45,11 @@ class BlockImages:
             return index, STOP, str(e), [], self.zeros()
         except Exception as e:  # noqa: BLE001 - not the image's fault: the run stops and names it
             return index, STOP, unexpected(e), [], self.zeros()
-        return (index, *self.pixels(data))
+        return (index, *self.prepare(data))
+
+    def prepare(self, data: bytes) -> tuple[str, str | None, list[str], Any]:
+        """What a worker makes of a sample's bytes: (status, message, warnings, pixels); here Pillow's."""
+        return self.pixels(data)
 
     def pixels(self, data: bytes) -> tuple[str, str | None, list[str], dict]:
         """Encoded bytes -> (status, message, warnings, {geometry: uint8 [3,S,S]}) by Pillow: the reference."""
