@@ -6,7 +6,7 @@ fingerprints are ``extract.inventory``. No torch at import (``extract.hub`` read
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,7 +77,6 @@ class Plan:
     models: list[str]
     measured: tuple[int, float] | None = None  # (images, seconds) of the store's done blocks of these units
     shard: tuple[int, int] | None = None
-    units: list[tuple[str, str]] = field(default_factory=list)
 
 
 def plan(opts: RunOptions) -> Plan:
@@ -141,8 +140,7 @@ def plan(opts: RunOptions) -> Plan:
             rows.append(PlanRow(unit.dataset, unit.transform.id, spec.id, n,
                                 len(blocks) if blocks else None, mine, done, nbytes, state))
     return Plan(rows, {d: info for d, (info, _) in found.items()}, [s.id for s in sel.models],
-                (measured_images, measured_s) if measured_s > 0 else None, shard,
-                [(u.dataset, u.transform.id) for u in sel.units])
+                (measured_images, measured_s) if measured_s > 0 else None, shard)
 
 
 def _samples_found(sel: Selection, dataset: str) -> tuple[DatasetPlan, str | None]:
