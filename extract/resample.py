@@ -11,8 +11,8 @@ separable passes, each rounding to uint8. For an output pixel ``j`` of one pass 
     out_j = clip(floor((2^21 + sum_t q_jt * p[xmin_j + t]) / 2^22), 0, 255)
 
 A pass that keeps its axis (same size, whole box) is skipped. The order of the passes: horizontal first
-up to Pillow 11; since Pillow 12 vertical first when the height shrinks by more than twice what the width
-does, ``(H - h) > 0 and (H - h) > 2 (W - w)`` for a ``W x H -> w x h`` resize. ``pillow_pass_order``
+in older Pillow; in Pillow 13 (at least) vertical first when the height shrinks by more than twice what
+the width does, ``(H - h) > 0 and (H - h) > 2 (W - w)`` for a ``W x H -> w x h`` resize. ``pillow_pass_order``
 finds out which rule the installed Pillow follows, from one small resize.
 
 ``transform_taps`` gives, for one image and one transform geometry (``plan_geometry``), the ``(xmin, q)``
