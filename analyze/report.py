@@ -10,6 +10,7 @@ import polars as pl
 from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
+from .html_page import write_page
 from .store import StoreReader
 from .studies._common import PAPER_MODELS, comparison_pairs, order_models
 
@@ -77,7 +78,7 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
                  storage_options: Mapping[str, Any] | None = None) -> dict:
-    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures.
+    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md, report.html and figures.
 
     ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read)."""
     t0 = time.perf_counter()
@@ -126,7 +127,9 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     for name, frame in (("results", results), ("differences", diffs)):
         frame.write_parquet(out / f"{name}.parquet")
         frame.write_csv(out / f"{name}.csv")
-    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed))
+    markdown = render(reader, ctx, diffs, n_boot, seed)
+    (out / "report.md").write_text(markdown)
+    write_page(out, markdown)  # report.html: the same text, figures inlined, sortable tables
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
             "notes": list(reader.notes), "out": str(out)}
 

@@ -189,6 +189,10 @@ class StoreReader:
         self._verify(key, L.LOGITS, rows, values)
         return values
 
+    def has_features(self, key: RunKey) -> bool:
+        """Whether the run stores pooled features (the contract makes them optional)."""
+        return L.FEATURES in self.root[key.path]
+
     def features(self, key: RunKey) -> np.ndarray:
         group = self.root[key.path]
         if L.FEATURES not in group:
