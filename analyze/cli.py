@@ -25,7 +25,7 @@ def _report(args) -> int:
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
-          f"-> {result['out']}/report.md")
+          f"-> {result['out']}/report.md, report.html")
     return 0
 
 

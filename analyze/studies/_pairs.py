@@ -13,10 +13,9 @@ import numpy as np
 
 from .. import labels
 from ..context import Context
-from ..metrics import DeferredWeights, ProductBatch, wsum
+from ..metrics import weighted_product
 from ..metrics.accuracy import correct_multi, correct_single
-from ..metrics.agreement import KAPPA_METRICS, centred_gram, cka_from_hsic, consistency_columns, \
-    consistency_from_sums, weighted_hsic
+from ..metrics.agreement import KAPPA_METRICS, centred_gram, cka_from_hsic, consistency_from_sums, weighted_hsic
 from ..store import RunKey
 from ..summaries import labels_in_logit_space
 
@@ -24,7 +23,7 @@ from ..summaries import labels_in_logit_space
 # its replicates cost B * n^2 per pair. Linear CKA on n images reads high by about d / (n + d) for unrelated
 # features of effective dimension d, so the subset is no smaller than it must be.
 CKA_IMAGES = 2000
-PAIR_BATCH = 64  # pairs whose bootstrap sums share one product with the weight matrix
+PAIR_BATCH = 128  # pairs whose bootstrap sums share one product with the weight matrix
 # ImageNet-C: one bootstrap weight per underlying image serves its 75 cells (as in studies/robustness.py).
 PER_IMAGE = ("imagenet-c",)
 
@@ -80,30 +79,47 @@ def _batches(pairs: list, size: int = PAIR_BATCH) -> Iterator[list]:
 
 
 def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
-    """Error consistency (kappa, observed and expected consistency) of every pair of ``keys`` (one dataset)."""
+    """Error consistency (kappa, observed and expected consistency) of every pair of ``keys`` (one dataset).
+
+    A pair needs four sums over the images both runs decided (``consistency_columns``): the count, each
+    run's hits and their common hits. Only the last is the pair's own: the others are shared by every pair
+    with the same rows, so a batch of pairs is one ``[B, n] @ [n, k]`` product with k about one column per
+    pair (exact in float32: the sums are integers below 2^24).
+    """
     hits = {k: c for k in keys if (c := correctness(ctx, k)) is not None}
     keys = [k for k in keys if k in hits]
     if len(keys) < 2:
         return []
     weight_key, n_rows, image = _population(ctx, keys[0].dataset)
+    counts = ctx.boot.counts(weight_key, n_rows)
+    masks: dict[bytes, int] = {}  # the distinct row sets of the pairs, numbered
     out = []
     for chunk in _batches([(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]):
-        batch = ProductBatch(n_rows, ctx.boot.n_boot) if ctx.boot.n_boot > 0 else None
-        stats = []
+        columns: dict[tuple, np.ndarray] = {}
+
+        def column(name: tuple, values: np.ndarray) -> tuple:
+            if name not in columns:  # per-image datasets: the sum over each image's cells
+                columns[name] = (values if image is None else np.bincount(image, values, minlength=n_rows)
+                                 ).astype(np.float32)
+            return name
+
+        layout = []
         for a, b in chunk:
             rows = hits[a].counted & hits[b].counted
-            terms = consistency_columns(hits[a].correct & rows, hits[b].correct & rows) * rows[:, None]
-            if image is not None:  # per-image sums: the image's weight counts each of its cells
-                terms = np.stack([np.bincount(image, terms[:, j], minlength=n_rows) for j in range(4)], axis=1)
-            stats.append((a, b, terms, int(rows.sum())))
-            if batch is not None:
-                wsum(terms, DeferredWeights(batch))  # records the columns the replicates need
-        if batch is not None:
-            batch.compute(ctx.boot.counts(weight_key, n_rows))
-        for a, b, terms, n in stats:
-            value = consistency_from_sums(wsum(terms))
-            reps = consistency_from_sums(wsum(terms, DeferredWeights(batch))) if batch is not None else None
-            out += [Pair(a, b, m, float(value[m]), None if reps is None else reps[m], n) for m in KAPPA_METRICS]
+            mask = masks.setdefault(rows.tobytes(), len(masks))
+            hit_a, hit_b = hits[a].correct & rows, hits[b].correct & rows
+            layout.append((a, b, int(rows.sum()), [column(("n", mask), rows), column(("hit", a.model, mask), hit_a),
+                                                   column(("hit", b.model, mask), hit_b),
+                                                   column(("both", a.model, b.model), hit_a & hit_b)]))
+        where = {name: i for i, name in enumerate(columns)}
+        x = np.stack(list(columns.values()), axis=1)
+        point = x.sum(axis=0, dtype=np.float64)
+        reps = None if counts is None else weighted_product(counts, x).astype(np.float64)
+        for a, b, n, names in layout:
+            index = [where[name] for name in names]
+            value = consistency_from_sums(point[index])
+            rep = None if reps is None else consistency_from_sums(reps[:, index])
+            out += [Pair(a, b, m, float(value[m]), None if rep is None else rep[m], n) for m in KAPPA_METRICS]
     return out
 
 
@@ -154,8 +170,11 @@ class _Grams:
 
 
 def cka_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
-    """Linear CKA of the pooled features of every pair of ``keys`` that stores features (one dataset)."""
-    keys = [k for k in keys if ctx.reader.has_features(k)]
+    """Linear CKA of the pooled features of every pair of ``keys`` that stores features (one dataset).
+
+    Not on ImageNet-C: its images are ImageNet val's, and its 75 cells would mean reading 75 times their
+    features for a subset of 2,000 rows."""
+    keys = [k for k in keys if k.dataset not in PER_IMAGE and ctx.reader.has_features(k)]
     if len(keys) < 2:
         return []
     dataset = keys[0].dataset
