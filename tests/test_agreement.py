@@ -323,3 +323,16 @@ def test_a_store_written_before_the_study_is_compared(kit, tmp_path, results_of)
     assert kit.entry_for("imagenet-v2")["studies"] == ["robustness"]
     results_of(tmp_path / "s.zarr", tmp_path / "out", studies=["agreement"])
     assert set(pl.read_csv(tmp_path / "out" / "agreement.csv")["dataset"]) == {"imagenet-val"}
+
+
+def test_both_always_wrong_is_flagged_not_hidden(kit, tmp_path, results_of):
+    """kappa is 0/0 when both runs miss every image: 1 in the table (model-vs-human), marked in report.md."""
+    n = 40
+    label = np.arange(n) % 1000
+    for model in ("convnext-sup", "vit-sup"):
+        kit.write(tmp_path / "s.zarr", "imagenet-val", "center", model, kit.planted(label + 1, 1000), sample_id=kit.val_ids(n),
+                  label=label)
+    results_of(tmp_path / "s.zarr", tmp_path / "out", studies=["agreement"])
+    row = pl.read_csv(tmp_path / "out" / "agreement.csv").filter(pl.col("metric") == "error_consistency").row(0, named=True)
+    assert row["value"] == 1.0 and ref_kappa([False] * n, [False] * n) == 1.0
+    assert "1.000 †" in (tmp_path / "out" / "report.md").read_text()

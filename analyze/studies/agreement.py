@@ -120,15 +120,22 @@ def _body(rows: list[dict], humans: list[str], with_humans: dict, among: dict | 
     index = {(r["model_a"], r["model_b"], r["metric"]): r for r in rows}
     pairs = list(dict.fromkeys((r["model_a"], r["model_b"]) for r in rows if HUMANS not in (r["model_a"], r["model_b"])))
     kappa = lambda p: index.get((*p, "error_consistency"), {"value": math.nan})["value"]  # noqa: E731
-    pairs.sort(key=lambda p: (math.isnan(kappa(p)), -kappa(p) if not math.isnan(kappa(p)) else 0.0))
+    pairs.sort(key=lambda p: math.inf if math.isnan(kappa(p)) else -kappa(p))
     shown = pairs if len(pairs) <= 2 * SHOWN else pairs[:SHOWN] + pairs[-SHOWN:]
-    table = markdown_table(
-        ["model A", "model B", "error consistency κ", "observed", "expected", "CKA", "images (κ)"],
-        [[a, b, _cell(index.get((a, b, "error_consistency"))), _cell(index.get((a, b, "observed_consistency")), 3),
-          _cell(index.get((a, b, "expected_consistency")), 3), _cell(index.get((a, b, "cka"))),
-          str(index[(a, b, "error_consistency")]["n"]) if (a, b, "error_consistency") in index else "—"]
-         for a, b in shown])
+
+    def line(a: str, b: str) -> list[str]:
+        kappa_row, expected = index.get((a, b, "error_consistency")), index.get((a, b, "expected_consistency"))
+        undefined = expected is not None and expected["value"] >= 1.0  # 0/0: model-vs-human reports 1
+        return [a, b, _cell(kappa_row) + (" †" if undefined else ""), _cell(index.get((a, b, "observed_consistency"))),
+                _cell(expected), _cell(index.get((a, b, "cka"))), str(kappa_row["n"]) if kappa_row else "—"]
+
+    rows_shown = [line(a, b) for a, b in shown]
+    table = markdown_table(["model A", "model B", "error consistency κ", "observed", "expected", "CKA", "images (κ)"],
+                           rows_shown)
     parts = ["Pairs by κ, highest first:", table]
+    if any(r[2].endswith(" †") for r in rows_shown):
+        parts.append("† Both runs are right on every image, or both wrong on every image: κ is 0/0, reported as 1 "
+                     "as model-vs-human does; it says nothing about shared errors.")
     if len(shown) < len(pairs):
         parts.append(f"The {SHOWN} most and {SHOWN} least consistent of {len(pairs)} pairs; all of them in "
                      f"`{TABLE}.csv`.")
