@@ -63,7 +63,7 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(side * max(1, len(panels)) + 1.0, side + 0.9),
                              squeeze=False)
     for ax, (label, (names, grid, low, high)) in zip(axes[0], panels.items()):
-        font = 8 if len(names) <= 16 else 6 if len(names) <= 40 else 4
+        font = 8 if len(names) <= 16 else 6
         image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis")
         ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=font)
         ax.set_yticks(np.arange(len(names)), names, fontsize=font)

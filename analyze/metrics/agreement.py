@@ -28,6 +28,14 @@ weighted HSIC is ``||X~^T W Y~||_F^2 = sum_ij w_i w_j K~_ij L~_ij``, which expan
 (``o`` the elementwise product; with ``w = 1`` this is ``tr(K H L H)``, ``H`` the centring matrix). A
 weight of 0 leaves an image out, so the replicates of ``[B, n]`` bootstrap weights cost a product each.
 
+An image drawn ``w_i > 1`` times must not be paired with its own copies: they would count as pairs of
+perfectly matching images and, in every replicate, about double the upward bias the estimator has on n
+images (the replicates would then sit above the value). Each copy keeps its own term ``K~_ii L~_ii``::
+
+    HSIC*_w(K, L) = HSIC_w(K, L) - sum_i w_i (w_i - 1) K~_ii L~_ii,   K~_ii = K_ii - 2 (Kw)_i / S + w^T K w / S^2
+
+which is ``HSIC_w`` itself for weights in {0, 1}: the plain estimate is the usual linear CKA.
+
 >>> import numpy as np
 >>> a = np.array([1, 1, 0, 0, 1]); b = np.array([1, 1, 0, 0, 0])
 >>> {k: round(float(v), 4) for k, v in error_consistency(a, b).items()}
@@ -82,7 +90,7 @@ def centred_gram(features: np.ndarray) -> np.ndarray:
 
 def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None, *, kw: np.ndarray | None = None,
                   lw: np.ndarray | None = None) -> np.ndarray:
-    """``HSIC_w(K, L)`` of the module docstring for weights ``None`` (all 1), ``[n]`` or ``[B, n]``.
+    """``HSIC*_w(K, L)`` of the module docstring for weights ``None`` (all 1), ``[n]`` or ``[B, n]``.
 
     ``kw``/``lw``: ``w K`` and ``w L`` when already computed (``[n]`` or ``[B, n]``; K, L are symmetric).
     """
@@ -97,10 +105,14 @@ def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None, *, kw: np.ndarray 
     kw = w @ k.astype(dtype, copy=False) if kw is None else kw
     lw = w @ l.astype(dtype, copy=False) if lw is None else lw
     first = np.sum((w @ (k * l).astype(dtype, copy=False)) * w, axis=-1, dtype=np.float64)
-    s = np.sum(w, axis=-1, dtype=np.float64)
+    s = np.sum(w, axis=-1, dtype=np.float64)[..., None]
+    wkw = np.sum(w * kw, axis=-1, dtype=np.float64)[..., None]
+    wlw = np.sum(w * lw, axis=-1, dtype=np.float64)[..., None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (first - 2.0 / s * np.sum(w * kw * lw, axis=-1, dtype=np.float64)
-                + np.sum(w * kw, axis=-1, dtype=np.float64) * np.sum(w * lw, axis=-1, dtype=np.float64) / s**2)
+        hsic = first - 2.0 / s[..., 0] * np.sum(w * kw * lw, axis=-1, dtype=np.float64) + (wkw * wlw / s**2)[..., 0]
+        k_ii = np.diagonal(k) - 2.0 * kw / s + wkw / s**2  # the centred Gram's diagonals
+        l_ii = np.diagonal(l) - 2.0 * lw / s + wlw / s**2
+        return hsic - np.sum(w * (w - 1) * k_ii * l_ii, axis=-1, dtype=np.float64)
 
 
 def cka_from_hsic(xy: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:

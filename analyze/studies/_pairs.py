@@ -20,9 +20,9 @@ from ..store import RunKey
 from ..summaries import labels_in_logit_space
 
 # CKA compares Gram matrices over a fixed random subset of the images (the same for every model of a dataset):
-# its replicates cost B * n^2 per pair. Linear CKA on n images reads high by about d / (n + d) for unrelated
-# features of effective dimension d, so the subset is no smaller than it must be.
-CKA_IMAGES = 2000
+# its replicates cost B * n^2 per pair (2 GFLOP at n = 1000, B = 1000), while linear CKA on n images reads high
+# by about d / (n + d) for unrelated features of effective dimension d: a trade-off, documented in design.md.
+CKA_IMAGES = 1000
 PAIR_BATCH = 128  # pairs whose bootstrap sums share one product with the weight matrix
 # ImageNet-C: one bootstrap weight per underlying image serves its 75 cells (as in studies/robustness.py).
 PER_IMAGE = ("imagenet-c",)
@@ -42,6 +42,8 @@ class Pair:
 
 @dataclass(frozen=True)
 class Correctness:
+    """A run's per-image correctness on its dataset."""
+
     correct: np.ndarray  # [sample] bool
     counted: np.ndarray  # [sample] bool: valid, and has a label under the dataset's rule
 
@@ -59,7 +61,9 @@ def correctness(ctx: Context, key: RunKey) -> Correctness | None:
     if "label_set" in samples.columns:
         correct, counted = correct_multi(summary.pred, samples.columns["label_set"])
         return Correctness(correct, summary.valid & counted)
-    if not labels_in_logit_space(ctx.reader.manifest_entry(key.dataset)):
+    entry = ctx.reader.manifest_entry(key.dataset)
+    entry.setdefault("label_space", ctx.reader.dataset_attrs(key.dataset).get("label_space"))  # as summaries.py
+    if not labels_in_logit_space(entry):
         return None
     return Correctness(correct_single(summary.pred, label), summary.valid & (label >= 0))
 
@@ -140,6 +144,7 @@ class _Grams:
         self.counts = counts  # [B, subset] uint8 bootstrap counts, or None
         self.gram: dict[str, np.ndarray] = {}
         self.ok: dict[str, np.ndarray] = {}
+        self._weights: dict[bytes, np.ndarray] = {}
         self._wk: dict[tuple, np.ndarray] = {}
         self._self: dict[tuple, tuple[float, np.ndarray | None]] = {}
 
@@ -150,7 +155,12 @@ class _Grams:
         self.gram[model], self.ok[model] = centred_gram(x).astype(np.float32), ok
 
     def weights(self, mask: np.ndarray) -> np.ndarray | None:
-        return None if self.counts is None else self.counts * mask.astype(np.float32)
+        if self.counts is None:
+            return None
+        key = mask.tobytes()
+        if key not in self._weights:
+            self._weights[key] = self.counts * mask.astype(np.float32)
+        return self._weights[key]
 
     def wk(self, model: str, mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
         key = (model, mask.tobytes())
