@@ -105,13 +105,13 @@ def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None, *, kw: np.ndarray 
     kw = w @ k.astype(dtype, copy=False) if kw is None else kw
     lw = w @ l.astype(dtype, copy=False) if lw is None else lw
     first = np.sum((w @ (k * l).astype(dtype, copy=False)) * w, axis=-1, dtype=np.float64)
-    s = np.sum(w, axis=-1, dtype=np.float64)[..., None]
-    wkw = np.sum(w * kw, axis=-1, dtype=np.float64)[..., None]
-    wlw = np.sum(w * lw, axis=-1, dtype=np.float64)[..., None]
+    s = np.sum(w, axis=-1, dtype=np.float64)
+    wkw = np.sum(w * kw, axis=-1, dtype=np.float64)
+    wlw = np.sum(w * lw, axis=-1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        hsic = first - 2.0 / s[..., 0] * np.sum(w * kw * lw, axis=-1, dtype=np.float64) + (wkw * wlw / s**2)[..., 0]
-        k_ii = np.diagonal(k) - 2.0 * kw / s + wkw / s**2  # the centred Gram's diagonals
-        l_ii = np.diagonal(l) - 2.0 * lw / s + wlw / s**2
+        hsic = first - 2.0 / s * np.sum(w * kw * lw, axis=-1, dtype=np.float64) + wkw * wlw / s**2
+        k_ii = np.diagonal(k) - 2.0 * kw / s[..., None] + (wkw / s**2)[..., None]  # the centred Gram's diagonals
+        l_ii = np.diagonal(l) - 2.0 * lw / s[..., None] + (wlw / s**2)[..., None]
         return hsic - np.sum(w * (w - 1) * k_ii * l_ii, axis=-1, dtype=np.float64)
 
 

@@ -82,6 +82,11 @@ def _mean(ctx: Context, a: str, b: str, dataset: str, pairs: list[Pair]) -> dict
                 min(p.n for p in pairs))
 
 
+def _partner(pair: Pair, model: str) -> str | None:
+    """The other run of a pair that includes ``model``; None for a pair without it."""
+    return pair.b.model if pair.a.model == model else pair.a.model if pair.b.model == model else None
+
+
 def run_dataset(ctx: Context, dataset: str, tag: str, explain: bool = True) -> list[dict]:
     title = tagged(TITLE, tag, ": ")
     keys = ctx.reader.runs(dataset, CENTER)
@@ -97,13 +102,16 @@ def run_dataset(ctx: Context, dataset: str, tag: str, explain: bool = True) -> l
     kappas = [p for p in pairs if p.metric == "error_consistency"]
     with_humans = {}
     for m in (m for m in names if m not in humans):
-        mean = _mean(ctx, m, HUMANS, dataset, [p for p in kappas if m in (p.a.model, p.b.model)
-                                               and ({p.a.model, p.b.model} - {m}) <= set(humans)])
+        mean = _mean(ctx, m, HUMANS, dataset, [p for p in kappas if _partner(p, m) in humans])
         if mean is not None:
             with_humans[m] = mean
     among = _mean(ctx, HUMANS, HUMANS, dataset, [p for p in kappas if p.a.model in humans and p.b.model in humans])
     rows += list(with_humans.values()) + ([among] if among else [])
-    body = (EXPLAIN + "\n\n" if explain else "") + _body(rows, humans, with_humans, among)
+    mark = ctx.reader.partial(dataset)
+    body = "\n\n".join(
+        ([f"**Partial data:** `{dataset}` holds {mark['found']} of its {mark['expected']} samples (extracted with "
+          f"`--allow-partial`); `{TABLE}.csv` flags its rows `partial`."] if mark else [])
+        + ([EXPLAIN] if explain else []) + [_body(rows, humans, with_humans, among)])
     figure = _figure(ctx, dataset, tag, names, rows)
     ctx.sections.append(Section(title, body, [figure.relative_to(ctx.out_dir).as_posix()]))
     return rows
