@@ -61,7 +61,7 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     m = max((len(names) for names, *_ in panels.values()), default=1)
     side = max(3.5, 0.3 * m + 1.8)
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(side * max(1, len(panels)) + 1.0, side + 0.9),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, (label, (names, grid, low, high)) in zip(axes[0], panels.items()):
         font = 8 if len(names) <= 16 else 6
         image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis")
@@ -75,7 +75,6 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
                             color="white" if value < (low + high) / 2 else "black")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
