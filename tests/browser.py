@@ -37,10 +37,12 @@ class Browser:
         self.timeout = timeout
         self._profile = tempfile.mkdtemp(prefix="chromium-profile-")
         command = [binary, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"]
+        self._log = Path(self._profile) / "stderr.log"  # chromium's own output, quoted when it dies
         # fd 3 <- our stdin pipe (commands), fd 4 -> our stdout pipe (replies); chromium's own output to stderr.
-        self._proc = subprocess.Popen(
-            ["sh", "-c", 'exec "$@" 3<&0 4>&1 0</dev/null 1>&2', "sh", *command],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        with open(self._log, "wb") as log:
+            self._proc = subprocess.Popen(
+                ["sh", "-c", 'exec "$@" 3<&0 4>&1 0</dev/null 1>&2', "sh", *command],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self._replies: dict[int, queue.Queue] = {}
         self._events: queue.Queue = queue.Queue()
         self.events: list[dict] = []
@@ -59,8 +61,9 @@ class Browser:
             chunk = stream.read1(65536)
             if not chunk:
                 self._events.put(None)
+                tail = self._log.read_text(errors="replace")[-2000:] if self._log.exists() else ""
                 for q in list(self._replies.values()):
-                    q.put({"error": {"message": "the browser closed its pipe"}})
+                    q.put({"error": {"message": f"the browser closed its pipe; its output ended with: {tail}"}})
                 return
             buffer += chunk
             *messages, buffer = buffer.split(b"\0")
