@@ -16,5 +16,5 @@ analyze report "$out/demo.zarr" --out "$out/report"
 published="$(python -c 'import analyze, pathlib; print(pathlib.Path(analyze.__file__).parent / "published")')"
 analyze import "$out/published.zarr" "$published"/imagenet-x/*.csv.gz "$published"/model-vs-human/*.csv.gz
 analyze report "$out/published.zarr" --out "$out/report-published" --pairs ResNet50:ViT
-echo "Random-weight models (the report shows its form; its numbers say nothing about real models): $out/report/report.md"
-echo "Real models (published predictions of ResNet-50, ViT-B/16 and ten human observers): $out/report-published/report.md"
+echo "Random-weight models (the report shows its form; its numbers say nothing about real models): $out/report/report.md (or report.html)"
+echo "Real models (published predictions of ResNet-50, ViT-B/16 and ten human observers): $out/report-published/report.md (or report.html)"

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
+bash scripts/browser.sh  # headless Chromium for the report.html test, when missing
 exec python -m pytest "$@"

@@ -29,7 +29,7 @@ def _report(args) -> int:
     for line in result["pairs_not_formed"]:
         print(f"note: pair {line}", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
-          f"-> {result['out']}/report.md")
+          f"-> {result['out']}/report.md, report.html")
     return 0
 
 

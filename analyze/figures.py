@@ -53,3 +53,28 @@ def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, float]], *, title: str) -> Path:
+    """Square heat maps side by side: ``{panel: (names, matrix [len(names), len(names)], vmin, vmax)}``, NaN
+    left blank; the size grows with the number of names and the values are written in the cells while they fit."""
+    m = max((len(names) for names, *_ in panels.values()), default=1)
+    side = max(3.5, 0.3 * m + 1.8)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(side * max(1, len(panels)) + 1.0, side + 0.9),
+                             squeeze=False, layout="constrained")
+    for ax, (label, (names, grid, low, high)) in zip(axes[0], panels.items()):
+        font = 8 if len(names) <= 16 else 6
+        image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis")
+        ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=font)
+        ax.set_yticks(np.arange(len(names)), names, fontsize=font)
+        ax.set_title(label)
+        if len(names) <= 10:
+            for (i, j), value in np.ndenumerate(grid):
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if value < (low + high) / 2 else "black")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

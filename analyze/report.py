@@ -11,6 +11,7 @@ from . import pairs as pairing
 from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
+from .html_page import write_page
 from .store import StoreReader
 from .provenance import origin_note
 from .studies._common import PAPER_MODELS, order_models
@@ -79,7 +80,7 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
                  storage_options: Mapping[str, Any] | None = None, pairs: Sequence[str] | None = None) -> dict:
-    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures.
+    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md, report.html and figures.
 
     ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read). ``pairs``: ``"A:B"``
     items to difference (default: the paper's ConvNeXt/ViT pairs found by name; analyze/pairs.py)."""
@@ -131,7 +132,9 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     for name, frame in (("results", results), ("differences", diffs)):
         frame.write_parquet(out / f"{name}.parquet")
         frame.write_csv(out / f"{name}.csv")
-    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed, plan))
+    markdown = render(reader, ctx, diffs, n_boot, seed, plan)
+    (out / "report.md").write_text(markdown)
+    write_page(out, markdown)  # report.html: the same text, figures inlined, sortable tables
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
             "notes": list(reader.notes), "out": str(out),
             "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else []}

@@ -237,7 +237,7 @@ def test_bad_input_is_refused_naming_field_and_fix_and_nothing_is_written(case, 
 def test_run_under_a_transform_no_study_reads_is_a_warning(cue, tmp_path):
     store = tmp_path / "cue.zarr"
     with pytest.warns(StoreWarning, match=r"cue-conflict/scale-1\.5: no study reads cue-conflict runs under "
-                                          r"scale-1\.5 \(the entry's studies: shape_bias; only the invariance"):
+                                          r"scale-1\.5 \(the entry's studies: shape_bias, agreement; only the invariance"):
         path = write_cue(store, cue, transform="scale-1.5")
     assert path == "cue-conflict/scale-1.5/humans"
     problems = schemas.validate(store)

@@ -375,6 +375,10 @@ def test_partial_dataset_is_marked_and_flagged(tmp_path, data, capsys, kit):
     assert any(t.startswith("Calibration") for t in flagged), sorted(sections)
     assert any(t.startswith("Shape bias") for t in unflagged), sorted(sections)
     assert "**partial: 10 of 50000 samples**" in sections["What the store holds"]
+    assert any(t.startswith("Agreement") and t.endswith("imagenet-val") for t in flagged), sorted(sections)
+    agreement = pl.read_csv(out_dir / "agreement.csv")
+    assert agreement.filter(pl.col("dataset") == "imagenet-val")["partial"].to_list() == [True] * 4  # kappa x3, CKA
+    assert not agreement.filter(pl.col("dataset") != "imagenet-val")["partial"].any()
 
 
 def test_changed_sample_list_says_what_changed(tmp_path, data, complete_store, capsys):

@@ -65,7 +65,7 @@ def test_every_dataset_of_the_paper(manifest):
 
 def test_entry_details(manifest):
     val = manifest.dataset("imagenet-val")
-    assert val["studies"] == ["imagenet_x", "calibration", "robustness", "invariance"]
+    assert val["studies"] == ["imagenet_x", "calibration", "robustness", "invariance", "agreement"]
     assert val["expected_samples"] == 50000 and "label_tables" not in val
     assert manifest.dataset("imagenet-v2")["layout"]["class_order"] == "numeric"
     a = manifest.dataset("imagenet-a")

@@ -7,7 +7,9 @@ code at commit d9b2433, before schemas/manifest.py became the typed ``schemas/ma
 - ``studies`` keep their meaning but use the study module names (``mistakes`` -> ``imagenet_x``,
   ``shape-bias`` -> ``shape_bias``, ``synthetic`` -> ``pug``): compared after that renaming;
 - ``label_tables`` is gone (read by nothing; the ReaL and ImageNet-X joins are the studies' own);
-- ``logits_dtype`` is new (``float16`` for ImageNet-C).
+- ``logits_dtype`` is new (``float16`` for ImageNet-C);
+- ``agreement`` is a new study in ``studies`` (analyze/studies/agreement.py): compared without it (it reads the
+  runs other studies read; nothing compares a store's stored entry with today's).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from schemas.manifest import load_manifest
 
 RENAMED = {"mistakes": "imagenet_x", "shape-bias": "shape_bias", "synthetic": "pug"}
 CHANGED = ("label_tables", "logits_dtype")
+ADDED_STUDIES = ("agreement",)
 
 DATASETS = {
     "imagenet-val": "17a403e958c41f10",
@@ -70,7 +73,7 @@ SUITE_ENTRIES = {  # suite -> digest of {dataset: entry with the suite"s overrid
 def comparable(entry: dict) -> dict:
     out = {k: v for k, v in entry.items() if k not in CHANGED}
     if "studies" in out:
-        out["studies"] = [RENAMED.get(s, s) for s in out["studies"]]
+        out["studies"] = [RENAMED.get(s, s) for s in out["studies"] if s not in ADDED_STUDIES]
     return out
 
 

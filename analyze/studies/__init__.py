@@ -15,7 +15,7 @@ from types import ModuleType
 from schemas.registry import unknown_name
 
 # Report order, following the paper.
-ORDER = ("robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer")
+ORDER = ("robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer", "agreement")
 
 
 def available() -> list[str]:

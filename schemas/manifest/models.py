@@ -30,7 +30,8 @@ from ..registry import unknown_name
 # and of `analyze report --studies`).
 ClassOrder = Literal["synsets", "numeric", "sorted", "names"]
 CLASS_ORDERS: tuple[str, ...] = get_args(ClassOrder)
-StudyId = Literal["robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer"]
+StudyId = Literal["robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer",
+                  "agreement"]
 # Stores written before the names were unified hold these spellings in their `manifest` attrs.
 FORMER_STUDY_NAMES = {"mistakes": "imagenet_x", "shape-bias": "shape_bias", "synthetic": "pug"}
 
