@@ -13,7 +13,7 @@ from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_erro
 from schemas.remote import StoreUnreachableError, add_storage_option, network_errors, parse_storage_options, \
     quiet_cancelled_requests
 
-from . import studies
+from . import ranking, studies
 from .store import AnalysisError
 
 
@@ -21,7 +21,8 @@ def _report(args) -> int:
     from .report import build_report
 
     result = build_report(args.store, args.out, study_names=args.studies, n_boot=args.n_boot, seed=args.seed,
-                          progress=not args.quiet, storage_options=parse_storage_options(args.storage_options))
+                          progress=not args.quiet, storage_options=parse_storage_options(args.storage_options),
+                          priorities=args.priorities, cache=args.cache)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
@@ -58,6 +59,13 @@ def _studies(value: str) -> list[str]:
     return names
 
 
+def _priorities(value: str) -> dict[str, float]:
+    try:
+        return ranking.parse_priorities(value)
+    except ValueError as e:  # argparse shows ArgumentTypeError's text, keeping the did-you-mean
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="analyze", description="CPU-only analysis of a logits store.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -68,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap replicates (0 disables intervals)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--priorities", type=_priorities, default=None, metavar="KEY=WEIGHT[,...]",
+                   help="reweight the ranking's property groups or properties, e.g. calibration=2,robustness=1 "
+                        f"(groups: {','.join(ranking.GROUPS)}; default 1 each)")
+    r.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep per-run summaries here, keyed by each run's fingerprint and checksums: a later report "
+                        "reads only the runs it has not seen")
     add_storage_option(r)
     r.set_defaults(func=_report)
     v = sub.add_parser("validate", help="check a store against the contract and its done blocks against their checksums")

@@ -10,6 +10,8 @@ import polars as pl
 from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
+from .paper_check import report_check
+from .ranking import report_ranking
 from .store import StoreReader
 from .studies._common import PAPER_MODELS, comparison_pairs, order_models
 
@@ -76,10 +78,14 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
-                 storage_options: Mapping[str, Any] | None = None) -> dict:
-    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md and figures.
+                 storage_options: Mapping[str, Any] | None = None, priorities: Mapping[str, float] | None = None,
+                 cache: str | Path | None = None) -> dict:
+    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, ranking.* and scores.*,
+    report.md and figures.
 
-    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read)."""
+    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read). ``priorities``: weights of
+    the ranking's property groups or properties (analyze/ranking.py). ``cache``: a folder of per-run summaries
+    and replicates from earlier reports (analyze/report_cache.py); only runs not found there are read."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     reader = StoreReader(store, storage_options=storage_options)
@@ -121,7 +127,10 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         ctx.summaries.close()  # the logits bar closes first, above the studies bar
         if bar is not None:
             bar.close()
-    results = _table(ctx.rows, RESULT_COLUMNS)
+    results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
+    for section in (paper, report_ranking(ctx, order_models(reader.models), dict(priorities or {}))):
+        if section is not None:
+            ctx.sections.append(section)
     diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
     for name, frame in (("results", results), ("differences", diffs)):
         frame.write_parquet(out / f"{name}.parquet")
@@ -153,5 +162,6 @@ def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, 
     if reader.notes:
         parts.append("## Notes on the data\n\n" + "\n".join(f"- {n}" for n in reader.notes))
     parts.append("All metrics: `results.csv` / `results.parquet` (model, dataset, transform, metric, value, ci_low, "
-                 "ci_high, n, partial); paired model differences: `differences.csv` / `differences.parquet`.")
+                 "ci_high, n, partial, and the paper's value where it publishes one); paired model differences: "
+                 "`differences.csv` / `differences.parquet`; the ranking: `ranking.csv`, `scores.csv`.")
     return "\n\n".join(parts) + "\n"
