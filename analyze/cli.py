@@ -25,6 +25,8 @@ def _report(args) -> int:
                           priorities=args.priorities, cache=args.cache)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    if result["cache"]:
+        print(f"--cache: {result['cache']['from_cache']} runs from the cache, {result['cache']['read']} read", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
           f"-> {result['out']}/report.md")
     return 0

@@ -12,6 +12,7 @@ from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
 from .paper_check import report_check
 from .ranking import report_ranking
+from .report_cache import ReportCache
 from .store import StoreReader
 from .studies._common import PAPER_MODELS, comparison_pairs, order_models
 
@@ -100,7 +101,9 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         if mark:
             reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
                                 f"(extracted with --allow-partial); every number from it is flagged partial")
-    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
+    disk = ReportCache(cache, reader) if cache is not None else None
+    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed),
+                  summaries=disk.summaries() if disk else None, cache=disk)
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in names]
     # Runs in the order the studies ask for them: the logits pass runs in the background, and each study
@@ -137,7 +140,8 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         frame.write_csv(out / f"{name}.csv")
     (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed))
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
-            "notes": list(reader.notes), "out": str(out)}
+            "notes": list(reader.notes), "out": str(out),
+            "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
 
 
 def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int) -> str:

@@ -19,25 +19,34 @@ def wants(key: RunKey, entry: dict) -> bool:
     return key.transform == CENTER and "calibration" in entry["studies"]
 
 
+PER_ROW = 6  # models per row of the figure; more models wrap onto further rows
+
+
 def plot_reliability(path, curves: dict[str, dict], title: str):
-    """Reliability diagram (top) and confidence histogram (bottom), one column per model."""
-    fig, axes = plt.subplots(2, len(curves), figsize=(3.2 * len(curves), 5.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [2, 1]})
-    for j, (model, r) in enumerate(curves.items()):
+    """Reliability diagram (top) and confidence histogram (below it), one column per model, ``PER_ROW`` a row."""
+    cols = min(PER_ROW, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(3.2 * cols, 4.6 * rows + 1), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1] * rows})
+    for k, (model, r) in enumerate(curves.items()):
+        i, j = 2 * (k // cols), k % cols
         centers = (r["lower"] + r["upper"]) / 2
         width = r["upper"] - r["lower"]
-        ax = axes[0][j]
+        ax = axes[i][j]
         ax.bar(centers, np.nan_to_num(r["accuracy"]), width, edgecolor="k", lw=0.4, label="accuracy")
         ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
         ax.set_title(model, fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy" if j == 0 else "")
-        hist = axes[1][j]
+        hist = axes[i + 1][j]
         hist.bar(centers, r["count"] / max(1, r["count"].sum()), width, color="tab:orange", edgecolor="k", lw=0.4)
         hist.set_xlim(0, 1)
         hist.set_xlabel("confidence")
         hist.set_ylabel("fraction" if j == 0 else "")
+    for k in range(len(curves), rows * cols):
+        axes[2 * (k // cols)][k % cols].set_visible(False)
+        axes[2 * (k // cols) + 1][k % cols].set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
