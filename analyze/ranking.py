@@ -24,6 +24,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -67,31 +68,37 @@ PROPERTIES: tuple[Property, ...] = (
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(p.group for p in PROPERTIES))
 
 
+def check_priorities(priorities: Mapping[str, float]) -> dict[str, float]:
+    """Weights by group or property id, each a finite number >= 0; an unknown key gets the did-you-mean error."""
+    known = list(GROUPS) + [p.id for p in PROPERTIES]
+    out = {}
+    for key, weight in priorities.items():
+        if key not in known:
+            raise unknown_name("priority key", key, known)
+        try:
+            out[key] = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a number >= 0, found {weight!r}") from None
+        if not math.isfinite(out[key]) or out[key] < 0:
+            raise ValueError(f"{key}: expected a number >= 0, found {weight!r}")
+    return out
+
+
 def parse_priorities(text: str) -> dict[str, float]:
     """``calibration=2,robustness=1,robustness/imagenet-a=3`` -> weights by group or property id (each >= 0)."""
-    known = list(GROUPS) + [p.id for p in PROPERTIES]
-    out: dict[str, float] = {}
+    given: dict[str, str] = {}
     for item in (s.strip() for s in text.split(",")):
         if not item:
             continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
+        key, sep, value = (part.strip() for part in item.partition("="))
         if not sep:
-            raise ValueError(f"--priorities: {item!r}: expected KEY=WEIGHT (e.g. calibration=2)")
-        if key not in known:
-            raise unknown_name("priority key", key, known, where="--priorities")
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ValueError(f"--priorities: {key}: expected a number >= 0, found {value!r}") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"--priorities: {key}: expected a number >= 0, found {value!r}")
-        if key in out:
-            raise ValueError(f"--priorities: {key} is given twice")
-        out[key] = weight
-    if not out:
-        raise ValueError(f"--priorities: {text!r}: expected KEY=WEIGHT[,KEY=WEIGHT...] (e.g. calibration=2)")
-    return out
+            raise ValueError(f"{item!r}: expected KEY=WEIGHT (e.g. calibration=2)")
+        if key in given:
+            raise ValueError(f"{key} is given twice")
+        given[key] = value
+    if not given:
+        raise ValueError(f"{text!r}: expected KEY=WEIGHT[,KEY=WEIGHT...] (e.g. calibration=2)")
+    return check_priorities(given)
 
 
 # -- property values from the report's results ------------------------------------------------------------

@@ -11,7 +11,7 @@ from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
 from .paper_check import report_check
-from .ranking import report_ranking
+from .ranking import check_priorities, report_ranking
 from .report_cache import ReportCache
 from .store import StoreReader
 from .studies._common import PAPER_MODELS, comparison_pairs, order_models
@@ -89,6 +89,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     and replicates from earlier reports (analyze/report_cache.py); only runs not found there are read."""
     t0 = time.perf_counter()
     out = Path(out_dir)
+    priorities = check_priorities(priorities or {})
     reader = StoreReader(store, storage_options=storage_options)
     local = _local_path(reader.url)
     if local is not None and (out.resolve() == local or out.resolve().is_relative_to(local)):
@@ -131,7 +132,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         if bar is not None:
             bar.close()
     results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
-    for section in (paper, report_ranking(ctx, order_models(reader.models), dict(priorities or {}))):
+    for section in (paper, report_ranking(ctx, order_models(reader.models), priorities)):
         if section is not None:
             ctx.sections.append(section)
     diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
