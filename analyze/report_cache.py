@@ -12,8 +12,9 @@ cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 - ``stats/<hash>.npz``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
   the run token, the result's dataset, the resampled population and its size, the metric names, the number of
   replicates and the seed. The point estimates are recomputed from the summary (cheap); the replicates, the
-  costly part, are reused. They are exactly those of a report without the cache: the bootstrap weights depend
-  only on the seed, the population and its size.
+  costly part, are reused. They are those of a report without the cache (the bootstrap weights depend only on
+  the seed, the population and its size) up to float32 rounding: the one matrix product per population sums in
+  an order that depends on how many statistics share it, i.e. on the other runs in the report.
 
 Every file is written to a temporary name and renamed, so a report stopped halfway, or two reports at once,
 leave only whole entries. An entry that cannot be read is deleted and computed again.
