@@ -22,8 +22,10 @@ OUTPUTS = ("results.csv", "differences.csv", "ranking.csv", "scores.csv")
 def add_models(kit, store, models: dict[str, float]) -> None:
     """Synthetic runs of ``models`` (same samples whatever the models: the sample tables come first from the seed),
     plus one VTAB task with pooled features for the probes."""
-    build_synthetic_store(store, sizes=SIZES, transforms=("center", "scale-1.5"), models=models, seed=0)
-    rng = np.random.default_rng(zlib.crc32(",".join(models).encode()))
+    run_seed = zlib.crc32(",".join(models).encode())
+    build_synthetic_store(store, sizes=SIZES, transforms=("center", "scale-1.5"), models=models, seed=0,
+                          run_seed=run_seed)
+    rng = np.random.default_rng(run_seed)
     n = 60
     split = np.array(["train800"] * 30 + ["val200"] * 10 + ["test"] * 20)
     label = np.arange(n) % 3
