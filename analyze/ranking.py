@@ -183,7 +183,9 @@ def zscores(values: np.ndarray, higher: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(values, axis=-2, keepdims=True)
         sd = np.nanstd(values, axis=-2, keepdims=True)
-        z = np.where(sd > 0, (values - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+        # Equal values are a tie (z = 0), also when their mean is off by an ulp and leaves a sd of ~1e-17.
+        spread = sd > 1e-9 * np.nanmax(np.abs(values), axis=-2, keepdims=True)
+        z = np.where(spread, (values - mean) / np.where(spread, sd, 1.0), 0.0)
     z = np.where(np.isfinite(values), z, np.nan)
     return z * np.where(higher, 1.0, -1.0)
 

@@ -201,3 +201,14 @@ def test_figures_grow_with_the_models(tmp_path):
     (w4, h4), (w60, h60) = size(4), size(60)
     assert h60 > 2.5 * h4            # one row per model: the figure grows downwards
     assert w60 < 3 * w4              # instead of a bar strip 60 models wide
+
+
+def test_equal_values_tie_even_when_their_float_mean_is_off():
+    """mean(0.1, 0.1, 0.1) is 0.1 + 1.4e-17 in floats; the z-scores must still be 0, not +-1."""
+    from analyze.ranking import zscores
+
+    values = np.array([[0.1, 0.5], [0.1, 0.7], [0.1, 0.9]])
+    assert np.mean(values[:, 0]) != 0.1  # the premise
+    z = zscores(values, np.array([True, False]))
+    assert np.all(z[:, 0] == 0)
+    assert z[:, 1] == pytest.approx([1.5 ** 0.5, 0.0, -(1.5 ** 0.5)])
