@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import polars as pl
 
 from schemas.registry import unknown_name
 
@@ -366,25 +367,23 @@ def section(r: Ranking, figure: str, priorities: dict[str, float], notes: list[s
 
 def report_ranking(ctx: Context, models: list[str], priorities: dict[str, float] | None) -> Section:
     """Rank the store's models, write ``ranking.*`` and ``scores.*`` and the heat map; the report's section."""
-    import polars as pl
-
     priorities = priorities or {}
     values, notes = property_values(ctx, models)
     r = rank_models(values, models, priorities, ctx.boot.level)
-    if r is None:
-        why = ("every property present has weight 0 in --priorities" if values else
-               "no property is held by two models or more")
-        return Section("Ranking across properties", f"Nothing to rank: {why}.")
-    overall, per = tidy(r)
+    overall, per = tidy(r) if r is not None else ([], [])
     schemas = {
         "ranking": {"model": pl.Utf8, "rank": pl.Float64, "rank_low": pl.Float64, "rank_high": pl.Float64,
                     "score": pl.Float64, "properties": pl.Int64, "partial": pl.Boolean},
         "scores": {"model": pl.Utf8, "property": pl.Utf8, "group": pl.Utf8, "higher_is_better": pl.Boolean,
                    "value": pl.Float64, "z": pl.Float64, "weight": pl.Float64, "partial": pl.Boolean},
     }
-    for name, rows in (("ranking", overall), ("scores", per)):
-        frame = pl.DataFrame(rows, schema=schemas[name], orient="row")
+    for name, rows in (("ranking", overall), ("scores", per)):  # written also when empty: the same files always
+        frame = pl.DataFrame(rows, schema=schemas[name], orient="row") if rows else pl.DataFrame(schema=schemas[name])
         frame.write_parquet(ctx.out_dir / f"{name}.parquet")
         frame.write_csv(ctx.out_dir / f"{name}.csv")
+    if r is None:
+        why = ("every property present has weight 0 in --priorities" if values else
+               "no property is held by two models or more")
+        return Section("Ranking across properties", f"Nothing to rank: {why}.")
     figure = heatmap(ctx.figure_path("ranking"), r)
     return section(r, figure.relative_to(ctx.out_dir).as_posix(), priorities, list(notes.values()))

@@ -92,17 +92,19 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     priorities = check_priorities(priorities or {})
     reader = StoreReader(store, storage_options=storage_options)
     local = _local_path(reader.url)
-    if local is not None and (out.resolve() == local or out.resolve().is_relative_to(local)):
-        raise ValueError(f"--out {out}: must not lie inside the store {reader.url} (the analysis never writes into it)")
+    for flag, path in (("--out", out), ("--cache", None if cache is None else Path(cache))):
+        if local is not None and path is not None and (path.resolve() == local or path.resolve().is_relative_to(local)):
+            raise ValueError(f"{flag} {path}: must not lie inside the store {reader.url} (the analysis never writes "
+                             "into it)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    disk = ReportCache(cache, reader) if cache is not None else None  # refuses a folder that is not a cache
     out.mkdir(parents=True, exist_ok=True)
     for dataset in reader.datasets:
         mark = reader.partial(dataset)
         if mark:
             reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
                                 f"(extracted with --allow-partial); every number from it is flagged partial")
-    disk = ReportCache(cache, reader) if cache is not None else None
     ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed),
                   summaries=disk.summaries() if disk else None, cache=disk)
     names = list(study_names) if study_names else studies.available()

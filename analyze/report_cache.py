@@ -63,12 +63,12 @@ class ReportCache:
         self.folder, self.reader = Path(folder), reader
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"--cache {self.folder}: exists and is not a folder")
-        if self.folder.is_dir() and any(self.folder.iterdir()) and not (self.folder / MARKER).exists():
+        marker = self.folder / MARKER
+        if self.folder.is_dir() and any(self.folder.iterdir()) and not marker.exists():
             raise ValueError(f"--cache {self.folder}: a folder that is not a report cache (no {MARKER}); "
                              "give an empty or new folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        marker = self.folder / MARKER
         if not marker.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
             marker.write_text("Per-run summaries and bootstrap replicates of `analyze report --cache`; safe to delete.\n")
         self._tokens: dict[RunKey, str | None] = {}
         self.hits: set[RunKey] = set()      # runs whose summary came from the cache

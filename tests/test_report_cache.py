@@ -133,3 +133,8 @@ def test_damaged_entries_are_recomputed_and_foreign_folders_refused(kit, tmp_pat
     err = capsys.readouterr().err
     assert f"--cache {foreign}: a folder that is not a report cache" in err
     assert (foreign / "holiday.jpg").read_bytes() == b"x" and len(list(foreign.iterdir())) == 1
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    before = kit.tree_hash(store)
+    assert main(["report", str(store), "--out", str(tmp_path / "y"), "--cache", str(store / "c"), "--quiet"]) == 2
+    assert f"--cache {store / 'c'}: must not lie inside the store" in capsys.readouterr().err
+    assert kit.tree_hash(store) == before and not (tmp_path / "y").exists()
