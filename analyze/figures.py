@@ -16,8 +16,9 @@ MANY_GROUPS = 16
 PANEL_COLUMNS = 4
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: legends and long labels are never cut off
+def _save(fig, path: Path, *, outside: bool = False) -> Path:
+    """Save at 110 dpi; ``outside``: a legend beside the axes, kept in the picture (costs one more draw)."""
+    fig.savefig(path, dpi=110, bbox_inches="tight" if outside else None)
     plt.close(fig)
     return path
 
@@ -89,12 +90,18 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
         ax.set_title(group, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-        ax.set_yticks(y, names, fontsize=7)
+        ax.tick_params(axis="y", labelsize=7, labelleft=g % cols == 0)  # the names once per row (shared y)
+    axes[0][0].set_yticks(y, names)
     axes[0][0].invert_yaxis()
     for g in range(len(groups), rows * cols):
         axes[g // cols][g % cols].set_visible(False)
     fig.suptitle(title)
-    fig.tight_layout()
+    # Margins in inches from the longest name, not tight_layout: its measuring pass costs as much as drawing.
+    width, height = fig.get_size_inches()
+    left = 0.3 + 0.055 * max(map(len, names))
+    fig.set_size_inches(width + left, height)
+    fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
+                        top=1 - 0.55 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
     return _save(fig, path)
 
 
@@ -120,4 +127,4 @@ def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel
         axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, outside=many)

@@ -71,6 +71,7 @@ class ReportCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             marker.write_text("Per-run summaries and bootstrap replicates of `analyze report --cache`; safe to delete.\n")
         self._tokens: dict[RunKey, str | None] = {}
+        self._datasets: dict[str, str] = {}
         self.hits: set[RunKey] = set()      # runs whose summary came from the cache
         self.misses: set[RunKey] = set()    # runs read from the store (and then cached)
 
@@ -83,11 +84,17 @@ class ReportCache:
             if not fingerprint or sums is None:
                 self._tokens[key] = None
             else:
-                attrs = self.reader.dataset_attrs(key.dataset)
                 self._tokens[key] = _digest(fingerprint, hashlib.sha256(np.ascontiguousarray(sums)).hexdigest(),
-                                            self.reader.manifest_entry(key.dataset), attrs.get("label_space"),
-                                            attrs.get("sample_digest"), key.path, analysis_version())
+                                            self._dataset_part(key.dataset), key.path)
         return self._tokens[key]
+
+    def _dataset_part(self, dataset: str) -> str:
+        """What the dataset adds to its runs' tokens (its attributes are read once per report)."""
+        if dataset not in self._datasets:
+            attrs = self.reader.dataset_attrs(dataset)
+            self._datasets[dataset] = _digest(self.reader.manifest_entry(dataset), attrs.get("label_space"),
+                                              attrs.get("sample_digest"), analysis_version())
+        return self._datasets[dataset]
 
     def _dir(self, token: str) -> Path:
         return self.folder / token[:2] / token
