@@ -34,9 +34,13 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], 
                  errors: dict[str, list[tuple[float, float]]] | None = None, hline: float | None = None) -> Path:
     """Bars for each group (x axis), one bar per series (model), optional CI whiskers.
 
-    With more than ``MANY_SERIES`` series, one panel per group with a horizontal bar per series; with more than
-    ``MANY_GROUPS`` groups, horizontal bars with the groups down the y axis. The figure grows with the bars."""
+    With more than ``MANY_SERIES`` series, one panel per group with a horizontal bar per series (a heat map of the
+    values when the groups are that many too); with more than ``MANY_GROUPS`` groups, horizontal bars with the
+    groups down the y axis. The figure grows with the bars."""
     errors = errors or {}
+    if len(series) > MANY_SERIES and len(groups) > MANY_SERIES:  # as many panels as groups would not read: a map
+        return heatmap(path, list(series), groups, {ylabel: np.array(list(series.values()), dtype=float)},
+                       title=title)
     if len(series) > MANY_SERIES:
         return _bar_panels(path, groups, series, xlabel=ylabel, title=title, errors=errors, vline=hline)
     horizontal = len(groups) > MANY_GROUPS
@@ -128,3 +132,31 @@ def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path, outside=many)
+
+
+def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, np.ndarray], *, title: str,
+            cmap: str | dict[str, str] = "viridis", limits: dict[str, tuple[float, float]] | None = None,
+            fmt: str = "{:.2f}") -> Path:
+    """One heat map per panel (``{panel label: [row, column] values}``, NaN blank), side by side with shared rows;
+    the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
+    limits = limits or {}
+    n_rows, n_cols = len(rows), len(columns)
+    width = 1.2 + 0.055 * max(map(len, rows), default=0)
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True,
+                             figsize=(width + len(panels) * (1.6 + 0.5 * n_cols), 1.6 + 0.24 * n_rows))
+    for ax, (label, values) in zip(axes[0], panels.items()):
+        low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
+        image = ax.imshow(np.clip(values, low, high), aspect="auto", interpolation="nearest", vmin=low, vmax=high,
+                          cmap=cmap if isinstance(cmap, str) else cmap[label])
+        ax.set_xticks(range(n_cols), columns, rotation=60, ha="right", fontsize=8)
+        if n_rows * n_cols <= 600:
+            middle = (low + high) / 2
+            for i, j in zip(*np.nonzero(np.isfinite(values))):
+                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=6.5,
+                        color="black" if abs(values[i, j] - middle) < 0.3 * (high - low) else "white")
+        fig.colorbar(image, ax=ax, label=label, shrink=min(1.0, 8 / max(n_rows, 1) + 0.3), pad=0.02)
+    axes[0][0].set_yticks(range(n_rows), rows, fontsize=8 if n_rows <= 60 else 6)
+    fig.suptitle(title)
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - 0.55 / height, bottom=0.9 / height, wspace=0.25)
+    return _save(fig, path, outside=True)

@@ -299,32 +299,15 @@ def tidy(r: Ranking) -> tuple[list[dict], list[dict]]:
 
 
 def heatmap(path: Path, r: Ranking) -> Path:
-    """Models (rows, in rank order) by properties (columns): z-scores, blue better; the figure grows with both."""
-    import matplotlib.pyplot as plt
+    """Models (rows, in rank order, with their rank interval) by properties: z-scores, blue better."""
+    from .figures import heatmap as draw
 
-    from . import figures  # noqa: F401 - selects the Agg backend
-
-    M, P = r.z.shape
-    fig, ax = plt.subplots(figsize=(min(3.5 + 0.55 * P, 40), min(1.6 + 0.26 * M, 200)))
-    image = ax.imshow(np.clip(r.z, -2.5, 2.5), cmap="RdBu", vmin=-2.5, vmax=2.5, aspect="auto",
-                      interpolation="nearest")
-    ax.set_xticks(range(P), [p.label for p in r.properties], rotation=60, ha="right", fontsize=8)
     labels = [(f"{int(r.rank[i])}" if np.isfinite(r.rank[i]) else "—")
               + (f" [{int(r.rank_low[i])}–{int(r.rank_high[i])}]" if np.isfinite(r.rank_low[i]) else "") + f"  {m}"
               for i, m in enumerate(r.models)]
-    ax.set_yticks(range(M), labels, fontsize=8 if M <= 60 else 6)
-    if M * P <= 600:
-        for i in range(M):
-            for j in range(P):
-                if np.isfinite(r.z[i, j]):
-                    ax.text(j, i, f"{r.z[i, j]:+.1f}", ha="center", va="center", fontsize=6.5,
-                            color="white" if abs(r.z[i, j]) > 1.5 else "black")
-    fig.colorbar(image, ax=ax, label="z-score (higher is better)", shrink=min(1.0, 8 / max(M, 1) + 0.3))
-    ax.set_title("Ranking across properties (z-scores across the models)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return draw(path, labels, [p.label for p in r.properties], {"z-score (higher is better)": r.z},
+                title="Ranking across properties (z-scores across the models)", cmap="RdBu",
+                limits={"z-score (higher is better)": (-2.5, 2.5)}, fmt="{:+.1f}")
 
 
 def section(r: Ranking, figure: str, priorities: dict[str, float], notes: list[str]) -> Section:

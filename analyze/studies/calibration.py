@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..context import Context, Section, select
+from ..figures import heatmap
 from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
 from ..store import RunKey
@@ -23,7 +24,20 @@ PER_ROW = 6  # models per row of the figure; more models wrap onto further rows
 
 
 def plot_reliability(path, curves: dict[str, dict], title: str):
-    """Reliability diagram (top) and confidence histogram (below it), one column per model, ``PER_ROW`` a row."""
+    """Reliability diagram (top) and confidence histogram (below it), one column per model, ``PER_ROW`` a row;
+    beyond two rows of models, heat maps instead: per model and bin, accuracy minus mean confidence (what ECE
+    weighs) and the fraction of the samples."""
+    if len(curves) > 2 * PER_ROW:
+        bins = next(iter(curves.values()))
+        columns = [f"{hi:.2f}" for hi in bins["upper"]]
+        with np.errstate(all="ignore"):
+            gap = np.array([r["accuracy"] - r["confidence"] for r in curves.values()])
+            share = np.array([r["count"] / max(1, r["count"].sum()) for r in curves.values()])
+        return heatmap(path, list(curves), columns,
+                       {"accuracy - confidence": gap, "fraction of samples": share},
+                       title=f"{title} (columns: bins by upper confidence edge)",
+                       cmap={"accuracy - confidence": "RdBu", "fraction of samples": "Greys"},
+                       limits={"accuracy - confidence": (-0.5, 0.5)})
     cols = min(PER_ROW, len(curves))
     rows = -(-len(curves) // cols)
     fig, axes = plt.subplots(2 * rows, cols, figsize=(3.2 * cols, 4.6 * rows + 1), squeeze=False,
