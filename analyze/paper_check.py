@@ -129,7 +129,8 @@ def compare(results: pl.DataFrame, paper: list[PaperValue]) -> pl.DataFrame:
 def annotate(results: pl.DataFrame, check: pl.DataFrame) -> pl.DataFrame:
     """``results`` with the paper columns (null where the paper publishes nothing for the row)."""
     keys = ["model", "dataset", "transform", "metric"]
-    return results.join(check.select(keys + list(PAPER_COLUMNS)), on=keys, how="left", maintain_order="left")
+    return (results.with_row_index("_order").join(check.select(keys + list(PAPER_COLUMNS)), on=keys, how="left")
+            .sort("_order").drop("_order"))
 
 
 def _digits(printed: str) -> int:
