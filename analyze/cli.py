@@ -1,7 +1,8 @@
-"""Command line: ``analyze report STORE --out DIR``, ``analyze validate STORE``, ``analyze demo-store PATH``.
+"""Command line: ``analyze report STORE --out DIR``, ``analyze import STORE FILES``, ``analyze validate STORE``,
+``analyze demo-store PATH``.
 
 Exit codes: 0 ok; 1 ``validate`` found errors, or the system refused a read or write (read-only, disk full,
-no permission); 2 the store cannot be analysed as asked, or a bad option. Every error is one line
+no permission); 2 the store cannot be analysed as asked, a file cannot be imported, or a bad option. Every error is one line
 ``analyze COMMAND: error: ...``.
 """
 from __future__ import annotations
@@ -22,9 +23,11 @@ def _report(args) -> int:
 
     result = build_report(args.store, args.out, study_names=args.studies, n_boot=args.n_boot, seed=args.seed,
                           progress=not args.quiet, storage_options=parse_storage_options(args.storage_options),
-                          priorities=args.priorities, cache=args.cache)
+                          pairs=args.pairs, priorities=args.priorities, cache=args.cache)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    for line in result["pairs_not_formed"]:
+        print(f"note: pair {line}", file=sys.stderr)
     if result["cache"]:
         print(f"--cache: {result['cache']['from_cache']} runs from the cache, {result['cache']['read']} read", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
@@ -41,6 +44,28 @@ def _validate(args) -> int:
     errors = [p for p in problems if p.severity == "error"]
     print(f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
     return 1 if errors else 0
+
+
+def _import(args) -> int:
+    from .importers import import_files
+
+    runs, notes = import_files(args.store, args.files, fmt=args.format, dataset=args.dataset, model=args.model,
+                               transform=args.transform, labels=args.labels, ids=args.ids, scores=args.scores,
+                               overwrite=args.overwrite, storage_options=parse_storage_options(args.storage_options))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for run in runs:
+        print(run)
+    return 0
+
+
+def _pairs(value: str) -> list[str]:
+    from .pairs import parse
+
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _demo_store(args) -> int:
@@ -78,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap replicates (0 disables intervals)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--pairs", type=_pairs, default=None, metavar="A:B,C:D",
+                   help="runs to compare, A minus B, by paired bootstrap (default: the paper's ConvNeXt/ViT pairs "
+                        "found by name)")
     r.add_argument("--priorities", type=_priorities, default=None, metavar="KEY=WEIGHT[,...]",
                    help="reweight the ranking's property groups or properties, e.g. calibration=2,robustness=1 "
                         f"(groups: {','.join(ranking.GROUPS)}; default 1 each)")
@@ -86,6 +114,22 @@ def parser() -> argparse.ArgumentParser:
                         "reads only the runs it has not seen")
     add_storage_option(r)
     r.set_defaults(func=_report)
+    i = sub.add_parser("import", help="write per-image predictions made elsewhere into a store (through the same "
+                                      "checks as schemas.write_run; nothing written on any problem)")
+    i.add_argument("store", help="store path or fsspec URL (created if absent)")
+    i.add_argument("files", nargs="+", help="prediction files: .csv(.gz), .parquet, .npz, .npy; one run each")
+    i.add_argument("--format", default="auto", choices=("auto", "imagenet-x", "model-vs-human", "table"),
+                   help="auto: ImageNet-X (file_name, predicted_class), model-vs-human (subj, object_response, "
+                        "category, imagename) or a table, told apart by the columns")
+    i.add_argument("--dataset", help="the dataset id (required for a table; default: what the format says)")
+    i.add_argument("--model", help="the run's model name (one file only; default: from the file name)")
+    i.add_argument("--transform", default="center", help="the transform the predictions were made under")
+    i.add_argument("--labels", help="a table of sample_id (or file_name) and label, for a new sample list")
+    i.add_argument("--ids", help="an NPY's sample ids, one per line in the array's order")
+    i.add_argument("--scores", default="logits", choices=("logits", "probabilities"), help="what an NPY holds")
+    i.add_argument("--overwrite", action="store_true", help="replace runs of the same name imported from other files")
+    add_storage_option(i)
+    i.set_defaults(func=_import)
     v = sub.add_parser("validate", help="check a store against the contract and its done blocks against their checksums")
     v.add_argument("store")
     v.add_argument("--quick", action="store_true", help="only check that every chunk of every done block exists")

@@ -75,7 +75,7 @@ class Context:
 
     def __post_init__(self):
         if self.summaries is None:
-            self.summaries = SummaryCache(self.reader)
+            self.summaries = SummaryCache(self.reader, threads=self.reader.io_threads)
         self.sections = _Sections(self, self.sections)
         (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
 
@@ -169,22 +169,24 @@ class Context:
                 row["value"], reps[metric], row["n"])
 
     def paired_differences(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        """Model A minus model B for every metric both have, with a paired-bootstrap interval."""
+        """Model A minus model B for every metric both have, with a paired-bootstrap interval (NaN without
+        replicates, ``--n-boot 0``)."""
         self.flush()
         out = []
-        partners: dict[str, list[str]] = {}  # by model A: linear in the results, however many models
+        partners: dict[str, list[str]] = {}  # by model A: linear in the results, however many pairs
         for a, b in pairs:
             partners.setdefault(a, []).append(b)
-        for (dataset, transform, metric, a), (value, reps, n) in sorted(self.replicates.items(), key=lambda item: item[0]):
+        for (a, dataset, transform, metric), row in sorted(self._index.items(), key=lambda item: item[0][1:]):
             for b in partners.get(a, ()):
-                other = self.replicates.get((dataset, transform, metric, b))
+                other = self._index.get((b, dataset, transform, metric))
                 if other is None:
                     continue
-                low, high = self.boot.interval(np.asarray(reps) - np.asarray(other[1]))
-                partial = any(self._index[(m, dataset, transform, metric)]["partial"] for m in (a, b))
+                reps = [self.replicates.get((dataset, transform, metric, m), (None, None))[1] for m in (a, b)]
+                low, high = (self.boot.interval(np.asarray(reps[0]) - np.asarray(reps[1]))
+                             if all(r is not None for r in reps) else (float("nan"), float("nan")))
                 out.append({"model_a": a, "model_b": b, "dataset": dataset, "transform": transform, "metric": metric,
-                            "diff": value - other[0], "ci_low": low, "ci_high": high, "n": min(n, other[2]),
-                            "partial": partial})
+                            "diff": row["value"] - other["value"], "ci_low": low, "ci_high": high,
+                            "n": min(row["n"], other["n"]), "partial": row["partial"] or other["partial"]})
         return out
 
     def value(self, model: str, dataset: str, transform: str, metric: str) -> dict | None:

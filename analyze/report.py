@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
 
+from . import pairs as pairing
 from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
@@ -14,7 +15,8 @@ from .paper_check import report_check
 from .ranking import check_priorities, report_ranking
 from .report_cache import ReportCache
 from .store import StoreReader
-from .studies._common import PAPER_MODELS, comparison_pairs, order_models
+from .provenance import origin_note
+from .studies._common import PAPER_MODELS, order_models
 
 
 def paper_datasets() -> list[str]:
@@ -79,14 +81,16 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
-                 storage_options: Mapping[str, Any] | None = None, priorities: Mapping[str, float] | None = None,
-                 cache: str | Path | None = None) -> dict:
+                 storage_options: Mapping[str, Any] | None = None, pairs: Sequence[str] | None = None,
+                 priorities: Mapping[str, float] | None = None, cache: str | Path | None = None) -> dict:
     """Run the studies and write results.parquet/.csv, differences.parquet/.csv, ranking.* and scores.*,
     report.md and figures.
 
-    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read). ``priorities``: weights of
-    the ranking's property groups or properties (analyze/ranking.py). ``cache``: a folder of per-run summaries
-    and replicates from earlier reports (analyze/report_cache.py); only runs not found there are read."""
+    ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read). ``pairs``: ``"A:B"``
+    items to difference (default: the paper's ConvNeXt/ViT pairs found by name; analyze/pairs.py).
+    ``priorities``: weights of the ranking's property groups or properties (analyze/ranking.py). ``cache``: a
+    folder of per-run summaries and replicates from earlier reports (analyze/report_cache.py); only runs not
+    found there are read."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     priorities = check_priorities(priorities or {})
@@ -137,21 +141,28 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     for section in (paper, report_ranking(ctx, order_models(reader.models), priorities)):
         if section is not None:
             ctx.sections.append(section)
-    diffs = _table(ctx.paired_differences(comparison_pairs(reader.models)), DIFF_COLUMNS)
+    plan = pairing.plan(pairs, reader.models)
+    diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
+    plan = plan.settle(diffs, ctx.rows)
     for name, frame in (("results", results), ("differences", diffs)):
         frame.write_parquet(out / f"{name}.parquet")
         frame.write_csv(out / f"{name}.csv")
-    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed))
+    (out / "report.md").write_text(render(reader, ctx, diffs, n_boot, seed, plan))
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
             "notes": list(reader.notes), "out": str(out),
+            "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else [],
             "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
 
 
-def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int) -> str:
+def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int,
+           plan: pairing.PairPlan | None = None) -> str:
     parts = ["# Beyond ImageNet accuracy: report", f"Store: `{reader.url}`"]
     warning = _weights_note(reader)
     if warning:
         parts.append(warning)
+    origin = origin_note(reader)
+    if origin:
+        parts.append(origin)
     parts += ["## What the store holds", _coverage(reader, ctx)]
     ci = (f"Intervals: 95% Poisson-bootstrap percentile intervals over samples ({n_boot} replicates, seed {seed})."
           if n_boot > 0 else "Intervals: none (bootstrap disabled).")
@@ -159,13 +170,9 @@ def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, 
     for section in ctx.sections:
         parts.append(f"## {section.title}\n\n{section.body}")
         parts += [f"![{Path(f).stem}]({f})" for f in section.figures]
-    if len(diffs):
-        top = diffs.filter(pl.col("metric").is_in(["top1", "ece", "shape_bias", "top1_mean"]))
-        if len(top):
-            parts.append("## ConvNeXt minus ViT (paired bootstrap)\n\n" + "\n".join(
-                ["| A − B | dataset | transform | metric | diff | 95% CI |", "|---|---|---|---|---|---|"]
-                + [f"| {r['model_a']} − {r['model_b']} | {r['dataset']} | {r['transform']} | {r['metric']} | "
-                   f"{r['diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |" for r in top.iter_rows(named=True)]))
+    pair_section = pairing.section(plan or pairing.PairPlan(), diffs)
+    if pair_section:
+        parts.append(pair_section)
     if reader.notes:
         parts.append("## Notes on the data\n\n" + "\n".join(f"- {n}" for n in reader.notes))
     parts.append("All metrics: `results.csv` / `results.parquet` (model, dataset, transform, metric, value, ci_low, "

@@ -6,8 +6,8 @@ manifest entry and sample digest, and the analysis version (the source of ``anal
 bundled tables, numpy's and scikit-learn's versions). Runs without checksums (written before them) are never
 cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 
-- ``summary.npz``: the run's per-sample summary (pred, confidence, p_true, valid, cue-conflict category
-  probabilities) and the notes reading it gave, so the logits are not read again;
+- ``summary.npz``: the run's per-sample summary (pred, confidence, p_true, valid, its logit kind, cue-conflict
+  category probabilities and decisions) and the notes reading it gave, so the logits are not read again;
 - ``derived-<name>.npz``: per-run results that need more than the logits (the VTAB probe's test-set correctness);
 - ``stats/<hash>.npz``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
   the run token, the result's dataset, the resampled population and its size, the metric names, the number of
@@ -148,7 +148,7 @@ class ReportCache:
         self.reader.notes.extend(str(n) for n in data["notes"])
         self.hits.add(key)
         return RunSummary(key, data["pred"], data["confidence"], data["p_true"], data["valid"],
-                          data["category_probs"] if "category_probs" in data else None)
+                          data.get("category_probs"), str(data["kind"]), data.get("category"))
 
     def save_summary(self, key: RunKey, summary: RunSummary, notes: list[str]) -> None:
         token = self.token(key)
@@ -156,9 +156,10 @@ class ReportCache:
         if token is None:
             return
         arrays = {"pred": summary.pred, "confidence": summary.confidence, "p_true": summary.p_true,
-                  "valid": summary.valid, "notes": self._notes(notes)}
-        if summary.category_probs is not None:
-            arrays["category_probs"] = summary.category_probs
+                  "valid": summary.valid, "kind": np.array(summary.kind), "notes": self._notes(notes)}
+        for name in ("category_probs", "category"):  # cue-conflict only
+            if getattr(summary, name) is not None:
+                arrays[name] = getattr(summary, name)
         self._write(self._dir(token) / "summary.npz", arrays)
 
     # -- results derived from more than the logits -------------------------------------------------------------
@@ -185,8 +186,8 @@ class ReportCache:
         self._write(self.folder / token[:2] / f"{token}.npz",
                     {m: np.asarray(v, dtype=np.float64) for m, v in reps.items()})
 
-    def summaries(self, threads: int = 3) -> "CachedSummaries":
-        return CachedSummaries(self.reader, self, threads)
+    def summaries(self) -> "CachedSummaries":
+        return CachedSummaries(self.reader, self, self.reader.io_threads)
 
 
 class CachedSummaries(SummaryCache):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Mapping
@@ -11,7 +12,7 @@ import zarr
 
 from schemas import integrity
 from schemas import layout as L
-from schemas.remote import reraise_network
+from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
 
@@ -53,6 +54,8 @@ class StoreReader:
 
     def __init__(self, url: Any, *, storage_options: Mapping[str, Any] | None = None):
         self.url = str(url)
+        # Reads in flight at once: object storage answers each request after a round trip, a disk at once.
+        self.io_threads = 16 if is_url(self.url) else 3
         self.storage_options = dict(storage_options or {})
         try:
             self.root = open_read_only(url, storage_options=storage_options)
@@ -87,7 +90,9 @@ class StoreReader:
         return node
 
     def _discover(self) -> list[RunKey]:
-        runs: list[RunKey] = []
+        """Every complete run, in sorted order. Runs are inspected concurrently: on object storage each
+        inspection is a dozen small requests (metadata, listings, done flags) whose latency dominates."""
+        found: list[tuple[RunKey, zarr.Group, int]] = []
         for name, dataset in sorted(self.root.groups()):
             if name.startswith("_"):
                 continue
@@ -98,25 +103,29 @@ class StoreReader:
             if "label_space" not in dataset.attrs:
                 raise AnalysisError(f"{self.url}/{name}: missing attribute 'label_space' (the dataset's manifest entry)")
             for tname, transform in sorted(dataset.groups()):
-                for mname, run in sorted(transform.groups()):
-                    key = RunKey(name, tname, mname)
-                    logits = self._require(run, L.LOGITS, n, "logits [sample, class]")
-                    if logits.ndim != 2:
-                        raise AnalysisError(f"{self.url}/{key.path}/logits: {logits.ndim} dimensions, expected 2 [sample, class]")
-                    self._require(run, L.VALID, n, "valid [sample] bool")
-                    self._require(run, L.BLOCK_DONE, len(L.Blocks(n)), "block_done [block] bool")
-                    done, _ = integrity.done_flags(run)
-                    if not done.all():
-                        self.notes.append(f"{key.path}: incomplete ({int(done.sum())} of {done.size} blocks done); left out")
-                        continue
-                    check = integrity.check_run(run, n, quick=True, flags=done)
-                    if check.damage:
-                        raise AnalysisError(self._damaged(key, check.damage))
-                    table = run.get(L.BLOCK_CHECKSUM) if check.has_checksums else None
-                    self._checksums[key] = (table, frozenset(check.unchecked))
-                    self._logits[key] = logits
-                    runs.append(key)
-        return runs
+                found += [(RunKey(name, tname, mname), run, n) for mname, run in sorted(transform.groups())]
+        with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="discover") as pool:
+            incomplete = list(pool.map(lambda item: self._inspect_run(*item), found))  # in order: the first error wins
+        self.notes += [note for note in incomplete if note]
+        return [key for (key, _, _), note in zip(found, incomplete) if not note]
+
+    def _inspect_run(self, key: RunKey, run: zarr.Group, n: int) -> str | None:
+        """Check the run's arrays and its done blocks' chunks; a note for an incomplete run (left out)."""
+        logits = self._require(run, L.LOGITS, n, "logits [sample, class]")
+        if logits.ndim != 2:
+            raise AnalysisError(f"{self.url}/{key.path}/logits: {logits.ndim} dimensions, expected 2 [sample, class]")
+        self._require(run, L.VALID, n, "valid [sample] bool")
+        self._require(run, L.BLOCK_DONE, len(L.Blocks(n)), "block_done [block] bool")
+        done, _ = integrity.done_flags(run)
+        if not done.all():
+            return f"{key.path}: incomplete ({int(done.sum())} of {done.size} blocks done); left out"
+        check = integrity.check_run(run, n, quick=True, flags=done)
+        if check.damage:
+            raise AnalysisError(self._damaged(key, check.damage))
+        table = run.get(L.BLOCK_CHECKSUM) if check.has_checksums else None
+        self._checksums[key] = (table, frozenset(check.unchecked))
+        self._logits[key] = logits
+        return None
 
     # -- what the store holds -------------------------------------------------------------------------
     def runs(self, dataset: str | None = None, transform: str | None = None) -> list[RunKey]:
@@ -188,6 +197,19 @@ class StoreReader:
                                 f"{integrity.run_repair_hint(self.url, key.path)}") from error
         self._verify(key, L.LOGITS, rows, values)
         return values
+
+    def invalid_reasons(self, key: RunKey, valid: np.ndarray) -> dict[str, int]:
+        """Why the run's invalid rows are invalid: reason -> count (empty for runs written before reasons)."""
+        group = self.root[key.path]
+        if L.INVALID_REASON not in group or valid.all():
+            return {}
+        reasons = _plain(group[L.INVALID_REASON][...])[~valid]
+        values, counts = np.unique(reasons, return_counts=True)
+        return {str(v) or "no reason recorded": int(c) for v, c in zip(values, counts)}
+
+    def has_features(self, key: RunKey) -> bool:
+        """Whether the run stored pooled features (imported predictions have none)."""
+        return L.FEATURES in self.root[key.path]
 
     def features(self, key: RunKey) -> np.ndarray:
         group = self.root[key.path]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas import logit_kinds
+
 from . import labels
 from .metrics import shape_bias as sb
 from .metrics.softmax import stable_exp, summarize
@@ -26,9 +28,15 @@ class RunSummary:
     p_true: np.ndarray          # [sample] float64 probability of the label (NaN when the label is not a logit class)
     valid: np.ndarray           # [sample] bool: read, and logits finite
     category_probs: np.ndarray | None = None   # [sample, 16] cue-conflict category mean probabilities
+    kind: str = logit_kinds.CLASSIFIER          # the run's logit kind (schemas.logit_kinds)
+    category: np.ndarray | None = None          # [sample] cue-conflict 16-way decision, -1 for none
 
     def __len__(self) -> int:
         return len(self.pred)
+
+    def provides(self, capability: str) -> bool:
+        """Whether the run's logit kind supports ``capability`` (decision, confidence, probabilities, logits)."""
+        return logit_kinds.provides(self.kind, capability)
 
 
 def class_subset(entry: dict) -> np.ndarray | None:
@@ -52,14 +60,17 @@ class _Pending:
         samples = reader.samples(key.dataset)
         n = self.n = len(samples)
         self.label = samples.label if labels_in_logit_space(entry) else np.full(n, -1)
-        self.subset = class_subset(entry)
+        self.kind = logit_kinds.kind_name(reader.run_attrs(key).get("logit_kind"))
+        self.full = logit_kinds.provides(self.kind, "probabilities")
+        # A decision is the decision: restricting its argmax to a class subset would invent another one.
+        self.subset = class_subset(entry) if self.full else None
         self.categories = (list(labels.cue_conflict_groups().values())
                            if entry.get("class_subset") == "cue-conflict-16" else None)
         self.pred = np.zeros(n, np.int32)
         self.conf = np.full(n, np.nan)
         self.p_true = np.full(n, np.nan)
         self.finite = np.zeros(n, bool)
-        self.cat = np.full((n, len(self.categories)), np.nan) if self.categories else None
+        self.cat = np.full((n, len(self.categories)), np.nan) if self.categories and self.full else None
         self.blocks = list(reader.blocks(key))
         self._left = len(self.blocks)
         self._lock = threading.Lock()
@@ -102,14 +113,28 @@ class _Pending:
         key, notes, n = self.key, self.reader.notes, self.n
         valid = self.reader.valid(key)
         if not valid.all() and valid.any():
-            notes.append(f"{key.path}: {int((~valid).sum())} of {n} samples could not be read (valid=false); excluded")
+            why = self.reader.invalid_reasons(key, valid)
+            because = "; ".join(f"{c} {r}" for r, c in sorted(why.items(), key=lambda x: -x[1])[:3]) or "valid=false"
+            notes.append(f"{key.path}: {int((~valid).sum())} of {n} samples invalid ({because}); excluded")
         nan_rows = int((valid & ~self.finite).sum())
         if nan_rows:
             notes.append(f"{key.path}/logits: {nan_rows} rows marked valid hold NaN/inf logits; treated as invalid")
         valid &= self.finite
         if not valid.any():
             notes.append(f"{key.path}: every sample is invalid (valid is all false); left out")
-        return RunSummary(key, self.pred, self.conf, self.p_true, valid, self.cat)
+        return RunSummary(key, self.pred, self.conf, self.p_true, valid, self.cat, self.kind, self._category())
+
+    def _category(self) -> np.ndarray | None:
+        """The 16-way cue-conflict decision: the category of highest mean probability when the run holds a
+        distribution, else the category holding the decided class (-1 when none does)."""
+        if self.categories is None:
+            return None
+        if self.cat is not None:
+            return self.cat.argmax(axis=1)
+        of_class = np.full(int(max(int(m.max()) for m in self.categories)) + 2, -1)
+        for c, members in reversed(list(enumerate(self.categories))):  # the first category wins a shared class
+            of_class[members] = c
+        return of_class[np.clip(self.pred, 0, len(of_class) - 1)]
 
 
 class SummaryCache:

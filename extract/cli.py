@@ -69,6 +69,10 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                         "random init")
     p.add_argument("--shard", help="i/n: this process does blocks b with b %% n == i (default: torchrun's "
                                    "RANK/WORLD_SIZE, else all)")
+    p.add_argument("--decode", choices=("pil", "gpu"), default="pil",
+                   help="pil (default): Pillow decodes and resizes in the workers, the reference pipeline that "
+                        "equals timm's and open_clip's; gpu: JPEGs decoded (nvJPEG on CUDA) and resized on the "
+                        "run's device in Pillow's arithmetic, other images by Pillow (README, Benchmarks)")
 
 
 def _device(text: str) -> str:
@@ -76,6 +80,16 @@ def _device(text: str) -> str:
         return parse_device(text)
     except ExtractError as e:  # argparse shows ArgumentTypeError's text
         raise argparse.ArgumentTypeError(str(e).removeprefix("--device ")) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number > 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,10 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--json", metavar="FILE", help="also write the run's result (per unit, invalid samples) as JSON")
 
-    p = sub.add_parser("plan", help="what a run would do: units, images, store size, what is done")
+    p = sub.add_parser("plan", help="what a run would do: units, images, store size, what is done, how long")
     p.add_argument("--store", required=True)
     add_storage_option(p)
     _add_selection(p)
+    p.add_argument("--throughput", type=_positive, metavar="IMG_PER_S",
+                   help="images per second through all the run's models, for the time estimate (default: "
+                        "measured from the store's done blocks, else a stated H100 figure)")
 
     s = sub.add_parser("status", help="per run: blocks done / total, invalid samples")
     s.add_argument("store")
@@ -148,6 +165,7 @@ def _options(args):
         strict=getattr(args, "strict", False), overwrite=getattr(args, "overwrite", False),
         repair=getattr(args, "repair", False), retry_invalid=getattr(args, "retry_invalid", False),
         compile=getattr(args, "compile", False), allow_partial=getattr(args, "allow_partial", False),
+        decode=getattr(args, "decode", "pil"),
         progress=False if getattr(args, "no_progress", False) else None,
         storage_options=parse_storage_options(args.storage_options),
     )
@@ -199,7 +217,7 @@ def _sigterm_as_interrupt(args) -> Iterator[None]:
 def result_to_json(result) -> dict:
     return {
         "store": result.store, "device": result.device, "precision": result.precision,
-        "batch_size": result.batch_size, "workers": result.workers,
+        "batch_size": result.batch_size, "workers": result.workers, "decode": result.decode,
         "shard": list(result.shard) if result.shard else None,
         "images": result.images, "seconds": result.seconds, "images_per_s": result.images_per_s,
         "invalid": [{"dataset": d, "transform": t, "sample_id": s, "reason": r} for d, t, s, r in result.invalid],
@@ -207,48 +225,16 @@ def result_to_json(result) -> dict:
         "units": [{"dataset": u.dataset, "transform": u.transform, "models": u.models,
                    "blocks_total": u.blocks_total, "blocks_mine": u.blocks_mine, "blocks_written": u.blocks_written,
                    "blocks_skipped": u.blocks_skipped, "images": u.images, "seconds": u.seconds,
+                   "decoded_on_device": u.decoded_on_device,
                    "retried": u.retried, "still_invalid": u.still_invalid}
                   for u in result.units],
     }
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
 def cmd_plan(args) -> int:
-    from extract.inventory import plan
+    from extract.plan import format_plan, plan
 
-    rows = plan(_options(args))
-    w_ds = max([len("dataset")] + [len(r.dataset) for r in rows])
-    w_m = max([len("model")] + [len(r.model) for r in rows])
-    print(f"{'dataset':<{w_ds}}  {'transform':<11} {'model':<{w_m}}  {'images':>8} {'blocks':>7} {'bytes':>10}  state")
-    units = set()
-    images = total_bytes = todo_bytes = unknown = 0
-    for r in rows:
-        units.add((r.dataset, r.transform))
-        blocks = f"{r.blocks_mine}" if r.blocks_mine is not None else "?"
-        print(f"{r.dataset:<{w_ds}}  {r.transform:<11} {r.model:<{w_m}}  {r.images if r.images is not None else '?':>8} "
-              f"{blocks:>7} {_fmt_bytes(r.bytes):>10}  {r.state}")
-        if r.bytes is None:
-            unknown += 1
-        if r.bytes:
-            total_bytes += r.bytes
-            if r.blocks_mine:  # this process's pending share of the run
-                todo_bytes += r.bytes * (r.blocks_mine - (r.blocks_done or 0)) // max(r.blocks_total or 1, 1)
-    for d, t in units:
-        images += next((r.images or 0) for r in rows if (r.dataset, r.transform) == (d, t))
-    models = len({r.model for r in rows})
-    print(f"{len(units)} dataset x transform units x {models} models = {len(rows)} runs; {images} image decodes "
-          f"({images * models} model-images); store ~{_fmt_bytes(total_bytes)} uncompressed "
-          f"(logits float32 + features float16), ~{_fmt_bytes(todo_bytes)} of it still to write by this process"
-          + (f"; sizes of {unknown} runs unknown (not counted)" if unknown else ""))
+    print(format_plan(plan(_options(args)), throughput=args.throughput))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Specs of models named by a library (``timm:<name>[.<tag>]``, ``open_clip:<arch>/<tag>``) and their sizes.
+"""Specs of models named by a library (``timm:<name>[.<tag>]``, ``open_clip:<arch>/<tag>``), their sizes, and
+where their hub weights live.
 
 Reads each library's own configuration (timm builds the model on the meta device; open_clip's
-config and pretrained tables), so nothing is downloaded and no weights are allocated.
+config and pretrained tables), so nothing is downloaded and no weights are allocated, except by
+``fetch_hub_weights``, which puts a model's hub weights in the Hugging Face cache (or finds them there).
 Imports torch; reached lazily from ``extract.spec.models.resolve_model``.
 """
 from __future__ import annotations
@@ -141,5 +143,66 @@ def resolve_open_clip(rest: str) -> ModelSpec:
                      description=f"open_clip {arch} {tag or '(no tag)'}")
 
 
+def hub_weight_files(spec: ModelSpec) -> tuple[str, list[str]] | None:
+    """(Hugging Face repo, file names in the order the library tries them) of ``spec``'s pretrained weights;
+    None when the library takes them from a URL instead (or has none)."""
+    if spec.tag is None:
+        return None
+    if spec.family == "timm":
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(spec.hub_name)
+        if cfg is None or not cfg.hf_hub_id:
+            return None
+        # timm.models._hub.load_state_dict_from_hf: a named file, else model.safetensors before pytorch_model.bin
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        return cfg.hf_hub_id, names
+    import open_clip
+
+    hub = (open_clip.get_pretrained_cfg(spec.arch, spec.tag) or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, name = hub.rstrip("/"), "open_clip_pytorch_model.bin"  # "org/model/" names no file: the default
+    if not hub.endswith("/"):
+        repo, _, name = hub.rpartition("/")
+    # open_clip.pretrained.download_pretrained_from_hf: the .safetensors twin first
+    twin = ("open_clip_model.safetensors" if name == "open_clip_pytorch_model.bin"
+            else name[:-4] + ".safetensors" if name.endswith((".bin", ".pth")) else None)
+    return repo, [n for n in (twin, name) if n]
+
+
+class HubWeightsError(ValueError):
+    """A model's hub weights are neither in the local Hugging Face cache nor downloadable."""
+
+
+def fetch_hub_weights(spec: ModelSpec) -> dict | None:
+    """Make sure ``spec``'s hub weights are in the Hugging Face cache (downloading them if the network allows)
+    and say which: {"repo", "file", "revision"}; None when the library fetches them from a URL itself.
+
+    Raises HubWeightsError naming the model, the hub id and ``--weights`` when they cannot be had.
+    """
+    where = hub_weight_files(spec)
+    if where is None:
+        return None
+    from huggingface_hub import constants, hf_hub_download
+
+    repo, names = where
+    last: Exception | None = None
+    for name in names:
+        try:
+            path = Path(hf_hub_download(repo_id=repo, filename=name))
+        except Exception as e:  # noqa: BLE001 - not cached, no network, no such file: the next name, then one message
+            last = e
+            continue
+        revision = path.parent.name if path.parent.parent.name == "snapshots" else None
+        return {"repo": repo, "file": name, "revision": revision}
+    reason = f"{type(last).__name__}: {str(last).strip().splitlines()[0] if str(last).strip() else ''}"
+    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    raise HubWeightsError(
+        f"{spec.id}: its hub weights {repo} ({' or '.join(names)}) are not in the Hugging Face cache "
+        f"{constants.HF_HUB_CACHE} and cannot be downloaded here{offline} ({reason}); download them once where there "
+        f"is network (into the same HF_HOME), or give a local checkpoint with --weights {spec.id}=FILE")
+
+
 __all__ = ["register_demo_configs", "meta_timm_model", "output_dims", "has_pos_embed", "resolve_timm",
-           "resolve_open_clip"]
+           "resolve_open_clip", "hub_weight_files", "fetch_hub_weights", "HubWeightsError"]

@@ -1,8 +1,8 @@
-"""What a run covers: selection of models and (dataset, transform) units, fingerprint inputs and ``extract plan``.
+"""What a run covers: selection of models and (dataset, transform) units, and fingerprint inputs.
 
-``resolve_selection`` turns a suite and/or explicit lists into model specs and (dataset, transform) units;
-``plan`` says what a run would do without running it. Options are ``extract.options``, what a store
-holds is ``extract.status`` and the run loop is ``extract.runner``. No torch at import.
+``resolve_selection`` turns a suite and/or explicit lists into model specs and (dataset, transform) units.
+Options are ``extract.options``, ``extract plan`` is ``extract.plan``, what a store holds is
+``extract.status`` and the run loop is ``extract.runner``. No torch at import.
 """
 from __future__ import annotations
 
@@ -15,22 +15,11 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 import schemas
-from schemas import integrity, jsonable
-from schemas import layout as L
+from schemas import jsonable
 
 from extract.errors import ExtractError
-from extract.options import (
-    RunOptions,
-    default_device,
-    default_precision,
-    is_cuda,
-    parse_weights,
-    shard_blocks,
-    shard_from_env,
-)
 from extract.spec.models import ModelSpec, resolve_model
 from extract.spec.transforms import TransformSpec, parse_transform, resolved_preprocess
-from extract.status import open_store_read_only
 
 
 @dataclass
@@ -176,7 +165,9 @@ def weights_id(spec: ModelSpec, weights_file: str | None, pretrained: bool | Non
         raise ExtractError(f"{spec.id}: {e}") from None
 
 
-def run_fingerprint_inputs(spec: ModelSpec, t: TransformSpec, *, wid: str, precision: str, digest: str) -> dict:
+def run_fingerprint_inputs(spec: ModelSpec, t: TransformSpec, *, wid: str, precision: str, digest: str,
+                           decode: str | None = None) -> dict:
+    """``decode``: ``options.decode_fingerprint`` (None for the Pillow path)."""
     return schemas.fingerprint_inputs(
         model=jsonable(spec.to_dict()),
         weights_id=wid,
@@ -184,6 +175,7 @@ def run_fingerprint_inputs(spec: ModelSpec, t: TransformSpec, *, wid: str, preci
         transform=jsonable(t.to_dict()),
         precision=precision,
         sample_digest=digest,
+        decode=decode,
     )
 
 
@@ -207,81 +199,3 @@ def reader_samples(reader):
 def sample_columns(table) -> dict[str, np.ndarray]:
     cols = getattr(table, "columns", None) or {}
     return {k: np.asarray(v) for k, v in cols.items()}
-
-
-@dataclass
-class PlanRow:
-    dataset: str
-    transform: str
-    model: str
-    images: int | None
-    blocks_total: int | None
-    blocks_mine: int | None
-    blocks_done: int | None
-    bytes: int | None
-    state: str
-
-
-def plan(opts: RunOptions) -> list[PlanRow]:
-    """What ``run(opts)`` would do: per (dataset, transform, model), images, blocks, bytes and what is done."""
-    from extract.hub import output_dims  # sizes from the libraries' configs (imports torch)
-
-    sel = resolve_selection(suite=opts.suite, models=opts.models, datasets=opts.datasets,
-                            transforms=opts.transforms, data_root=opts.data_root, manifest=opts.manifest,
-                            need_data_root=False)
-    device = opts.device or default_device()
-    precision = (opts.precision or default_precision(device)) if is_cuda(device) else "fp32"  # as run() does
-    shard = opts.shard if opts.shard is not None else shard_from_env()
-    weights = parse_weights(opts.weights)
-    root = open_store_read_only(opts.store, missing_ok=True, storage_options=opts.storage_options)
-    samples = {d: _samples_found(sel, d) for d in sel.datasets}
-    rows = []
-    for unit in sel.units:
-        n, digest, found = samples[unit.dataset]
-        blocks = L.Blocks(n) if n else None
-        mine = len(shard_blocks(len(blocks), shard)) if blocks else 0
-        for spec in sel.models:
-            dims = output_dims(spec)
-            nbytes = None  # unknown unless both the sample count and the output sizes are
-            if n and dims is not None:
-                classes, fdim = dims
-                nbytes = n * (classes * 4 + (fdim or 0) * 2 + 1) + len(blocks) * 5
-            done, state = None, "new" if found == "found" else found
-            if root is not None and unit.dataset in root:
-                dg = root[unit.dataset]
-                stored_digest = dg.attrs.get("sample_digest")
-                if digest is not None and stored_digest and stored_digest != digest:
-                    state = "refused: the store holds another sample list of this dataset"
-                elif unit.transform.id in dg and spec.id in dg[unit.transform.id]:
-                    g = dg[unit.transform.id][spec.id]
-                    flags = integrity.done_flags(g)[0] if L.BLOCK_DONE in g else None
-                    done = int(flags[shard_blocks(len(flags), shard)].sum()) if flags is not None else 0
-                    state = f"{done}/{mine} blocks done"
-                    old = g.attrs.get("fingerprint_inputs")
-                    if old is not None and stored_digest:
-                        try:
-                            wid = weights_id(spec, weights.get(spec.id), opts.pretrained)
-                            new = run_fingerprint_inputs(spec, unit.transform, wid=wid, precision=precision,
-                                                         digest=stored_digest)
-                            changes = schemas.fingerprint_diff(old, new)
-                            if changes:
-                                state = f"fingerprint differs ({'; '.join(changes)}): refused unless --overwrite"
-                        except ExtractError as e:
-                            state = str(e)
-            rows.append(PlanRow(unit.dataset, unit.transform.id, spec.id, n,
-                                len(blocks) if blocks else None, mine, done, nbytes, state))
-    return rows
-
-
-def _samples_found(sel: Selection, dataset: str) -> tuple[int, str | None, str]:
-    """(number of samples, sample digest or None, "found" or why not) of one dataset of a plan."""
-    entry = sel.entry(dataset)
-    if sel.data_root is None:
-        return int(entry["expected_samples"]), None, "expected (no --data-root)"
-    try:
-        table = reader_samples(sel.reader(dataset))
-    except ExtractError as e:
-        return int(entry["expected_samples"]), None, f"missing: {e}"
-    digest = schemas.sample_digest(np.asarray(table.sample_id).astype(str), np.asarray(table.label),
-                                   sample_columns(table))
-    return len(table.sample_id), digest, "found"

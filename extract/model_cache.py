@@ -16,7 +16,7 @@ from schemas import layout as L
 from extract.errors import ExtractError
 from extract.heads_store import head_attrs, read_head, write_head
 from extract.inventory import spec_pretrained, weights_id
-from extract.options import RunOptions, parse_weights
+from extract.options import RunOptions, is_cuda, parse_weights
 
 log = logging.getLogger("extract")
 
@@ -37,11 +37,26 @@ class ModelCache:
         self.heads: dict[str, np.ndarray] = {}
         self.weights = parse_weights(opts.weights)
         self._wid: dict[str, str] = {}
+        self.sources: dict[str, dict] = {}  # model -> where its hub weights came from (repo, file, revision)
 
     def weights_id(self, spec) -> str:
         if spec.id not in self._wid:
             self._wid[spec.id] = weights_id(spec, self.weights.get(spec.id), self.opts.pretrained)
         return self._wid[spec.id]
+
+    def fetch_hub_weights(self, spec) -> None:
+        """Hub weights into the local Hugging Face cache before anything is written; a model without them
+        (no network, no cache) is one ExtractError naming the model, the hub id and --weights."""
+        if spec.demo or self.weights.get(spec.id) or not self.opts.pretrained:
+            return
+        from extract.hub import HubWeightsError, fetch_hub_weights
+
+        try:
+            source = fetch_hub_weights(spec)
+        except HubWeightsError as e:
+            raise ExtractError(str(e)) from None
+        if source is not None:
+            self.sources[spec.id] = source
 
     def get(self, spec, size: int):
         key = (spec.id, int(size))
@@ -59,6 +74,7 @@ class ModelCache:
         kwargs: dict[str, Any] = {
             "device": self.device, "precision": self.precision, "image_size": size,
             "weights": self.weights.get(spec.id), "pretrained": spec_pretrained(spec, self.opts.pretrained),
+            "channels_last": is_cuda(self.device),  # cuDNN's fast layout; on the CPU NCHW is as fast
         }
         if spec.kind == "zero-shot":
             kwargs.update(self._head_kwargs(spec))

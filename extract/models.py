@@ -171,6 +171,7 @@ class LoadedModel(nn.Module):
             self.register_buffer("zs_head", torch.as_tensor(np.asarray(head, dtype=np.float32)))
         self.feature_dim = 0
         self.num_classes = 0
+        self.channels_last = False  # convolutions in NHWC (set by load_model; faster under cuDNN)
 
     # -- forward ------------------------------------------------------------------------------------
     def _features(self, images: torch.Tensor) -> torch.Tensor:
@@ -184,6 +185,8 @@ class LoadedModel(nn.Module):
         return CLIP_LOGIT_SCALE * (F.normalize(feats, dim=-1) @ self.zs_head.t())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         device_type = images.device.type
         use_bf16 = self.precision == "bf16" and device_type == "cuda"
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -219,6 +222,7 @@ class LoadedModel(nn.Module):
             "pos_embed": (f"resampled bicubic antialias {self.native_image_size}->{self.image_size}"
                           if resampled else "native"),
             "precision": self.precision,
+            "memory_format": "channels_last" if self.channels_last else "contiguous",
             "logit_kind": logit_kind,
             "num_classes": self.num_classes,
             "feature_dim": self.feature_dim,
@@ -285,7 +289,8 @@ def _check_timm_split(model: nn.Module, image_size: int, device: torch.device) -
 def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", precision: str = "bf16",
                image_size: int | None = None, weights: str | Path | None = None,
                pretrained: bool | None = None, class_names: list[str] | None = None,
-               templates: list[str] | None = None, head: np.ndarray | None = None) -> LoadedModel:
+               templates: list[str] | None = None, head: np.ndarray | None = None,
+               channels_last: bool = False) -> LoadedModel:
     """Build ``spec`` on ``device`` in eval mode, ready for ``forward``.
 
     - ``precision``: "bf16" (backbone under bf16 autocast; only on a CUDA device that supports it, else
@@ -296,6 +301,8 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
       deterministic random init (False); default True, except for demo models (random init only).
     - zero-shot models: ``head`` [K, D] if already computed, else it is built from ``class_names``
       (default: the 1000 ImageNet names) and ``templates`` (default: the 80 OpenAI templates).
+    - ``channels_last``: weights and inputs in NHWC memory order (cuDNN's fast layout; the same numbers
+      up to the order of floating-point sums).
     """
     spec = resolve_model(spec)
     dev = torch.device(device)
@@ -370,6 +377,9 @@ def load_model(spec: ModelSpec | str, *, device: str | torch.device = "cpu", pre
             raise ValueError(f"zero-shot head dim {head.shape[1]} != image embedding dim {emb_dim}")
         loaded.feature_dim = emb_dim
         loaded.num_classes = int(head.shape[0])
+    if channels_last:
+        loaded.to(memory_format=torch.channels_last)
+        loaded.channels_last = True
     return loaded
 
 

@@ -35,6 +35,7 @@ class RunOptions:
     progress: bool | None = None  # None: a bar when stderr is a terminal
     seed: int = 0
     compile: bool = False
+    decode: str = "pil"           # "pil": Pillow in the workers (the reference); "gpu": JPEGs on the device
     allow_partial: bool = False   # extract a dataset holding fewer samples than its expected_samples
     # fsspec options for a store URL (endpoint_url, key, secret, config_kwargs, ...; schemas.remote)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
@@ -123,6 +124,11 @@ def is_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
 
+def device_type(device: str) -> str:
+    """"cuda:1" -> "cuda", "cpu" -> "cpu"."""
+    return str(device).split(":")[0]
+
+
 def default_batch_size(device: str) -> int:
     return 256 if is_cuda(device) else 32
 
@@ -134,6 +140,17 @@ def default_precision(device: str) -> str:
 def default_workers(device: str) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus - 1, 16)) if is_cuda(device) else 0
+
+
+DECODE_PATHS = ("pil", "gpu")
+
+
+def decode_fingerprint(decode: str, device: str) -> str | None:
+    """What the fingerprint records of the decode path: None for Pillow (the reference, and every run made
+    before there was a choice); "gpu:cuda" or "gpu:cpu" (the decoders differ, so the device type counts)."""
+    if decode not in DECODE_PATHS:
+        raise ExtractError(f"--decode {decode!r}: expected one of {', '.join(DECODE_PATHS)}")
+    return None if decode == "pil" else f"gpu:{device_type(device)}"
 
 
 def parse_weights(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
@@ -151,5 +168,5 @@ def parse_weights(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, 
     return out
 
 
-__all__ = ["RunOptions", "parse_shard", "parse_device", "check_store_target", "shard_from_env", "shard_blocks", "cuda_available", "default_device",
-           "is_cuda", "default_batch_size", "default_precision", "default_workers", "parse_weights"]
+__all__ = ["RunOptions", "DECODE_PATHS", "decode_fingerprint", "parse_shard", "parse_device", "check_store_target", "shard_from_env", "shard_blocks", "cuda_available", "default_device",
+           "is_cuda", "device_type", "default_batch_size", "default_precision", "default_workers", "parse_weights"]

@@ -39,27 +39,41 @@ class BlockImages:
         self.sizes = {k: int(output_size(transform, pre)) for k, pre in self.geometries.items()}
 
     def __getitem__(self, index: int):
-        import torch
+        try:
+            data = self._read(index)
+        except _ReadFailed as e:
+            return index, STOP, str(e), [], self.zeros()
+        except Exception as e:  # noqa: BLE001 - not the image's fault: the run stops and names it
+            return index, STOP, unexpected(e), [], self.zeros()
+        return (index, *self.prepare(data))
 
+    def prepare(self, data: bytes) -> tuple[str, str | None, list[str], Any]:
+        """What a worker makes of a sample's bytes: (status, message, warnings, pixels); here Pillow's."""
+        return self.pixels(data)
+
+    def pixels(self, data: bytes) -> tuple[str, str | None, list[str], dict]:
+        """Encoded bytes -> (status, message, warnings, {geometry: uint8 [3,S,S]}) by Pillow: the reference."""
         from extract.imaging import apply_transform
         from extract.readers import ImageDecodeError, decode
         from extract.tensors import to_uint8_tensor
 
         status, message, warnings, out = OK, None, [], None
         try:
-            decoded = decode(self._read(index))
+            decoded = decode(data)
             warnings = decoded.warnings
             out = {k: to_uint8_tensor(apply_transform(decoded.image, self.transform, pre))
                    for k, pre in self.geometries.items()}
         except ImageDecodeError as e:
             status, message = INVALID, f"{type(e).__name__}: {e}"
-        except _ReadFailed as e:
-            status, message = STOP, str(e)
         except Exception as e:  # noqa: BLE001 - not the image's fault: the run stops and names it
             status, message = STOP, unexpected(e)
-        if out is None:
-            out = {k: torch.zeros(3, s, s, dtype=torch.uint8) for k, s in self.sizes.items()}
-        return index, status, message, warnings, out
+        return status, message, warnings, self.zeros() if out is None else out
+
+    def zeros(self) -> dict:
+        """The pixels of a row that has none (invalid, or stopping the run)."""
+        import torch
+
+        return {k: torch.zeros(3, s, s, dtype=torch.uint8) for k, s in self.sizes.items()}
 
     def _read(self, index: int) -> bytes:
         delay, t0, attempt = READ_BACKOFF_S, time.monotonic(), 0

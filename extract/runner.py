@@ -55,10 +55,12 @@ from extract.model_cache import ModelCache
 from extract.options import (
     RunOptions,
     check_store_target,
+    decode_fingerprint,
     default_batch_size,
     default_device,
     default_precision,
     default_workers,
+    device_type,
     is_cuda,
     parse_device,
     parse_weights,
@@ -168,6 +170,7 @@ class UnitResult:
     seconds: float = 0.0
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
     warned: list[tuple[str, str]] = field(default_factory=list)   # (sample_id, decoder warning): still valid
+    decoded_on_device: int = 0        # --decode gpu: images decoded and resized on the device (the rest: Pillow)
     retried: int | None = None        # retry_invalid: rows stored invalid that were redone (None: not asked)
     still_invalid: int | None = None  # ... of which are invalid again
 
@@ -184,6 +187,7 @@ class RunResult:
     batch_size: int
     workers: int
     shard: tuple[int, int] | None
+    decode: str = "pil"
     units: list[UnitResult] = field(default_factory=list)
     seconds: float = 0.0
     repaired: list[tuple[str, str, list[int]]] = field(default_factory=list)  # (path, what, blocks) --repair reset
@@ -215,8 +219,11 @@ class RunResult:
         shard = f", shard {self.shard[0]}/{self.shard[1]}" if self.shard else ""
         lines.append(f"total: {self.images} images in {self.seconds:.1f}s = {self.images_per_s:.1f} img/s "
                      f"(each through {max((len(u.models) for u in self.units), default=0)} models; "
-                     f"{self.device}, {self.precision}, batch {self.batch_size}, {self.workers} workers{shard}); "
-                     f"{len(self.invalid)} invalid")
+                     f"{self.device}, {self.precision}, batch {self.batch_size}, {self.workers} workers{shard}, "
+                     f"decode {self.decode}); {len(self.invalid)} invalid")
+        if self.decode == "gpu":
+            lines.append(f"--decode gpu: {sum(u.decoded_on_device for u in self.units)} of {self.images} images "
+                         f"decoded and resized on the device, the others by Pillow")
         for path, what, blocks in self.repaired:
             lines.append(f"  repaired: {path}: {what}" + (f" blocks {blocks}" if blocks else ""))
         for d, t, s, r in self.invalid[:20]:
@@ -268,6 +275,7 @@ def run(opts: RunOptions) -> RunResult:
     workers = default_workers(device) if opts.workers is None else int(opts.workers)
     if workers < 0:
         raise ExtractError(f"--workers {workers}: must be >= 0 (0 reads images in the main process)")
+    decode_fp = decode_fingerprint(opts.decode, device)  # an unknown --decode is refused here
     shard = opts.shard if opts.shard is not None else shard_from_env()
     if opts.overwrite and shard is not None and shard[1] > 1:
         raise ExtractError("--overwrite with --shard: one process would delete what another one writes; "
@@ -282,6 +290,10 @@ def run(opts: RunOptions) -> RunResult:
             torch.cuda.set_device(torch.device(device))  # pinned memory, cudnn and friends follow it
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
+    if opts.decode == "gpu":
+        from extract.gpu_decode import check_device_decode
+
+        check_device_decode(device, [s.preprocess for s in sel.models])
 
     t_start = time.perf_counter()
     # Every dataset is found and every weights file read before the store is touched: a missing one fails
@@ -294,8 +306,9 @@ def run(opts: RunOptions) -> RunResult:
     cache = ModelCache(opts, device, precision, None)
     for spec in sel.models:
         cache.weights_id(spec)
+        cache.fetch_hub_weights(spec)
     cache.root = root = open_store(opts.store, opts.storage_options)
-    result = RunResult(str(opts.store), device, precision, batch_size, workers, shard)
+    result = RunResult(str(opts.store), device, precision, batch_size, workers, shard, opts.decode)
     groups: dict[str, Any] = {}
     with store_errors(), schemas.metadata_errors(root, opts.store):
         for unit in sel.units:
@@ -305,8 +318,9 @@ def run(opts: RunOptions) -> RunResult:
                                                             repair=opts.repair, repaired=result.repaired)
             u = _run_unit(unit, sel, root, groups[unit.dataset], readers[unit.dataset], cache,
                           opts=opts, device=device, precision=precision, batch_size=batch_size,
-                          workers=workers, shard=shard, repaired=result.repaired)
+                          workers=workers, shard=shard, repaired=result.repaired, decode_fp=decode_fp)
             result.units.append(u)
+        schemas.refresh_metadata_copy(root)
     result.seconds = time.perf_counter() - t_start
     log.debug("summary\n%s", result.summary())
     return result
@@ -326,7 +340,7 @@ def _check_device_present(device: str) -> None:
         raise ExtractError("--device mps: Apple's MPS backend is not available on this machine; use --device cpu")
 
 
-def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
+def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device, decode: str, source: dict | None = None) -> dict:
     from extract.models import software_versions
 
     describe = jsonable(model.describe()) if hasattr(model, "describe") else {}
@@ -342,11 +356,14 @@ def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
         "precision_detail": ("backbone bf16 autocast; classifier head and CLIP logit product fp32"
                              if precision == "bf16" else "fp32 throughout"),
         "logit_kind": "classifier",
-        "device_type": "cuda" if is_cuda(device) else str(device).split(":")[0],
+        "device_type": device_type(device),
+        "decode": _decode_attrs(decode, device),
         "software": software_versions(),
         "loaded": describe,
         "fingerprint_inputs": fp_inputs,
     }
+    if source:
+        attrs["weights_source"] = jsonable(source)  # the hub repo, file and snapshot revision the weights came from
     if spec.kind == "zero-shot":
         attrs["logit_kind"] = "zero-shot"
         attrs["zero_shot"] = {"class_names": "imagenet-1k", "templates": "openai-imagenet-80",
@@ -354,8 +371,23 @@ def _run_attrs(spec, t, model, *, wid, precision, fp_inputs, device) -> dict:
     return attrs
 
 
+def _decode_attrs(decode: str, device: str) -> dict:
+    """How the run's pixels were made (``--decode``), for the run's attrs."""
+    if decode == "pil":
+        return {"path": "pil", "detail": "Pillow decode, resize and crop in the DataLoader workers (the reference)"}
+    from extract.resample import pillow_pass_order
+
+    kind = device_type(device)
+    return {"path": "gpu", "device_type": kind,
+            "detail": (f"JPEG: torchvision.io.decode_jpeg on {kind}"
+                       f"{' (nvJPEG)' if kind == 'cuda' else ' (libjpeg-turbo)'}; resize and crop: Pillow's "
+                       f"integer taps in torch (pass order: {pillow_pass_order()}); other formats, CMYK/Adobe/MPO "
+                       f"JPEGs, damaged JPEG data and what the device fails to decode: Pillow")}
+
+
 def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCache, *, opts: RunOptions,
-              device: str, precision: str, batch_size: int, workers: int, shard, repaired: list) -> UnitResult:
+              device: str, precision: str, batch_size: int, workers: int, shard, repaired: list,
+              decode_fp: str | None = None) -> UnitResult:
     import torch
     from torch.utils.data import DataLoader
 
@@ -374,7 +406,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     retry_rows: set[int] = set()
     for spec in sel.models:
         wid = cache.weights_id(spec)
-        fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=precision, digest=digest)
+        fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=precision, digest=digest, decode=decode_fp)
         path = f"{unit.dataset}/{t.id}/{spec.id}"
         damaged = _damaged_blocks(root, path, n, mine) if opts.repair else []
         if (not damaged and not opts.overwrite and _done(root, path, fp_inputs, mine)
@@ -382,13 +414,14 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
             continue  # nothing to do for this model: do not even load it
         model = cache.get(spec, output_size(t, spec.preprocess))
         if model.precision != precision:  # the model knows best what it runs in
-            fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=model.precision, digest=digest)
+            fp_inputs = run_fingerprint_inputs(spec, t, wid=wid, precision=model.precision, digest=digest,
+                                               decode=decode_fp)
         with store_errors():
             writer = schemas.open_run(
                 root, unit.dataset, t.id, spec.id, num_classes=int(model.num_classes),
                 feature_dim=int(model.feature_dim) or None,
                 attrs=_run_attrs(spec, t, model, wid=wid, precision=model.precision, fp_inputs=fp_inputs,
-                                 device=device),
+                                 device=device, decode=opts.decode, source=cache.sources.get(spec.id)),
                 transform_attrs={"transform": jsonable(t.to_dict())},
                 logits_dtype=logits_dtype, overwrite=opts.overwrite)
         if damaged and not opts.overwrite:  # the fingerprint matched (open_run): its damaged blocks are redone
@@ -412,11 +445,17 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     geometries: dict[Any, Any] = {}
     for r in runs:
         geometries.setdefault(r.pre.geometry_key(), r.pre)
-    data = BlockImages(reader, t, geometries)
+    if opts.decode == "gpu":
+        from extract.gpu_decode import DeviceDecoder, EncodedImages, collate_encoded
+
+        data = EncodedImages(reader, t, geometries)
+        collate_fn, feed = collate_encoded, DeviceDecoder(data, device)
+    else:
+        data, collate_fn, feed = BlockImages(reader, t, geometries), collate, None
     batches = block_batches(blocks, todo, batch_size)
     cuda = is_cuda(device)
     loader = DataLoader(
-        data, batch_sampler=batches, num_workers=workers, collate_fn=collate, pin_memory=cuda,
+        data, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn, pin_memory=cuda,
         worker_init_fn=worker_init if workers else None, prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
@@ -449,6 +488,9 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                     st = state[b] = {"t0": time.perf_counter(), "seen": 0, "rows": rows.stop - rows.start,
                                      "ok": [], "reasons": [],
                                      "out": {r.spec.id: ([], []) for r in runs if b in r.pending}}
+                # --decode gpu decodes here, where a JPEG the device fails on can still stop or invalidate its row
+                on_device = (feed(batch) if feed is not None
+                             else {k: v.to(device, non_blocking=True) for k, v in batch["images"].items()})
                 for i, message in batch["stop"]:
                     raise _stopped(unit.dataset, t.id, reader, name_of(int(i)), b, message)
                 for j, notes in enumerate(batch["warnings"]):
@@ -470,7 +512,6 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                     log.warning("%s/%s: invalid image %s (stored valid=false): %s", unit.dataset, t.id, sid, reason)
                 st["ok"].append(batch["ok"])
                 st["reasons"] += batch["errors"]
-                on_device = {k: v.to(device, non_blocking=True) for k, v in batch["images"].items()}
                 for r in runs:
                     if r.spec.id not in st["out"]:
                         continue
@@ -499,6 +540,7 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
         if bar is not None:
             bar.close()
     res.seconds = time.perf_counter() - t0
+    res.decoded_on_device = feed.on_device if feed is not None else 0
     if opts.retry_invalid:
         res.still_invalid = len(retry_rows & invalid_rows)
     log.info("%s/%s: %d images in %.1fs (%.1f img/s through %d models), %d invalid", unit.dataset, t.id,

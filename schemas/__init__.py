@@ -17,6 +17,7 @@ from .store import (
     open_read_only,
     open_root,
     open_run,
+    refresh_metadata_copy,
     repair_sample_list,
     sample_digest,
     write_run,
@@ -26,5 +27,6 @@ from .validate import Violation, validate
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "Blocks", "FingerprintMismatch", "RunWriter", "StoreError", "StoreMissing", "StoreWarning", "Violation",
     "ensure_dataset", "fingerprint", "fingerprint_diff", "fingerprint_inputs", "jsonable", "metadata_errors", "open_read_only", "open_root", "open_run",
+    "refresh_metadata_copy",
     "repair_sample_list", "sample_digest", "validate", "write_run",
 ]

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import logit_kinds
 from .label_spaces import CLASS_SUBSETS, LABEL_SPACES, class_subset_indices, label_space_names
 from .manifest.models import is_transform_id, parse_column_dtype
 from .registry import close_names
@@ -370,15 +371,38 @@ def check_transform(dataset: str, entry: Mapping[str, Any] | None, transform: st
                             f"{why}): the report ignores them", "warning")]
 
 
+def check_logit_kind(path: str, logit_kind: Any, logits: np.ndarray | None = None, valid: np.ndarray | None = None,
+                     *, offset: int = 0) -> list[Violation]:
+    """The run's ``logit_kind`` is known, and (given its rows) every valid row has the form the kind says."""
+    name = logit_kinds.kind_name(logit_kind)
+    if name not in logit_kinds.KINDS:
+        near = close_names(name, logit_kinds.KINDS)
+        return [_v(f"{path}/logit_kind", f"one of {', '.join(logit_kinds.KINDS)}",
+                   repr(name) + (f" (did you mean {near[0]!r}?)" if near else ""),
+                   "say what the logits array holds (schemas/logit_kinds.py)")]
+    if logits is None:
+        return []
+    logits = np.asarray(logits)
+    valid = np.ones(len(logits), bool) if valid is None else np.asarray(valid, dtype=bool)
+    rows, form = logit_kinds.bad_rows(name, logits, valid)
+    if not rows.size:
+        return []
+    return [_v(f"{path}/logits", f"rows of logit kind {name!r}: {form}",
+               f"{rows.size} valid rows that are not (rows {_examples(rows + offset)})",
+               "encode them with schemas.logit_kinds (decision_logits, probability_logits, ...)")]
+
+
 def check_run(dataset: str, transform: str, model: str, entry: Mapping[str, Any] | None, *, sample_id: Any,
               label: Any, columns: Mapping[str, Any] | None, logits: Any, features: Any | None = None,
-              valid: Any | None = None) -> list[Violation]:
+              valid: Any | None = None, logit_kind: Any = None) -> list[Violation]:
     """Everything ``write_run`` is offered, checked at once."""
     n = len(np.asarray(sample_id)) if np.ndim(sample_id) >= 1 else 0
     path = f"{dataset}/{transform}/{model}"
     out = check_samples(dataset, entry, sample_id, label, columns)
     out += check_transform(dataset, entry, transform)
     out += check_logits(path, entry, logits, n, valid)
+    if not any(p.path.startswith(f"{path}/") and p.severity == "error" for p in out):
+        out += check_logit_kind(path, logit_kind, logits, valid)
     if features is not None and (np.ndim(features) != 2 or len(features) != n):
         out.append(_v(f"{path}/features", f"shape ({n}, dims)", f"shape {np.shape(features)}"))
     return out
@@ -398,7 +422,8 @@ def refuse(problems: list[Violation], where: str, error: type[Exception]) -> Non
 
 
 __all__ = [
-    "Declared", "StoreWarning", "Violation", "check_column", "check_logit_shape", "check_logits", "check_run",
+    "Declared", "StoreWarning", "Violation", "check_column", "check_logit_kind", "check_logit_shape", "check_logits",
+    "check_run",
     "check_samples", "check_transform", "declared", "is_label_like", "nonfinite_problem", "nonfinite_valid_rows",
     "refuse",
 ]

@@ -19,9 +19,14 @@ def fingerprint_inputs(
     transform: dict,
     precision: str,
     sample_digest: str,
+    decode: str | None = None,
 ) -> dict:
-    """The exact inputs the fingerprint hashes (kept in the run's attrs so a mismatch can be explained)."""
-    return {
+    """The exact inputs the fingerprint hashes (kept in the run's attrs so a mismatch can be explained).
+
+    ``decode`` names a decode path other than the reference (Pillow); absent for the reference, so the
+    fingerprints of runs made before it existed stay the same.
+    """
+    inputs = {
         "model": model,
         "weights_id": weights_id,
         "preprocess": preprocess,
@@ -30,6 +35,9 @@ def fingerprint_inputs(
         "sample_digest": sample_digest,
         "schema_version": SCHEMA_VERSION,
     }
+    if decode is not None:
+        inputs["decode"] = decode
+    return inputs
 
 
 def canonical_json(obj: Any) -> str:

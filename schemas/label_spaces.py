@@ -9,6 +9,7 @@ Stdlib, numpy and the bundled files only; no torch.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def cue_conflict_categories() -> tuple[str, ...]:
     if list(keys) != sorted(keys):
         raise ValueError(f"{label_file('cue_conflict_16.json')}: categories are expected in alphabetical order")
     return keys
+
+
+CUE_CONFLICT_STIMULUS = re.compile(r"^(?:([a-z]+)/)?(([a-z]+)\d+-([a-z]+)\d+\.png)$", re.IGNORECASE)
+
+
+def cue_conflict_stimulus(name: str) -> tuple[str, int, int] | None:
+    """``[<shape>/]<shape><i>-<texture><j>.png`` -> ``(sample_id, shape, texture)``: the id the cue-conflict reader
+    gives the file (``<shape>/<file>``) and the indices of its shape and texture among the 16 categories.
+
+    None when the name is not of that form, names an unknown category or sits in another shape's folder."""
+    m = CUE_CONFLICT_STIMULUS.match(name)
+    if m is None:
+        return None
+    folder, file, shape, texture = m.group(1), m.group(2), m.group(3).lower(), m.group(4).lower()
+    cats = cue_conflict_categories()
+    if shape not in cats or texture not in cats or (folder is not None and folder.lower() != shape):
+        return None
+    return f"{shape}/{file}", cats.index(shape), cats.index(texture)
 
 
 @lru_cache(maxsize=None)
@@ -117,6 +136,6 @@ def class_subset_indices(name: str | None) -> np.ndarray | None:
 
 __all__ = [
     "CLASS_SUBSETS", "LABELS_DIR", "LABEL_SPACES", "LOGIT_SPACES", "class_groups", "class_subset_indices",
-    "cue_conflict_categories", "imagenet_class_names", "imagenet_synsets", "label_file", "label_space_names",
+    "cue_conflict_categories", "cue_conflict_stimulus", "imagenet_class_names", "imagenet_synsets", "label_file", "label_space_names",
     "pug_imagenet_classes",
 ]

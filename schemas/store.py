@@ -17,7 +17,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError, GroupNotFoundError
 
-from . import integrity, remote
+from . import integrity, remote, snapshot
 from . import layout as L
 from .errors import StoreError
 from .door import check_run, check_samples, refuse
@@ -64,7 +64,9 @@ def open_read_only(store: Any, *, storage_options: Mapping[str, Any] | None = No
     # A URL is opened as v3 only: zarr would otherwise probe v2 metadata too, in concurrent requests.
     kwargs = {"zarr_format": 3} if target is not store else {}
     try:
-        return zarr.open_group(target, mode="r", **kwargs)
+        # Object storage: one listing and the metadata copy, not a request per node (schemas.snapshot).
+        view = snapshot.SnapshotStore(target) if target is not store else target
+        return zarr.open_group(view, mode="r", **kwargs)
     except (FileNotFoundError, GroupNotFoundError) as e:  # zarr's "no group here" errors
         remote.reraise_network(e, str(store))
         if target is not store:
@@ -480,24 +482,29 @@ def write_run(
     columns: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, Any] | None = None,
     valid: np.ndarray | None = None,
+    invalid_reason: Sequence[str | None] | None = None,
     dataset_attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a complete, valid run from arrays; returns its path in the store.
 
-    For logits computed elsewhere. ``valid`` defaults to rows without NaN. ``dataset_attrs`` defaults to the
-    data_manifest.yaml entry of ``dataset`` (required for a dataset the manifest does not know).
-    ``attrs`` may describe the model (``model``, ``preprocess``, ``precision``, ``logit_kind``, ...).
-    Everything offered is first checked against the entry (schemas.door): on any problem a StoreError lists
-    them all and nothing is written; what the report will not use as meant is a StoreWarning.
+    For logits computed elsewhere. ``valid`` defaults to rows without NaN; ``invalid_reason`` says why each
+    invalid row is invalid. ``dataset_attrs`` defaults to the data_manifest.yaml entry of ``dataset`` (required
+    for a dataset the manifest does not know). ``attrs`` may describe the model (``model``, ``preprocess``,
+    ``precision``, ``logit_kind``, ...): decisions or probabilities instead of logits are encoded with
+    ``schemas.logit_kinds`` and written with their ``logit_kind``. Everything offered is first checked against
+    the entry (schemas.door): on any problem a StoreError lists them all and nothing is written; what the
+    report will not use as meant is a StoreWarning.
     """
     t0 = time.perf_counter()
     dataset_attrs = dataset_attrs or default_dataset_attrs(dataset)
     # Everything is checked before the store is opened: a refused run writes nothing, not even the root.
     refuse(check_run(dataset, transform, model, dataset_attrs.get("manifest"), sample_id=sample_id, label=label,
-                     columns=columns, logits=logits, features=features, valid=valid), str(store), StoreError)
+                     columns=columns, logits=logits, features=features, valid=valid,
+                     logit_kind=(attrs or {}).get("logit_kind")), str(store), StoreError)
     logits = np.asarray(logits)
-    root = open_root(store)
+    root = open_root(store, storage_options=storage_options)
     group = _dataset_group(root, dataset, sample_id=sample_id, label=label, columns=columns, attrs=dataset_attrs)
     run_attrs = _external_run_attrs(model, transform, group.attrs["sample_digest"], attrs or {})
     writer = open_run(
@@ -510,6 +517,7 @@ def write_run(
     )
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
+    reasons = None if invalid_reason is None else list(invalid_reason)
     for b in writer.pending_blocks():
         rows = writer.blocks.slice(b)
         writer.write_block(
@@ -518,8 +526,17 @@ def write_run(
             None if features is None else np.asarray(features)[rows],
             None if valid is None else valid[rows],
             seconds=time.perf_counter() - t0,
+            invalid_reason=None if reasons is None else reasons[rows],
         )
+    refresh_metadata_copy(root)
     return writer.path
+
+
+def refresh_metadata_copy(root: zarr.Group) -> None:
+    """After writing to a store on object storage: renew the copy of its metadata that lets readers open it in
+    a few requests (``schemas.snapshot``; always correct, only faster while current). A local store has none."""
+    if remote.is_url(_where(root)):
+        snapshot.write_metadata_copy(root.store)
 
 
 def _where(root: zarr.Group) -> str:

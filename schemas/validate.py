@@ -15,6 +15,7 @@ from .door import (
     check_logit_shape,
     check_samples,
     check_transform,
+    check_logit_kind,
     nonfinite_problem,
     nonfinite_valid_rows,
 )
@@ -69,8 +70,10 @@ def validate_run(group: zarr.Group, n: int, out: list[Violation], entry: Mapping
     if intact:  # the arrays are as the contract says: check that they hold what was written
         intact = _check_blocks(group, n, out, quick=quick, store=store)
     done_flags, _ = integrity.done_flags(group)
+    kind = group.attrs.get("logit_kind")
+    out.extend(check_logit_kind(group.path, kind))
     if logits_ok and intact and not quick:  # reads every done block's logits: not in a presence-only check
-        out.extend(_nonfinite_valid(group, logits, valid, done_flags, n))
+        out.extend(_row_problems(group, logits, valid, done_flags, n, kind))
     if not done_flags.all():
         out.append(Violation(group.path, f"incomplete: {int(done_flags.sum())} of {n_blocks} blocks done", "warning"))
     elif not any(v.severity == "error" and f"{v.path}/".startswith(f"{group.path}/") for v in out):
@@ -109,15 +112,19 @@ def _blocks_text(blocks: list[int], limit: int = 10) -> str:
     return shown + (f" and {len(blocks) - limit} more" if len(blocks) > limit else "")
 
 
-def _nonfinite_valid(group: zarr.Group, logits: zarr.Array, valid: zarr.Array, done: np.ndarray,
-                     n: int) -> list[Violation]:
-    """Rows marked valid with NaN/inf logits, read one done block at a time (bounded memory)."""
-    bad = []
+def _row_problems(group: zarr.Group, logits: zarr.Array, valid: zarr.Array, done: np.ndarray, n: int,
+                  kind: Any) -> list[Violation]:
+    """Rows marked valid with NaN/inf logits, and valid rows not of the form their logit kind says (the first
+    block with any), read one done block at a time (bounded memory)."""
+    bad, wrong_form = [], []
     blocks = L.Blocks(n)
     for b in np.flatnonzero(done):
         rows = blocks.slice(int(b))
-        bad.append(nonfinite_valid_rows(np.asarray(logits[rows]), np.asarray(valid[rows], dtype=bool)) + rows.start)
-    return nonfinite_problem(group.path, np.concatenate(bad) if bad else np.empty(0, np.int64), n)
+        block, ok = np.asarray(logits[rows]), np.asarray(valid[rows], dtype=bool)
+        bad.append(nonfinite_valid_rows(block, ok) + rows.start)
+        if not wrong_form:
+            wrong_form = check_logit_kind(group.path, kind, block, ok, offset=rows.start)
+    return nonfinite_problem(group.path, np.concatenate(bad) if bad else np.empty(0, np.int64), n) + wrong_form
 
 
 def _validate_samples(name: str, dataset: zarr.Group, entry: Mapping | None, n: int,

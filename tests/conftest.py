@@ -26,6 +26,8 @@ if str(ROOT) not in sys.path:  # the tests run from a checkout, installed or not
 
 LABELS = ROOT / "schemas" / "labels"
 DATA = Path(__file__).resolve().parent / "data"
+# Published per-image predictions bundled with the analysis (analyze import's examples, the demo's real models).
+PUBLISHED = ROOT / "analyze" / "published"
 
 # Minimal manifest entries: only the fields the analysis reads. No logit_space (the analysis takes
 # imagenet-1k): the fixtures use logits over a few classes to stay small, and schemas.door checks the
@@ -190,7 +192,7 @@ def ref_cue_decision(row_logits, categories) -> int:
 def kit():
     """Store-building helpers and independent references, as one namespace."""
     return SimpleNamespace(
-        ROOT=ROOT, LABELS=LABELS, DATA=DATA, entry_for=entry_for, dataset_attrs=dataset_attrs, write=write,
+        ROOT=ROOT, LABELS=LABELS, DATA=DATA, PUBLISHED=PUBLISHED, entry_for=entry_for, dataset_attrs=dataset_attrs, write=write,
         val_ids=val_ids, planted=planted, tree_hash=tree_hash, run_cli=run_cli, ref_softmax=ref_softmax,
         ref_argmax=ref_argmax, ref_ece=ref_ece, ref_bins=ref_bins, read_subset=read_subset,
         read_cue_categories=read_cue_categories, read_pug_classes=read_pug_classes, read_real=read_real,

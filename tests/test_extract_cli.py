@@ -97,10 +97,10 @@ def test_run_status_verify_plan(capsys, tmp_path, data, monkeypatch):
 
     rc, out, _ = cli(capsys, "plan", "--store", store, *sel)
     assert rc == 0
-    assert "imagenet-val" in out and SUP in out and "new" in out
-    assert "1 dataset x transform units x 1 models = 1 runs; 10 image decodes" in out
+    assert f"models (1): {SUP}" in out and "new" in out
+    assert "total: 1 dataset x transform units x 1 models = 1 runs; 10 images to decode, 10 model-images" in out
     # 10 x (1000 x 4 + 64 x 2 + 1) bytes + 3 blocks x 5
-    assert "41.3 KB" in out
+    assert "store ~41.3 KB" in out
 
     rc, out, err = cli(capsys, "run", "--store", store, *sel, "--allow-partial", "--batch-size", "3", "--no-progress",
                        "--json", tmp_path / "result.json")
@@ -122,6 +122,7 @@ def test_run_status_verify_plan(capsys, tmp_path, data, monkeypatch):
 
     rc, out, _ = cli(capsys, "plan", "--store", store, *sel)
     assert rc == 0 and "3/3 blocks done" in out
+    assert "to do by this process: 0 model-images" in out and "measured: 10 images in" in out
 
     rc, out, _ = cli(capsys, "plan", "--store", store, *sel, "--weights", f"{SUP}={tmp_path / 'result.json'}")
     assert rc == 0 and "fingerprint differs" in out and "weights_id" in out
@@ -131,6 +132,37 @@ def test_run_status_verify_plan(capsys, tmp_path, data, monkeypatch):
     del g[f"imagenet-val/center/{SUP}/valid"]
     rc, out, _ = cli(capsys, "verify", store)
     assert rc == 1 and f"imagenet-val/center/{SUP}/valid: missing array" in out
+
+
+def test_plan_groups_models_per_unit_explains_a_missing_dataset_once_and_adds_up(capsys, tmp_path, data, monkeypatch):
+    from schemas.manifest import load_manifest
+
+    monkeypatch.setattr(L, "CHUNK_ROWS", 4)
+    store, vit = tmp_path / "s.zarr", "demo-vit-sup"
+    rc, _, err = cli(capsys, "run", "--store", store, "--models", SUP, "--datasets", "imagenet-val", "--data-root",
+                     data, "--device", "cpu", "--no-progress", "--allow-partial")
+    assert rc == 0, err
+    sel = ["--models", SUP, vit, "--datasets", "imagenet-val", "imagenet-a", "--transforms", "center", "scale-1.5",
+           "--data-root", data, "--device", "cpu"]
+    rc, out, _ = cli(capsys, "plan", "--store", store, *sel, "--throughput", "1001")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == f"models (2): {SUP}, {vit}"
+    units = [x for x in lines if x.startswith(("imagenet-val ", "imagenet-a "))]
+    assert len(units) == 4  # one line per dataset x transform, whatever the number of models
+    center = next(x for x in units if x.split()[:2] == ["imagenet-val", "center"])
+    assert f"{SUP}: 3/3 blocks done; {vit}: new" in center
+    assert all("new (dataset missing)" in x for x in units if x.startswith("imagenet-a "))
+    source = load_manifest().dataset("imagenet-a")["source"]
+    explained = [x for x in lines if "imagenet-a:" in x]
+    assert explained == [f"  imagenet-a: not at {data / 'imagenet-a'}; get it from: {source}"]
+    # 10 + 10 images of imagenet-val and 2 x 7,500 expected of imagenet-a, each through 2 models; 10 done
+    assert "4 dataset x transform units x 2 models = 8 runs; 15,020 images to decode, 30,040 model-images" in out
+    # 30,030 model-images left at 1,001 img/s through 2 models: 15 s
+    assert "to do by this process: 30,030 model-images" in out and "estimated 15 s at 1,001 img/s" in out
+    with pytest.raises(SystemExit) as stop:
+        cli(capsys, "plan", "--store", store, *sel, "--throughput", "0")
+    assert stop.value.code == 2 and "--throughput: 0: must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_status_of_an_interrupted_run(capsys, tmp_path, data, monkeypatch):

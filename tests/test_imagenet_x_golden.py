@@ -1,7 +1,7 @@
 """ImageNet-X golden reproduction: the published error ratios of ResNet50 and ViT (ImageNet-X README,
 top factor, prototypes filtered, class errors) from their published per-image predictions.
 
-tests/data/imagenetx holds the predictions (gzipped copies of shared/golden/imagenetx) and the README whose
+analyze/published/imagenet-x holds the predictions (gzipped copies of the published files) and the README whose
 table is the expectation. Checked twice: the metric function alone on the CSV joined with the annotations,
 and the whole analysis (store written with schemas.write_run -> imagenet_x study -> results.parquet).
 """
@@ -24,7 +24,7 @@ TOL = 1e-4
 
 def published(kit) -> dict[str, dict[str, float]]:
     """The README's table: model -> factor -> error ratio (cells that are not numbers are skipped)."""
-    lines = [l for l in (kit.DATA / "imagenetx" / "README.md").read_text().splitlines() if l.startswith("|")]
+    lines = [l for l in (kit.PUBLISHED / "imagenet-x" / "README.md").read_text().splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     out = {}
     for line in lines[2:]:
@@ -38,7 +38,7 @@ def published(kit) -> dict[str, dict[str, float]]:
 
 
 def predictions(kit, model: str) -> tuple[list[str], np.ndarray]:
-    with gzip.open(kit.DATA / "imagenetx" / f"{model}.csv.gz", "rt", newline="") as f:
+    with gzip.open(kit.PUBLISHED / "imagenet-x" / f"{model}.csv.gz", "rt", newline="") as f:
         rows = list(csv.DictReader(f))
     return [r["file_name"] for r in rows], np.array([int(r["predicted_class"]) for r in rows])
 

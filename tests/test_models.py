@@ -472,3 +472,18 @@ def test_spec_dataclasses_are_frozen_and_hashable():
     assert hash(s) == hash(ModelSpec(**{f: getattr(s, f) for f in s.__dataclass_fields__}))
     p = Preprocess(256, 224, "bilinear", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
     assert p.mean == (0.5, 0.5, 0.5) and p.to_dict()["mean"] == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("name", ["demo-convnext-sup", "demo-vit-clip"])
+def test_channels_last_gives_the_same_logits_as_the_contiguous_layout(name):
+    """What load_model(channels_last=True) changes on a GPU is the memory order, not the numbers."""
+    x = _images(3, 224)
+    plain, nhwc = _load(name, device="cpu", precision="fp32"), _load(name, device="cpu", precision="fp32",
+                                                                     channels_last=True)
+    assert nhwc.channels_last and nhwc.describe()["memory_format"] == "channels_last"
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    with torch.inference_mode():
+        (a, fa), (b, fb) = plain.forward(x), nhwc.forward(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fb, fa, rtol=1e-4, atol=1e-4)

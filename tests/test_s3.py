@@ -9,6 +9,7 @@ in one line naming the URL, within a bounded time.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -434,3 +435,163 @@ def test_extract_run_against_an_unreachable_endpoint_is_one_line(s3, data, tmp_p
     lines = [line for line in err.strip().splitlines() if "error" in line]
     assert len(lines) == 1 and url in lines[0] and "cannot connect" in lines[0] and "rerun to resume" in lines[0]
     assert "Traceback" not in err
+
+
+class CuttableProxy:
+    """A TCP proxy on 127.0.0.1 to the S3 server, that ``cut()`` closes: every open connection is dropped and the
+    port refuses new ones, as when a network link or the endpoint goes away mid-run."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream = upstream_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                down, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                down.close()
+                continue
+            with self.lock:
+                self.conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        while not self.stop.is_set():
+            try:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+
+
+def test_a_network_fault_mid_run_resumes_like_after_a_kill(s3, local, data, tmp_path):
+    """The endpoint goes away after two blocks: the run ends in one line naming the URL, done blocks stay done,
+    and a rerun against the endpoint fills in the rest, equal to an uninterrupted run."""
+    url = f"s3://{s3.bucket()}/cut.zarr"
+    proxy = CuttableProxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    fast = ["--storage-option", "config_kwargs.read_timeout=2", "--storage-option", "config_kwargs.connect_timeout=1",
+            "--storage-option", "config_kwargs.retries.max_attempts=1"]
+    p = extract_proc(tmp_path, [*run_args(url, data), "--storage-option", f"endpoint_url=http://127.0.0.1:{proxy.port}",
+                                *fast])
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                done = int(np.asarray(schemas.open_read_only(url)[f"imagenet-val/{T}/{MODEL}/block_done"][...]).sum())
+            except (KeyError, schemas.StoreError, FileNotFoundError):
+                done = 0
+            if done >= 2:
+                proxy.cut()
+                break
+            time.sleep(0.05)
+        out, err = p.communicate(timeout=120)
+    finally:
+        proxy.cut()
+        if p.poll() is None:
+            p.kill()
+    assert proxy.stop.is_set(), "the run ended before the network could be cut"
+    assert p.returncode == 1, err
+    errors = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(errors) == 1 and url in errors[0] and "rerun to resume" in errors[0], err
+    assert "Traceback" not in err
+    cut = arrays(url)
+    assert 2 <= cut[L.BLOCK_DONE].sum() < N // ROWS
+    assert [v for v in schemas.validate(url) if v.severity == "error"] == []
+    finish(extract_proc(tmp_path, run_args(url, data)))
+    for t in (T, "center"):
+        assert_same(arrays(local, t), arrays(url, t))
+    assert schemas.validate(url) == []
+
+
+# ---------------------------------------------------------------- opening in a few requests
+def copy_bucket(s3, url: str) -> str:
+    """A copy of the store at ``url`` in a new bucket (server-side copies); returns its URL."""
+    src, prefix = url[len("s3://"):].split("/", 1)
+    dst = s3.bucket()
+    for key in s3.objects(src):
+        s3.client.copy_object(Bucket=dst, Key=key, CopySource={"Bucket": src, "Key": key})
+    return f"s3://{dst}/{prefix}"
+
+
+class CountingRequests:
+    """Counts the S3 requests this process makes (s3fs's one entry point to botocore)."""
+
+    def __init__(self, monkeypatch):
+        import s3fs
+
+        self.calls: list[str] = []
+        real = s3fs.S3FileSystem._call_s3
+
+        async def counted(fs, method, *args, **kwargs):
+            self.calls.append(method if isinstance(method, str) else getattr(method, "__name__", str(method)))
+            return await real(fs, method, *args, **kwargs)
+
+        monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+
+
+def test_the_metadata_copy_opens_a_store_in_a_few_requests_and_only_while_current(s3, on_s3, monkeypatch):
+    import zarr
+
+    from schemas.snapshot import COPY_GROUP, SnapshotStore
+
+    url = copy_bucket(s3, on_s3)
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    nodes = sorted(k for k in s3.objects(bucket) if k.endswith("zarr.json") and f"/{COPY_GROUP}/" not in k)
+    assert len(nodes) >= 10
+    counter = CountingRequests(monkeypatch)
+
+    def walk(root) -> dict[str, dict]:
+        """Every node's attributes, as zarr reads them."""
+        return {path: dict(node.attrs) for path, node in root.members(max_depth=None)
+                if not path.startswith(COPY_GROUP)}
+
+    reference = walk(zarr.open_group(remote.zarr_store(url, None, read_only=True), mode="r", zarr_format=3))
+    plain = len(counter.calls)
+    assert plain >= len(nodes)  # a request per node at least
+    counter.calls.clear()
+    root = schemas.open_read_only(url)
+    copies = {key[len(prefix) + 1:] for key in nodes} | {f"{COPY_GROUP}/zarr.json"}
+    assert isinstance(root.store, SnapshotStore) and set(root.store.metadata) == copies
+    assert walk(root) == reference
+    assert len(counter.calls) <= 3, counter.calls  # one listing, the copy, nothing per node
+
+    # A node rewritten after the copy was made: its copy no longer matches the listing's ETag, and the store's
+    # own bytes are read.
+    run_meta = f"{prefix}/imagenet-val/{T}/{MODEL}/zarr.json"
+    import json
+
+    doc = json.loads(s3.client.get_object(Bucket=bucket, Key=run_meta)["Body"].read())
+    doc["attributes"]["note"] = "rewritten after the copy"
+    s3.client.put_object(Bucket=bucket, Key=run_meta, Body=json.dumps(doc).encode())
+    # ... and a group added after it: seen, from the store
+    zarr.create_group(remote.zarr_store(url, None, read_only=False), path="imagenet-val/added", zarr_format=3)
+    root = schemas.open_read_only(url)
+    assert set(root.store.metadata) == copies - {run_meta[len(prefix) + 1:]}
+    assert root[f"imagenet-val/{T}/{MODEL}"].attrs["note"] == "rewritten after the copy"
+    assert "added" in dict(root["imagenet-val"].groups())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from schemas import logit_kinds
 from schemas.paper import PAPER_MODELS
 
 from ..context import Section
@@ -15,12 +16,6 @@ def order_models(models: list[str]) -> list[str]:
     """The paper's four first (ConvNeXt beside ViT), then the rest alphabetically."""
     first = [m for m in PAPER_MODELS if m in models]
     return first + sorted(m for m in models if m not in first)
-
-
-def comparison_pairs(models: list[str]) -> list[tuple[str, str]]:
-    """ConvNeXt vs ViT with the same training and size: ``...convnext-<x>`` against ``...vit-<x>``."""
-    return [(m, m.replace("convnext", "vit", 1)) for m in models
-            if "convnext" in m and m.replace("convnext", "vit", 1) in models]
 
 
 def listed(study: str) -> str:
@@ -41,3 +36,19 @@ def for_each_dataset(ctx, study: str, title: str, empty: str, run_one: Callable[
 def tagged(name: str, tag: str, sep: str = "_") -> str:
     """``name`` with the dataset tag of ``for_each_dataset`` appended when there is one."""
     return f"{name}{sep}{tag}" if tag else name
+
+
+def lacks(ctx, summary, capability: str, what: str) -> bool:
+    """True, with a note naming the run and why, when the run's logit kind cannot give ``capability`` (a run
+    of decisions has no confidence, probabilities are not logits; schemas.logit_kinds)."""
+    if summary.provides(capability):
+        return False
+    kind = summary.kind
+    ctx.reader.notes.append(f"{summary.key.path}: {what} not computed: the run holds "
+                            f"{logit_kinds.HOLDS.get(kind, kind)} (logit kind `{kind}`), which give no {capability}")
+    return True
+
+
+def skipped_line(models: list[str], why: str) -> str:
+    """A report sentence naming the models a study skipped ("" when none)."""
+    return f"\n\nNot computed for {', '.join(order_models(sorted(set(models))))}: {why}." if models else ""

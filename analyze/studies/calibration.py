@@ -10,7 +10,7 @@ from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
 from ..store import RunKey
 from ..tables import side_by_side
-from ._common import CENTER, listed, order_models
+from ._common import CENTER, lacks, listed, order_models, skipped_line
 
 TITLE = "Calibration (ECE, %)"
 
@@ -77,14 +77,21 @@ def plot_reliability(path, curves: dict[str, dict], title: str):
 
 
 def run(ctx: Context) -> None:
-    figures = []
+    figures, skipped, given = [], [], []
     datasets = ctx.datasets_for("calibration")
     for dataset in datasets:
         curves = {}
+        # Over a class subset the confidence is renormalised over its classes: that needs the whole distribution.
+        need = "probabilities" if ctx.reader.manifest_entry(dataset).get("class_subset") else "confidence"
         for key in ctx.reader.runs(dataset, CENTER):
             summary = ctx.summaries(key)
             if summary is None:
                 continue
+            if lacks(ctx, summary, need, f"calibration on {dataset}"):
+                skipped.append(key.model)
+                continue
+            if not summary.provides("probabilities"):
+                given.append(key.model)
             label = ctx.reader.samples(dataset).label
             rows = summary.valid & (label >= 0)
             correct = correct_single(summary.pred, label)
@@ -97,12 +104,19 @@ def run(ctx: Context) -> None:
             figures.append(plot_reliability(ctx.figure_path(f"reliability_{dataset}"), curves,
                                             f"Reliability and confidence histogram: {dataset}"))
     rows = [r for r in ctx.rows if r["metric"] == "ece" and r["transform"] == CENTER]
+    why = ("their runs give no confidence per decision (over a class subset such as ImageNet-R's: no whole "
+           "distribution); see the notes")
     if not rows:
-        ctx.sections.append(Section(TITLE, f"The store holds no {listed('calibration')} run under `center`."))
+        ctx.sections.append(Section(TITLE, f"The store holds no {listed('calibration')} run under `center` with "
+                                           f"a confidence per decision.{skipped_line(skipped, why)}"))
         return
     models = order_models(sorted({r["model"] for r in rows}))
     present = [d for d in datasets if any(r["dataset"] == d for r in rows)]
     body = side_by_side(rows, models, present, lambda r: r["dataset"], "dataset")
     body += ("\n\nSoftmax in float64 over the dataset's classes (ImageNet-R: its 200); 15 equal-width bins, "
              "lower < confidence <= upper.")
+    if given:
+        body += (f" For {', '.join(order_models(sorted(set(given))))} the confidence is the probability their "
+                 f"imported decisions come with.")
+    body += skipped_line(skipped, why)
     ctx.sections.append(Section(TITLE, body, [f.relative_to(ctx.out_dir).as_posix() for f in figures]))

@@ -11,7 +11,7 @@ from ..metrics.accuracy import correct_single
 from ..metrics import wmean
 from ..store import RunKey
 from ..tables import by_model as table_by_model
-from ._common import for_each_dataset, listed, order_models, tagged
+from ._common import for_each_dataset, lacks, listed, order_models, tagged
 
 TITLE = "Invariance (ImageNet val under scale, shift and resolution changes)"
 KINDS = {"scale": "scale factor", "shift": "shift (px)", "res": "resolution (px)"}
@@ -51,16 +51,19 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
             continue
         ok = summary.valid & (label >= 0)
         correct = correct_single(summary.pred, label)
+        metrics = ("top1", "p_true")
+        if lacks(ctx, summary, "probabilities", "the mean true-class probability (invariance)"):
+            metrics = ("top1",)
         p_true = np.nan_to_num(summary.p_true)
         both = np.stack([correct[ok], p_true[ok]], axis=1).astype(np.float64)
 
-        def stat(w, both=both, ok=ok):
+        def stat(w, both=both, ok=ok, metrics=metrics):
             means = wmean(both, select(w, ok))  # top-1 and mean true-class probability in one pass
-            return {"top1": means[..., 0], "p_true": means[..., 1]}
+            return {m: means[..., j] for j, m in enumerate(metrics)}
 
         result = ctx.record(key, stat, int(ok.sum()))
         for kind, value in parse(key.transform):
-            for metric in ("top1", "p_true"):
+            for metric in metrics:
                 points = curves.setdefault(metric, {}).setdefault(KINDS[kind], {}).setdefault(key.model, {})
                 # An explicit scale-1 / shift-0 / res-224 run wins over center.
                 if key.transform != "center" or value not in points:
@@ -71,6 +74,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     models = order_models(sorted({k.model for k in keys}))
     figs, tables = [], []
     for metric, label_text in (("top1", "top-1 (%)"), ("p_true", "mean true-class probability (%)")):
+        if metric not in curves:  # no run of a kind that gives it (decisions only)
+            continue
         panels = {kind: {m: (sorted(v), [v[x] for x in sorted(v)]) for m, v in by_model.items()}
                   for kind, by_model in curves.get(metric, {}).items()}
         figs.append(lines(ctx.figure_path(tagged(f"invariance_{metric}", tag)), panels, ylabel=label_text,

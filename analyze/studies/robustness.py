@@ -90,6 +90,8 @@ def run(ctx: Context) -> None:
                     real_sets = real_label_sets(samples.sample_id)
                 correct, counted = correct_multi(summary.pred, real_sets)
                 _top1(ctx, key, correct, summary.valid & counted, dataset=REAL)
+            elif summary.category is not None:  # 16-way datasets (model-vs-human): the category decision
+                _top1(ctx, key, summary.category == samples.label, summary.valid & (samples.label >= 0))
             elif "label_set" in samples.columns:
                 correct, counted = correct_multi(summary.pred, samples.columns["label_set"])
                 _top1(ctx, key, correct, summary.valid & counted)

@@ -35,12 +35,15 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     shape, texture = samples.label, samples.columns["texture_label"]
     categories = list(labels.cue_conflict_groups())
     per_category = {}
+    from_decisions = []
     for key in keys:
         summary = ctx.summaries(key)
-        if summary is None or summary.category_probs is None:
+        if summary is None or summary.category is None:
             continue
         ok = summary.valid
-        decision = summary.category_probs.argmax(axis=1)
+        decision = summary.category
+        if not summary.provides("probabilities"):
+            from_decisions.append(key.model)
         kept = int((ok & (shape != texture)).sum())
         ctx.record(key, lambda w, decision=decision, ok=ok: shape_bias(
             decision[ok], shape[ok], texture[ok], weights=select(w, ok)), kept)
@@ -56,7 +59,11 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
 
     body = markdown_table(["model", *metrics], [[m] + [cell(m, k) for k in metrics] for m in models])
     body += ("\n\nDecision = the category with the highest mean softmax probability over its ImageNet classes; "
-             "images whose shape and texture categories coincide are dropped.\n\nPer shape category:\n\n")
+             "images whose shape and texture categories coincide are dropped.")
+    if from_decisions:
+        body += (f" For {', '.join(order_models(from_decisions))} (decisions without a full distribution), the "
+                 f"decision is the category of the decided class, or the decided category itself.")
+    body += "\n\nPer shape category:\n\n"
     body += by_model("category", categories, models, lambda c, m: f"{per_category[m][categories.index(c)]:.2f}")
     fig = grouped_bars(ctx.figure_path(tagged("shape_texture_fractions", tag)), models,
                        {"shape": [index[(m, "shape_fraction")]["value"] for m in models],

@@ -23,6 +23,9 @@ def wants(key: RunKey, entry: dict) -> bool:
 
 def probe_task(ctx: Context, key: RunKey) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-test-sample correctness and the test rows, or None when the run can't be probed."""
+    if not ctx.reader.has_features(key):
+        ctx.reader.notes.append(f"{key.path}: no pooled features (imported predictions?); linear probe skipped")
+        return None
     samples = ctx.reader.samples(key.dataset)
     split = samples.columns.get("split")
     if split is None:

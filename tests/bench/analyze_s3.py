@@ -5,9 +5,10 @@ Builds a SYNTHETIC store on disk once (``analyze demo-store`` sizes: ``--n-val``
 imagenet-val at the 13 invariance transforms), copies it into moto's S3 server on 127.0.0.1 (in memory: keep
 ``--n-val`` modest), then prints in one run:
 
-  (1) the time to open the store (``StoreReader``: metadata, presence listings) on disk and on S3, and on S3
-      with zarr's consolidated metadata (a consolidated copy; the project does not write consolidated
-      metadata, see docs/design.md), and
+  (1) the time to open the store for analysis (``StoreReader``: metadata, presence listings) on disk, on S3
+      without and with the metadata copy that ``extract run`` writes (``schemas.snapshot``), and for
+      comparison zarr's own metadata walk, plain and with zarr's consolidated metadata (a consolidated
+      copy; the project does not use it: docs/design.md says why), and
   (2) ``analyze report`` on disk and on S3, each in a subprocess, with the ratio, and whether results.csv
       is identical.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +30,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto's server does not listen on 127.0.0.1:{port} after {timeout} s")
 
 
 def report(store: str, out: Path, n_boot: int, endpoint: str) -> float:
@@ -63,7 +82,7 @@ def consolidated_open_time(url: str, options: dict, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
-        root = zarr.open_consolidated(zarr_store(url, options, read_only=True), zarr_format=3)
+        root = zarr.open_consolidated(zarr_store(url, options, read_only=True), mode="r", zarr_format=3)
         sum(1 for _ in root.members(max_depth=None))
         best = min(best, time.perf_counter() - t0)
     return best
@@ -92,14 +111,12 @@ def main() -> None:
     args = p.parse_args()
     os.environ.update(AWS)
 
-    import logging
-
     import fsspec
     import zarr
-    from moto.server import ThreadedMotoServer
 
     from analyze.synthetic import build_synthetic_store
     from schemas.remote import zarr_store
+    from schemas.snapshot import write_metadata_copy
 
     args.dir.mkdir(parents=True, exist_ok=True)
     local = args.dir / f"store-{args.n_val}.zarr"
@@ -110,12 +127,13 @@ def main() -> None:
         (args.dir / f"{local.name}.complete").write_text("ok\n")
         print(f"built {local} in {time.perf_counter() - t0:.1f} s")
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    # The server in its own process, as a real endpoint is: in this one it would share the client's GIL.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        wait_for_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
         options = {"endpoint_url": endpoint}
         fs = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
         fs.mkdir("bench")
@@ -129,10 +147,12 @@ def main() -> None:
 
         print("\nopen (best of 3)")
         print(f"  StoreReader, disk                    {open_time(str(local), None):7.2f} s")
-        print(f"  StoreReader, s3                      {open_time(url, options):7.2f} s")
-        print(f"  metadata walk, disk                  {plain_walk_time(str(local), None):7.2f} s")
-        print(f"  metadata walk, s3                    {plain_walk_time(url, options):7.2f} s")
-        print(f"  metadata walk, s3, consolidated      {consolidated_open_time(curl, options):7.2f} s")
+        print(f"  StoreReader, s3, no metadata copy    {open_time(url, options):7.2f} s")
+        n = write_metadata_copy(zarr_store(url, options, read_only=False))  # what extract run does at its end
+        print(f"  StoreReader, s3, metadata copy       {open_time(url, options):7.2f} s   ({n} nodes copied)")
+        print(f"  zarr metadata walk, disk             {plain_walk_time(str(local), None):7.2f} s")
+        print(f"  zarr metadata walk, s3               {plain_walk_time(url, options):7.2f} s")
+        print(f"  zarr metadata walk, s3, consolidated {consolidated_open_time(curl, options):7.2f} s")
 
         print(f"\nanalyze report (--n-boot {args.n_boot})")
         t_disk = report(str(local), args.dir / "report-disk", args.n_boot, endpoint)
@@ -143,7 +163,8 @@ def main() -> None:
         print(f"  s3   {t_s3:7.2f} s   ({t_s3 / t_disk:.2f}x disk; target <= 1.5x)")
         print(f"  results.csv identical: {same}")
     finally:
-        server.stop()
+        server.kill()
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -147,14 +147,14 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
 
 # ---------------------------------------------------------------- (b) extract run
 def bench_runner(specs, *, store: Path, data_root: Path, device: str, batch_size: int, workers: int,
-                 transform: str, compile: bool):
+                 transform: str, compile: bool, decode: str = "pil"):
     from extract import options, runner
 
     shutil.rmtree(store, ignore_errors=True)
     opts = options.RunOptions(store=str(store), models=[s.id for s in specs], datasets=["imagenet-val"],
                              transforms=[transform], data_root=str(data_root), device=device,
                              batch_size=batch_size, workers=workers, pretrained=False, progress=False,
-                             compile=compile)
+                             compile=compile, decode=decode)
     t0 = time.perf_counter()
     result = runner.run(opts)
     wall = time.perf_counter() - t0
@@ -212,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--transform", default="center")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: as extract run)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the models")
+    ap.add_argument("--decode", choices=("pil", "gpu"), default="pil", help="(b)'s decode path (extract run --decode)")
     ap.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
                     help="hub weights (off by default: random init, nothing to download)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default=None)
@@ -272,8 +273,8 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
         b, loop_s, wall, result = bench_runner(specs, store=store, data_root=data_root, device=device,
                                                batch_size=batch_size, workers=workers, transform=t.id,
-                                               compile=args.compile)
-        rows.append(("(b) extract run, end to end", b,
+                                               compile=args.compile, decode=args.decode)
+        rows.append((f"(b) extract run, end to end, --decode {args.decode}", b,
                      f"{result.images} images in {loop_s:.1f}s loop, {wall:.1f}s with model loading"))
         print(f"(b) {b:.1f} img/s", flush=True)
         models = load_models(specs, cache, t)
