@@ -14,7 +14,7 @@ from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_erro
 from schemas.remote import StoreUnreachableError, add_storage_option, network_errors, parse_storage_options, \
     quiet_cancelled_requests
 
-from . import studies
+from . import ranking, studies
 from .store import AnalysisError
 
 
@@ -23,11 +23,13 @@ def _report(args) -> int:
 
     result = build_report(args.store, args.out, study_names=args.studies, n_boot=args.n_boot, seed=args.seed,
                           progress=not args.quiet, storage_options=parse_storage_options(args.storage_options),
-                          pairs=args.pairs)
+                          pairs=args.pairs, priorities=args.priorities, cache=args.cache)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for line in result["pairs_not_formed"]:
         print(f"note: pair {line}", file=sys.stderr)
+    if result["cache"]:
+        print(f"--cache: {result['cache']['from_cache']} runs from the cache, {result['cache']['read']} read", file=sys.stderr)
     print(f"{result['results']} results, {result['differences']} paired differences in {result['seconds']:.1f} s "
           f"-> {result['out']}/report.md, report.html")
     return 0
@@ -84,6 +86,13 @@ def _studies(value: str) -> list[str]:
     return names
 
 
+def _priorities(value: str) -> dict[str, float]:
+    try:
+        return ranking.parse_priorities(value)
+    except ValueError as e:  # argparse shows ArgumentTypeError's text, keeping the did-you-mean
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="analyze", description="CPU-only analysis of a logits store.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pairs", type=_pairs, default=None, metavar="A:B,C:D",
                    help="runs to compare, A minus B, by paired bootstrap (default: the paper's ConvNeXt/ViT pairs "
                         "found by name)")
+    r.add_argument("--priorities", type=_priorities, default=None, metavar="KEY=WEIGHT[,...]",
+                   help="reweight the ranking's property groups or properties, e.g. calibration=2,robustness=1 "
+                        f"(groups: {','.join(ranking.GROUPS)}; default 1 each)")
+    r.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep per-run summaries here, keyed by each run's fingerprint and checksums: a later report "
+                        "reads only the runs it has not seen")
     add_storage_option(r)
     r.set_defaults(func=_report)
     i = sub.add_parser("import", help="write per-image predictions made elsewhere into a store (through the same "

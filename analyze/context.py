@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class Context:
     sections: list[Section] = field(default_factory=list)
     replicates: dict[tuple, np.ndarray] = field(default_factory=dict)
     summaries: SummaryCache = None  # type: ignore[assignment]
+    # analyze report --cache: replicates of statistics over runs an earlier report saw (report_cache.ReportCache)
+    cache: Any = None
     _index: dict[tuple, dict] = field(default_factory=dict, repr=False)
     _by_run: dict[tuple, dict[str, float]] = field(default_factory=dict, repr=False)  # (model, dataset, transform)
     # Statistics waiting for their bootstrap replicates: one ProductBatch per sample population.
@@ -135,34 +137,49 @@ class Context:
             new_rows[metric] = row
             out[metric] = float(value)
         if self.boot.n_boot > 0:
+            token = (self.cache.stat_token(key, dataset or key.dataset, weight_key, n_rows, list(new_rows), self.boot)
+                     if self.cache is not None else None)
+            known = self.cache.load_replicates(token) if token else None
+            if known is not None and set(known) == set(new_rows):
+                self._fill(new_rows, known)
+                return out
             batch = self._batches.setdefault((weight_key, n_rows), ProductBatch(n_rows, self.boot.n_boot))
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 stat(DeferredWeights(batch))  # records the sums the replicates need
-            self._pending.append((batch, stat, new_rows))
+            self._pending.append((batch, stat, new_rows, token))
         return out
 
     def flush(self) -> None:
         """Compute the bootstrap replicates of every statistic recorded so far and fill their intervals."""
         for (weight_key, n_rows), batch in self._batches.items():
             batch.compute(self.boot.counts(weight_key, n_rows))
-        for batch, stat, rows in self._pending:
+        for batch, stat, rows, token in self._pending:
             reps = stat(DeferredWeights(batch))
-            for metric, row in rows.items():
-                row["ci_low"], row["ci_high"] = self.boot.interval(reps.get(metric))
-                self.replicates[(row["dataset"], row["transform"], metric, row["model"])] = (
-                    row["value"], reps[metric], row["n"])
+            self._fill(rows, reps)
+            if token:
+                self.cache.save_replicates(token, {m: reps[m] for m in rows})
         self._batches, self._pending = {}, []
+
+    def _fill(self, rows: dict[str, dict], reps: dict[str, np.ndarray]) -> None:
+        """The intervals of ``rows`` from their replicates; the replicates kept for paired differences."""
+        for metric, row in rows.items():
+            row["ci_low"], row["ci_high"] = self.boot.interval(reps.get(metric))
+            self.replicates[(row["dataset"], row["transform"], metric, row["model"])] = (
+                row["value"], reps[metric], row["n"])
 
     def paired_differences(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Model A minus model B for every metric both have, with a paired-bootstrap interval (NaN without
         replicates, ``--n-boot 0``)."""
         self.flush()
         out = []
-        for (model, dataset, transform, metric), row in sorted(self._index.items(), key=lambda item: item[0][1:]):
-            for a, b in pairs:
+        partners: dict[str, list[str]] = {}  # by model A: linear in the results, however many pairs
+        for a, b in pairs:
+            partners.setdefault(a, []).append(b)
+        for (a, dataset, transform, metric), row in sorted(self._index.items(), key=lambda item: item[0][1:]):
+            for b in partners.get(a, ()):
                 other = self._index.get((b, dataset, transform, metric))
-                if model != a or other is None:
+                if other is None:
                     continue
                 reps = [self.replicates.get((dataset, transform, metric, m), (None, None))[1] for m in (a, b)]
                 low, high = (self.boot.interval(np.asarray(reps[0]) - np.asarray(reps[1]))

@@ -10,49 +10,156 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+# Beyond these, a figure changes layout instead of squeezing: bars turn horizontal, one panel per group.
+MANY_SERIES = 8
+MANY_GROUPS = 16
+PANEL_COLUMNS = 4
+
+
+def _save(fig, path: Path, *, outside: bool = False) -> Path:
+    """Save at 110 dpi; ``outside``: a legend beside the axes, kept in the picture (costs one more draw)."""
+    fig.savefig(path, dpi=110, bbox_inches="tight" if outside else None)
+    plt.close(fig)
+    return path
+
+
+def _yerr(values: np.ndarray, errors: list[tuple[float, float]] | None) -> np.ndarray | None:
+    if errors is None:
+        return None
+    lo_hi = np.asarray(errors, dtype=float)
+    return np.nan_to_num(np.abs(np.stack([values - lo_hi[:, 0], lo_hi[:, 1] - values])))
+
+
 def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
                  errors: dict[str, list[tuple[float, float]]] | None = None, hline: float | None = None) -> Path:
-    """Bars for each group (x axis), one bar per series (model), optional CI whiskers."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(groups) * max(1, len(series)) / 2 + 2), 4))
-    width = 0.8 / max(1, len(series))
+    """Bars for each group (x axis), one bar per series (model), optional CI whiskers.
+
+    With more than ``MANY_SERIES`` series, one panel per group with a horizontal bar per series (a heat map of the
+    values when the groups are that many too); with more than ``MANY_GROUPS`` groups, horizontal bars with the
+    groups down the y axis. The figure grows with the bars."""
+    errors = errors or {}
+    if len(series) > MANY_SERIES and len(groups) > MANY_SERIES:  # as many panels as groups would not read: a map
+        return heatmap(path, list(series), groups, {ylabel: np.array(list(series.values()), dtype=float)},
+                       title=title)
+    if len(series) > MANY_SERIES:
+        return _bar_panels(path, groups, series, xlabel=ylabel, title=title, errors=errors, vline=hline)
+    horizontal = len(groups) > MANY_GROUPS
+    n = max(1, len(series))
+    width = 0.8 / n
+    if horizontal:
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.22 * len(groups) * max(1, n / 2)))
+    else:
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(groups) * n / 2 + 2), 4))
     x = np.arange(len(groups))
     for i, (name, values) in enumerate(series.items()):
         values = np.asarray(values, dtype=float)
-        yerr = None
-        if errors and name in errors:
-            lo_hi = np.asarray(errors[name], dtype=float)
-            yerr = np.abs(np.stack([values - lo_hi[:, 0], lo_hi[:, 1] - values]))
-            yerr = np.nan_to_num(yerr)
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name, yerr=yerr, capsize=2)
+        offset = x + (i - (n - 1) / 2) * width
+        err = _yerr(values, errors.get(name))
+        if horizontal:
+            ax.barh(offset, values, width, label=name, xerr=err, capsize=2)
+        else:
+            ax.bar(offset, values, width, label=name, yerr=err, capsize=2)
     if hline is not None:
-        ax.axhline(hline, color="gray", lw=0.8, ls="--")
-    ax.set_xticks(x, groups, rotation=45 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center")
-    ax.set_ylabel(ylabel)
+        (ax.axvline if horizontal else ax.axhline)(hline, color="gray", lw=0.8, ls="--")
+    if horizontal:
+        ax.set_yticks(x, groups, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel)
+    else:
+        ax.set_xticks(x, groups, rotation=45 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center")
+        ax.set_ylabel(ylabel)
     ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *, xlabel: str, title: str,
+                errors: dict[str, list[tuple[float, float]]], vline: float | None) -> Path:
+    """Many series: one panel per group, one horizontal bar per series (in the given order), CI whiskers."""
+    names = list(series)
+    cols = min(PANEL_COLUMNS, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, rows * (0.8 + 0.16 * len(names))),
+                             squeeze=False, sharey=True)
+    y = np.arange(len(names))
+    for g, group in enumerate(groups):
+        ax = axes[g // cols][g % cols]
+        values = np.array([series[m][g] for m in names], dtype=float)
+        lo_hi = [errors[m][g] for m in names] if all(m in errors for m in names) else None
+        ax.barh(y, values, 0.75, xerr=_yerr(values, lo_hi), capsize=1.5, color="tab:blue")
+        if vline is not None:
+            ax.axvline(vline, color="gray", lw=0.8, ls="--")
+        ax.set_title(group, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=7, labelleft=g % cols == 0)  # the names once per row (shared y)
+    axes[0][0].set_yticks(y, names)
+    axes[0][0].invert_yaxis()
+    for g in range(len(groups), rows * cols):
+        axes[g // cols][g % cols].set_visible(False)
+    fig.suptitle(title)
+    # Margins in inches from the longest name, not tight_layout: its measuring pass costs as much as drawing.
+    width, height = fig.get_size_inches()
+    left = 0.3 + 0.055 * max(map(len, names))
+    fig.set_size_inches(width + left, height)
+    fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
+                        top=1 - 0.55 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
+    return _save(fig, path)
 
 
 def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel: str, title: str) -> Path:
-    """One panel per key; in each, one line per series: ``{panel: {series: (x, y)}}``."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    """One panel per key; in each, one line per series: ``{panel: {series: (x, y)}}``. With many series the
+    colours come from a continuous map and the legend sits beside the panels, in as many columns as it needs."""
+    names = list(dict.fromkeys(name for series in panels.values() for name in series))
+    many = len(names) > 10
+    colours = dict(zip(names, plt.get_cmap("viridis")(np.linspace(0, 0.95, len(names))))) if many else {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6 if not many else 4.5), squeeze=False)
     for ax, (panel, series) in zip(axes[0], panels.items()):
         for name, (xs, ys) in series.items():
-            ax.plot(xs, ys, marker="o", label=name)
+            ax.plot(xs, ys, marker="o", ms=3 if many else 6, lw=0.9 if many else 1.5, label=name,
+                    color=colours.get(name))
         ax.set_title(panel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    if axes[0][0].get_legend_handles_labels()[0]:
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles and many:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+                   ncol=-(-len(names) // 30), frameon=False)
+    elif handles:
         axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, outside=many)
+
+
+def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, np.ndarray], *, title: str,
+            cmap: str | dict[str, str] = "viridis", limits: dict[str, tuple[float, float]] | None = None,
+            fmt: str = "{:.2f}") -> Path:
+    """One heat map per panel (``{panel label: [row, column] values}``, NaN blank), side by side with shared rows;
+    the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
+    limits = limits or {}
+    n_rows, n_cols = len(rows), len(columns)
+    width = 1.2 + 0.055 * max(map(len, rows), default=0)
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True,
+                             figsize=(width + len(panels) * (1.6 + 0.5 * n_cols), 1.6 + 0.24 * n_rows))
+    for ax, (label, values) in zip(axes[0], panels.items()):
+        low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
+        image = ax.imshow(np.clip(values, low, high), aspect="auto", interpolation="nearest", vmin=low, vmax=high,
+                          cmap=cmap if isinstance(cmap, str) else cmap[label])
+        ax.set_xticks(range(n_cols), columns, rotation=60, ha="right", fontsize=8)
+        if n_rows * n_cols <= 600:
+            middle = (low + high) / 2
+            for i, j in zip(*np.nonzero(np.isfinite(values))):
+                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=6.5,
+                        color="black" if abs(values[i, j] - middle) < 0.3 * (high - low) else "white")
+        fig.colorbar(image, ax=ax, label=label, shrink=min(1.0, 8 / max(n_rows, 1) + 0.3), pad=0.02)
+    axes[0][0].set_yticks(range(n_rows), rows, fontsize=8 if n_rows <= 60 else 6)
+    fig.suptitle(title)
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - 0.55 / height, bottom=0.9 / height, wspace=0.25)
+    return _save(fig, path, outside=True)
 
 
 def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, float]], *, title: str) -> Path:

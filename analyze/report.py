@@ -12,6 +12,9 @@ from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
 from .html_page import write_page
+from .paper_check import report_check
+from .ranking import check_priorities, report_ranking
+from .report_cache import ReportCache
 from .store import StoreReader
 from .provenance import origin_note
 from .studies._common import PAPER_MODELS, order_models
@@ -79,26 +82,36 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
-                 storage_options: Mapping[str, Any] | None = None, pairs: Sequence[str] | None = None) -> dict:
-    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, report.md, report.html and figures.
+                 storage_options: Mapping[str, Any] | None = None, pairs: Sequence[str] | None = None,
+                 priorities: Mapping[str, float] | None = None, cache: str | Path | None = None) -> dict:
+    """Run the studies and write results.parquet/.csv, differences.parquet/.csv, ranking.* and scores.*,
+    report.md, report.html and figures.
 
     ``storage_options`` go to fsspec when ``store`` is a URL (the store is only read). ``pairs``: ``"A:B"``
-    items to difference (default: the paper's ConvNeXt/ViT pairs found by name; analyze/pairs.py)."""
+    items to difference (default: the paper's ConvNeXt/ViT pairs found by name; analyze/pairs.py).
+    ``priorities``: weights of the ranking's property groups or properties (analyze/ranking.py). ``cache``: a
+    folder of per-run summaries and replicates from earlier reports (analyze/report_cache.py); only runs not
+    found there are read."""
     t0 = time.perf_counter()
     out = Path(out_dir)
+    priorities = check_priorities(priorities or {})
     reader = StoreReader(store, storage_options=storage_options)
     local = _local_path(reader.url)
-    if local is not None and (out.resolve() == local or out.resolve().is_relative_to(local)):
-        raise ValueError(f"--out {out}: must not lie inside the store {reader.url} (the analysis never writes into it)")
+    for flag, path in (("--out", out), ("--cache", None if cache is None else Path(cache))):
+        if local is not None and path is not None and (path.resolve() == local or path.resolve().is_relative_to(local)):
+            raise ValueError(f"{flag} {path}: must not lie inside the store {reader.url} (the analysis never writes "
+                             "into it)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    disk = ReportCache(cache, reader) if cache is not None else None  # refuses a folder that is not a cache
     out.mkdir(parents=True, exist_ok=True)
     for dataset in reader.datasets:
         mark = reader.partial(dataset)
         if mark:
             reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
                                 f"(extracted with --allow-partial); every number from it is flagged partial")
-    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed))
+    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed),
+                  summaries=disk.summaries() if disk else None, cache=disk)
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in names]
     # Runs in the order the studies ask for them: the logits pass runs in the background, and each study
@@ -125,7 +138,10 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         ctx.summaries.close()  # the logits bar closes first, above the studies bar
         if bar is not None:
             bar.close()
-    results = _table(ctx.rows, RESULT_COLUMNS)
+    results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
+    for section in (paper, report_ranking(ctx, order_models(reader.models), priorities)):
+        if section is not None:
+            ctx.sections.append(section)
     plan = pairing.plan(pairs, reader.models)
     diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
     plan = plan.settle(diffs, ctx.rows)
@@ -137,7 +153,8 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     write_page(out, markdown)  # report.html: the same text, figures inlined, sortable tables
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
             "notes": list(reader.notes), "out": str(out),
-            "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else []}
+            "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else [],
+            "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
 
 
 def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int,
@@ -162,5 +179,6 @@ def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, 
     if reader.notes:
         parts.append("## Notes on the data\n\n" + "\n".join(f"- {n}" for n in reader.notes))
     parts.append("All metrics: `results.csv` / `results.parquet` (model, dataset, transform, metric, value, ci_low, "
-                 "ci_high, n, partial); paired model differences: `differences.csv` / `differences.parquet`.")
+                 "ci_high, n, partial, and the paper's value where it publishes one); paired model differences: "
+                 "`differences.csv` / `differences.parquet`; the ranking: `ranking.csv`, `scores.csv`.")
     return "\n\n".join(parts) + "\n"

@@ -237,6 +237,12 @@ class StoreReader:
             self._verify(key, name, rows, values[rows])
         return values
 
+    def checksums(self, key: RunKey) -> np.ndarray | None:
+        """The run's recorded block checksums ``[block, array]``, or None when some done block has none (written
+        before checksums): with them, what the run holds is known without reading it."""
+        table, unchecked = self._checksums.get(key, (None, frozenset()))
+        return None if table is None or unchecked else self._recorded(key, table)
+
     def _verify(self, key: RunKey, name: str, rows: slice, values: np.ndarray) -> None:
         """Refuse a block whose values are not those whose checksum was recorded when it was written."""
         table, unchecked = self._checksums.get(key, (None, frozenset()))

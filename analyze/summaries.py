@@ -180,6 +180,10 @@ class SummaryCache:
             self._cache[key] = self._pending.pop(key).wait()
         return self._cache[key]
 
+    def derived(self, key: RunKey, name: str, compute):
+        """A per-run result that needs more than the logits (``compute()``); ``--cache`` keeps it (report_cache.py)."""
+        return compute()
+
     def __call__(self, key: RunKey) -> RunSummary | None:
         summary = self.summary(key)
         return summary if summary.valid.any() else None

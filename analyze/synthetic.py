@@ -101,12 +101,19 @@ def logits_for(dataset: str, table: dict, accuracy: float, rng: np.random.Genera
 
 def build_synthetic_store(path: str | Path, *, sizes: dict[str, int] | None = None, n_val: int = 2000,
                           transforms: tuple[str, ...] = INVARIANCE, models: dict[str, float] | None = None,
-                          feature_dim: int = 0, seed: int = 0, progress=None) -> Path:
-    """Write a synthetic store; ``sizes`` defaults to small versions of the paper's datasets."""
+                          feature_dim: int = 0, seed: int = 0, run_seed: int | None = None,
+                          progress=None) -> Path:
+    """Write a synthetic store; ``sizes`` defaults to small versions of the paper's datasets.
+
+    The sample tables come from ``seed`` alone, so models added later with the same ``seed`` join the same
+    datasets; ``run_seed`` gives those later models logits of their own (by default the logits continue the
+    tables' random stream, which restarts with every call)."""
     rng = np.random.default_rng(seed)
     sizes = sizes or {d: min(n, n_val) for d, n in FULL_SIZES.items()}
     models = models or MODELS
     tables = _datasets(sizes, rng)
+    if run_seed is not None:
+        rng = np.random.default_rng([seed, run_seed])
     jobs = [(d, t, m) for d in tables for t in (transforms if d == "imagenet-val" else ("center",)) for m in models]
     for dataset, transform, model in (progress(jobs) if progress else jobs):
         table = tables[dataset]

@@ -11,7 +11,8 @@ import pytest
 from analyze.report import build_report
 from analyze.synthetic import build_synthetic_store
 
-RESULT_COLUMNS = ["model", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n", "partial"]
+RESULT_COLUMNS = ["model", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n", "partial",
+                  "paper_value", "paper_source", "paper_diff", "paper_in_ci"]
 DIFF_COLUMNS = ["model_a", "model_b", "dataset", "transform", "metric", "diff", "ci_low", "ci_high", "n", "partial"]
 PNG = b"\x89PNG\r\n\x1a\n"
 

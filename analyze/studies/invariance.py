@@ -10,7 +10,7 @@ from ..figures import lines
 from ..metrics.accuracy import correct_single
 from ..metrics import wmean
 from ..store import RunKey
-from ..tables import markdown_table
+from ..tables import by_model as table_by_model
 from ._common import for_each_dataset, lacks, listed, order_models, tagged
 
 TITLE = "Invariance (ImageNet val under scale, shift and resolution changes)"
@@ -81,7 +81,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
         figs.append(lines(ctx.figure_path(tagged(f"invariance_{metric}", tag)), panels, ylabel=label_text,
                           title=f"Invariance: {label_text}"))
         for kind, by_model in curves.get(metric, {}).items():
-            xs = sorted({x for v in by_model.values() for x in v})
-            tables.append(f"**{label_text} vs {kind}**\n\n" + markdown_table(
-                [kind] + models, [[f"{x:g}"] + [f"{by_model.get(m, {}).get(x, np.nan):.1f}" for m in models] for x in xs]))
+            xs = {f"{x:g}": x for x in sorted({x for v in by_model.values() for x in v})}
+            tables.append(f"**{label_text} vs {kind}**\n\n" + table_by_model(
+                kind, list(xs), models,
+                lambda x, m, points=by_model, xs=xs: f"{points.get(m, {}).get(xs[x], np.nan):.1f}"))
     ctx.sections.append(Section(title, "\n\n".join(tables), [f.relative_to(ctx.out_dir).as_posix() for f in figs]))

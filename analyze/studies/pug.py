@@ -14,7 +14,7 @@ from ..figures import lines
 from ..metrics.accuracy import accuracy
 from ..metrics.grouped import group_means
 from ..store import RunKey
-from ..tables import markdown_table
+from ..tables import by_model
 from ._common import CENTER, for_each_dataset, listed, order_models, tagged
 
 TITLE = "PUG-ImageNet (top-1 %, overall and per factor)"
@@ -104,9 +104,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     models = order_models(sorted({r["model"] for r in rows}))
     metrics = sorted({r["metric"] for r in rows}, key=lambda m: (m != "top1", m))
     index = {(r["metric"], r["model"]): r for r in rows}
-    body = markdown_table(["metric"] + models,
-                          [[m] + [f"{index[(m, mod)]['value'] * 100:.1f}" if (m, mod) in index else "—" for mod in models]
-                           for m in metrics])
+    body = by_model("metric", metrics, models,
+                    lambda m, mod: f"{index[(m, mod)]['value'] * 100:.1f}" if (m, mod) in index else "—")
     figs = [lines(ctx.figure_path(tagged("pug_factors", tag)), panels, ylabel="top-1 (%)",
                   title="PUG-ImageNet per factor")] if panels else []
     ctx.sections.append(Section(title, body, [f.relative_to(ctx.out_dir).as_posix() for f in figs]))

@@ -6,7 +6,7 @@ from ..context import Context, Section, select
 from ..figures import grouped_bars
 from ..metrics.shape_bias import shape_bias, shape_bias_per_category
 from ..store import RunKey
-from ..tables import markdown_table
+from ..tables import by_model, markdown_table
 from ._common import CENTER, for_each_dataset, listed, order_models, tagged
 
 TITLE = "Shape bias on cue-conflict images"
@@ -64,8 +64,7 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
         body += (f" For {', '.join(order_models(from_decisions))} (decisions without a full distribution), the "
                  f"decision is the category of the decided class, or the decided category itself.")
     body += "\n\nPer shape category:\n\n"
-    body += markdown_table(["category"] + models,
-                           [[c] + [f"{per_category[m][i]:.2f}" for m in models] for i, c in enumerate(categories)])
+    body += by_model("category", categories, models, lambda c, m: f"{per_category[m][categories.index(c)]:.2f}")
     fig = grouped_bars(ctx.figure_path(tagged("shape_texture_fractions", tag)), models,
                        {"shape": [index[(m, "shape_fraction")]["value"] for m in models],
                         "texture": [index[(m, "texture_fraction")]["value"] for m in models]},

@@ -8,7 +8,7 @@ from ..figures import grouped_bars
 from ..metrics.accuracy import accuracy
 from ..metrics.linear_probe import linear_probe
 from ..store import RunKey
-from ..tables import markdown_table
+from ..tables import by_model
 from ._common import CENTER, order_models
 
 TITLE = "Transfer: VTAB-1k linear probes (test top-1, %)"
@@ -53,7 +53,7 @@ def run(ctx: Context) -> None:
     task_reps: dict[str, dict[str, tuple[float, np.ndarray | None]]] = {}
     for task in tasks:
         for key in ctx.reader.runs(task, CENTER):
-            probed = probe_task(ctx, key)
+            probed = ctx.summaries.derived(key, "vtab-probe", lambda key=key: probe_task(ctx, key))
             if probed is None:
                 continue
             correct, test = probed
@@ -83,12 +83,11 @@ def run(ctx: Context) -> None:
             ctx.rows.append(row)
             group_rows[(model, group)] = row
     order = sorted(tasks, key=lambda t: (GROUPS.index(group_of[t]) if group_of[t] in GROUPS else 9, t))
-    body = markdown_table(["task", "group"] + models,
-                          [[t, group_of[t]] + [f"{task_reps[m][t][0] * 100:.1f}" if t in task_reps[m] else "—" for m in models]
-                           for t in order])
-    body += "\n\n" + markdown_table(["group mean"] + models,
-                                    [[g] + [f"{group_rows[(m, g)]['value'] * 100:.1f}" if (m, g) in group_rows else "—"
-                                            for m in models] for g in (*GROUPS, "all")])
+    label = {f"{t} ({group_of[t]})": t for t in order}
+    body = by_model("task (group)", list(label), models,
+                    lambda t, m: f"{task_reps[m][label[t]][0] * 100:.1f}" if label[t] in task_reps[m] else "—")
+    body += "\n\n" + by_model("group mean", [*GROUPS, "all"], models,
+                              lambda g, m: f"{group_rows[(m, g)]['value'] * 100:.1f}" if (m, g) in group_rows else "—")
     groups = [g for g in (*GROUPS, "all") if any((m, g) in group_rows for m in models)]
     fig = grouped_bars(ctx.figure_path("vtab"), groups,
                        {m: [group_rows.get((m, g), {"value": np.nan})["value"] * 100 for g in groups] for m in models},

@@ -1,0 +1,140 @@
+"""``analyze report --cache DIR``: after adding a model only its runs are read, and every output equals that of a
+report without the cache; a run whose contents change is read again; a damaged entry is recomputed."""
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+
+import numpy as np
+import polars as pl
+import pytest
+
+import schemas
+from analyze.report import build_report
+from analyze.store import StoreReader
+from analyze.synthetic import build_synthetic_store
+
+SIZES = {"imagenet-val": 120, "imagenet-r": 40, "cue-conflict": 64}
+STUDIES = ["robustness", "calibration", "shape_bias", "invariance", "transfer"]
+OUTPUTS = ("results.csv", "differences.csv", "ranking.csv", "scores.csv")
+
+
+def add_models(kit, store, models: dict[str, float]) -> None:
+    """Synthetic runs of ``models`` (same samples whatever the models: the sample tables come first from the seed),
+    plus one VTAB task with pooled features for the probes."""
+    run_seed = zlib.crc32(",".join(models).encode())
+    build_synthetic_store(store, sizes=SIZES, transforms=("center", "scale-1.5"), models=models, seed=0,
+                          run_seed=run_seed)
+    rng = np.random.default_rng(run_seed)
+    n = 60
+    split = np.array(["train800"] * 30 + ["val200"] * 10 + ["test"] * 20)
+    label = np.arange(n) % 3
+    for model in models:
+        feats = (np.eye(8)[label] * 2 + rng.standard_normal((n, 8)) * 0.6).astype(np.float32)
+        kit.write(store, "vtab-aa", "center", model, np.zeros((n, 5), np.float32), feats,
+                  sample_id=[f"vtab-aa/{i:03d}" for i in range(n)], label=label, columns={"split": split},
+                  entry=kit.entry_for("vtab-aa", group="natural"))
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Counts the logits blocks and feature arrays the analysis reads, per run path."""
+    reads = Counter()
+    logits, features = StoreReader.logits, StoreReader.features
+
+    def count_logits(self, key, rows):
+        reads[key.path] += 1
+        return logits(self, key, rows)
+
+    def count_features(self, key):
+        reads[key.path + "#features"] += 1
+        return features(self, key)
+
+    monkeypatch.setattr(StoreReader, "logits", count_logits)
+    monkeypatch.setattr(StoreReader, "features", count_features)
+    return reads
+
+
+def report(store, out, cache=None):
+    return build_report(store, out, study_names=STUDIES, n_boot=40, seed=3, progress=False, cache=cache)
+
+
+def same_outputs(a, b) -> None:
+    """The same rows; numbers equal to float32 rounding: the bootstrap's one matrix product per population sums
+    in an order that depends on how many statistics share it, i.e. on the other runs of the report."""
+    for name in OUTPUTS:
+        x, y = pl.read_csv(a / name), pl.read_csv(b / name)
+        assert x.columns == y.columns and x.shape == y.shape, name
+        for col in x.columns:
+            if x[col].dtype.is_float():
+                np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=1e-6, atol=1e-9,
+                                           equal_nan=True, err_msg=f"{name}: {col}")
+            else:
+                assert x[col].to_list() == y[col].to_list(), f"{name}: {col}"
+
+
+def test_after_adding_a_model_only_its_runs_are_read(kit, tmp_path, counting):
+    store, cache = tmp_path / "store.zarr", tmp_path / "cache"
+    add_models(kit, store, {"convnext-sup": 0.8, "vit-sup": 0.7})
+    first = report(store, tmp_path / "first", cache)
+    assert first["cache"] == {"from_cache": 0, "read": len(StoreReader(store).runs()) - 2}  # VTAB: features only
+    add_models(kit, store, {"newcomer": 0.75})
+    counting.clear()
+    again = report(store, tmp_path / "again", cache)
+    read = {path.split("#")[0] for path in counting}
+    assert read and all(path.endswith("/newcomer") for path in read), sorted(read)
+    assert "vtab-aa/center/newcomer#features" in counting
+    runs = StoreReader(store).runs()
+    assert again["cache"] == {"from_cache": sum(k.model != "newcomer" for k in runs) - 2,
+                              "read": sum(k.model == "newcomer" for k in runs) - 1}
+    # The same report as one computed from scratch: values, intervals, differences, ranking.
+    plain = report(store, tmp_path / "plain")
+    same_outputs(tmp_path / "again", tmp_path / "plain")
+    assert again["notes"] == plain["notes"]
+    assert (tmp_path / "again" / "report.md").read_text().count("\n") == (tmp_path / "plain" / "report.md").read_text().count("\n")
+
+
+def test_a_run_whose_contents_change_is_read_again(kit, tmp_path, counting):
+    store, cache = tmp_path / "store.zarr", tmp_path / "cache"
+    add_models(kit, store, {"convnext-sup": 0.8, "vit-sup": 0.7})
+    report(store, tmp_path / "first", cache)
+    # The same run written again with other logits: same fingerprint (same inputs), other checksums.
+    reader = StoreReader(store)
+    key = next(k for k in reader.runs("imagenet-val", "center") if k.model == "vit-sup")
+    fingerprint = reader.run_attrs(key)["fingerprint"]
+    samples = reader.samples("imagenet-val")
+    logits = np.random.default_rng(9).standard_normal((len(samples), 1000)).astype(np.float32)
+    schemas.write_run(store, "imagenet-val", "center", "vit-sup", logits, sample_id=samples.sample_id,
+                      label=samples.label, attrs={"synthetic": True, "weights_id": "synthetic",
+                                                  "model": {"id": "vit-sup"}}, overwrite=True)
+    assert StoreReader(store).run_attrs(key)["fingerprint"] == fingerprint
+    counting.clear()
+    report(store, tmp_path / "again", cache)
+    assert {p for p in counting} == {"imagenet-val/center/vit-sup"}
+    report(store, tmp_path / "plain")
+    same_outputs(tmp_path / "again", tmp_path / "plain")
+
+
+def test_damaged_entries_are_recomputed_and_foreign_folders_refused(kit, tmp_path, capsys):
+    store, cache = tmp_path / "store.zarr", tmp_path / "cache"
+    add_models(kit, store, {"convnext-sup": 0.8, "vit-sup": 0.7})
+    report(store, tmp_path / "first", cache)
+    entries = sorted(cache.rglob("*.npz"))
+    for path in entries[::3]:
+        path.write_bytes(path.read_bytes()[:40])  # cut short
+    report(store, tmp_path / "again", cache)
+    same_outputs(tmp_path / "first", tmp_path / "again")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    from analyze.cli import main
+
+    assert main(["report", str(store), "--out", str(tmp_path / "x"), "--cache", str(foreign), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--cache {foreign}: a folder that is not a report cache" in err
+    assert (foreign / "holiday.jpg").read_bytes() == b"x" and len(list(foreign.iterdir())) == 1
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    before = kit.tree_hash(store)
+    assert main(["report", str(store), "--out", str(tmp_path / "y"), "--cache", str(store / "c"), "--quiet"]) == 2
+    assert f"--cache {store / 'c'}: must not lie inside the store" in capsys.readouterr().err
+    assert kit.tree_hash(store) == before and not (tmp_path / "y").exists()
