@@ -29,6 +29,7 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 import schemas  # noqa: E402
+from loopback import free_port, wait_for_port  # noqa: E402
 from schemas import layout as L  # noqa: E402
 from schemas import remote  # noqa: E402
 
@@ -38,25 +39,6 @@ T = "res-64"  # the demo model on 64 x 64 crops: a hundred images in seconds on 
 ROWS = 8  # rows per block (schemas.layout.CHUNK_ROWS patched in the subprocesses)
 N = 96
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 @pytest.fixture(scope="session")
