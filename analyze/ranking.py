@@ -60,7 +60,7 @@ PROPERTIES: tuple[Property, ...] = (
     _p("calibration", "imagenet-val", "ECE val", "imagenet-val", "ece", higher=False),
     _p("calibration", "imagenet-r", "ECE R", "imagenet-r", "ece", higher=False),
     _p("shape_bias", "cue-conflict", "shape bias", "cue-conflict", "shape_bias"),
-    _p("imagenet_x", "imagenet-val", "INet-X err.", "imagenet-val", "error_ratio_mean", higher=False),
+    _p("imagenet_x", "imagenet-val", "INet-X err.", "imagenet-val", "error_ratio", higher=False),
     *(_p("invariance", kind, kind, "imagenet-val") for kind in ("scale", "shift", "res")),
     *(_p("transfer", f"vtab-{g}", f"VTAB {g[:6]}", f"vtab-{g}", "top1_mean") for g in
       ("natural", "specialized", "structured")),

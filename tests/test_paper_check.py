@@ -50,7 +50,7 @@ def test_every_published_value_is_bundled_once_with_its_source():
         assert r["dataset"] in datasets, r
         assert r["unit"] in PERCENT and r["compared"] in ("true", "false")
         value = float(r["printed"]) / PERCENT[r["unit"]]
-        assert 0 <= value <= (2 if r["metric"] == "error_ratio_mean" else 1), r
+        assert 0 <= value <= (2 if r["metric"] == "error_ratio" else 1), r
         if r["compared"] == "true":
             keys[(r["model"], r["dataset"], r["transform"], r["metric"])] += 1
     assert max(keys.values()) == 1
@@ -174,6 +174,6 @@ def test_imagenet_x_mean_error_ratio_is_the_mean_of_the_factors(kit, tmp_path, r
     rows, _ = results_of(tmp_path / "x.zarr", tmp_path / "out", n_boot=30)
     factors = [r["value"] for k, r in rows.items() if k[3].startswith("error_ratio:")]
     assert len(factors) == 16
-    mean = rows[("m", "imagenet-val", "center", "error_ratio_mean")]
+    mean = rows[("m", "imagenet-val", "center", "error_ratio")]
     assert mean["value"] == pytest.approx(np.nanmean(factors), rel=1e-12)
     assert mean["ci_low"] <= mean["value"] <= mean["ci_high"] and math.isfinite(mean["ci_low"])
