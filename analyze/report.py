@@ -17,7 +17,7 @@ from .ranking import check_priorities, report_ranking
 from .report_cache import ReportCache
 from .store import StoreReader
 from .provenance import origin_note
-from .studies._common import PAPER_MODELS, order_models
+from .studies._common import PAPER_MODELS, is_human, order_models
 
 
 def paper_datasets() -> list[str]:
@@ -139,7 +139,8 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         if bar is not None:
             bar.close()
     results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
-    for section in (paper, report_ranking(ctx, order_models(reader.models), priorities)):
+    ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
+    for section in (paper, report_ranking(ctx, ranked, priorities)):
         if section is not None:
             ctx.sections.append(section)
     plan = pairing.plan(pairs, reader.models)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import math
 import re
 
@@ -505,3 +506,30 @@ def test_write_run_checks_the_form_of_decisions_and_the_kind(kit, tmp_path):
     for row, (j, p) in zip(enc, ((7, 0.3), (0, 0.999))):
         soft = kit.ref_softmax(row)
         assert int(np.argmax(soft)) == j and math.isclose(max(soft), p, rel_tol=1e-6)
+
+
+def test_human_observers_error_consistency_from_the_raw_files_and_not_ranked(kit, cli, tmp_path):
+    """Imported observers (decisions) are compared on cue-conflict, pair by pair, with model-vs-human's error
+    consistency computed here from the raw rows; they are never ranked among the models."""
+    files = sorted((kit.PUBLISHED / "model-vs-human").glob("cue-conflict_subject-0[1-3]_session_1.csv.gz"))
+    store, out = tmp_path / "s.zarr", tmp_path / "out"
+    assert cli("import", store, *files).returncode == 0
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias,agreement")
+    assert rep.returncode == 0, rep.stderr
+    hits: dict[str, dict[str, bool]] = {}
+    for f in files:
+        with gzip.open(f, "rt") as fh:
+            rows = list(csv.DictReader(fh))
+        subject = rows[0]["subj"]
+        hits[subject] = {re.search(r"([a-z]+\d+-[a-z]+\d+\.png)$", r["imagename"]).group(1):
+                         r["object_response"] == r["category"] for r in rows if r["object_response"] != "na"}
+    table = pl.read_csv(out / "agreement.csv").filter(pl.col("metric") == "error_consistency")
+    got = {(r["model_a"], r["model_b"]): r["value"] for r in table.iter_rows(named=True)}
+    for a, b in itertools.combinations(sorted(hits), 2):
+        both = sorted(set(hits[a]) & set(hits[b]))
+        ca, cb = np.array([hits[a][s] for s in both]), np.array([hits[b][s] for s in both])
+        observed = np.mean(ca == cb)
+        expected = ca.mean() * cb.mean() + (1 - ca.mean()) * (1 - cb.mean())
+        assert got[(a, b)] == pytest.approx((observed - expected) / (1 - expected), abs=1e-12), (a, b)
+    ranked = pl.read_csv(out / "ranking.csv")
+    assert not any(m.startswith("subject-") for m in ranked["model"].to_list())

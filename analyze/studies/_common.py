@@ -52,3 +52,11 @@ def lacks(ctx, summary, capability: str, what: str) -> bool:
 def skipped_line(models: list[str], why: str) -> str:
     """A report sentence naming the models a study skipped ("" when none)."""
     return f"\n\nNot computed for {', '.join(order_models(sorted(set(models))))}: {why}." if models else ""
+
+
+HUMAN_PREFIXES = ("human", "subject-")  # model-vs-human's observer names, kept by ``analyze import``
+
+
+def is_human(model: str) -> bool:
+    """Whether a run's model id names a human observer (compared with the models, never ranked among them)."""
+    return model.startswith(HUMAN_PREFIXES)

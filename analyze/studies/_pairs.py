@@ -56,8 +56,8 @@ def correctness(ctx: Context, key: RunKey) -> Correctness | None:
         return None
     samples = ctx.reader.samples(key.dataset)
     label = samples.label
-    if summary.category_probs is not None:
-        return Correctness(summary.category_probs.argmax(axis=1) == label, summary.valid & (label >= 0))
+    if summary.category is not None:  # cue-conflict: the 16-way decision (from a distribution or a decision run)
+        return Correctness(summary.category == label, summary.valid & (label >= 0))
     if "label_set" in samples.columns:
         correct, counted = correct_multi(summary.pred, samples.columns["label_set"])
         return Correctness(correct, summary.valid & counted)

@@ -18,13 +18,12 @@ from ..context import Context, Section
 from ..figures import matrices
 from ..store import RunKey, manifest_entries
 from ..tables import markdown_table
-from ._common import CENTER, order_models, tagged
+from ._common import CENTER, is_human, order_models, tagged
 from ._pairs import CKA_IMAGES, Pair, cka_pairs, error_consistency_pairs
 
 TITLE = "Agreement: error consistency and CKA"
 STUDY = "agreement"
 HUMANS = "humans:mean"  # model_b of a model's mean over the human observers (model_a too: between observers)
-HUMAN_PREFIXES = ("human", "subject-")
 COLUMNS = ("model_a", "model_b", "dataset", "transform", "metric", "value", "ci_low", "ci_high", "n", "partial")
 TABLE = "agreement"  # agreement.parquet / agreement.csv in the output folder
 EXPLAIN = (f"Error consistency κ: Cohen's kappa of per-image correctness (Geirhos et al., NeurIPS 2020); 0 = no more "
@@ -45,10 +44,6 @@ def listed(dataset: str, entry: dict) -> bool:
 def wants(key: RunKey, entry: dict) -> bool:
     """Whether this study reads the run's logits (the report summarises those runs up front)."""
     return key.transform == CENTER and listed(key.dataset, entry)
-
-
-def is_human(key: RunKey) -> bool:
-    return key.model.startswith(HUMAN_PREFIXES)
 
 
 def run(ctx: Context) -> None:
@@ -90,7 +85,7 @@ def _partner(pair: Pair, model: str) -> str | None:
 def run_dataset(ctx: Context, dataset: str, tag: str, explain: bool = True) -> list[dict]:
     title = tagged(TITLE, tag, ": ")
     keys = ctx.reader.runs(dataset, CENTER)
-    humans = sorted(k.model for k in keys if is_human(k))
+    humans = sorted(k.model for k in keys if is_human(k.model))
     names = order_models([k.model for k in keys if k.model not in humans]) + humans
     keys = sorted(keys, key=lambda k: names.index(k.model))
     pairs = error_consistency_pairs(ctx, keys) + cka_pairs(ctx, keys)
