@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from typing import Any, AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping
 
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -141,8 +141,3 @@ class SnapshotStore(WrapperStore[Store]):
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self._store!r}, {len(self.keys)} keys, {len(self.metadata)} metadata copies)"
-
-
-def snapshot(store: Any) -> SnapshotStore:
-    """:class:`SnapshotStore` of a zarr Store (one listing, one read of the metadata copy)."""
-    return SnapshotStore(store)

@@ -39,6 +39,13 @@ def annotations(kit) -> dict[str, tuple[int, bool, int]]:
     return out
 
 
+def run_report(cli, store, out, studies: str):
+    """``analyze report`` of ``studies`` without replicates; it must succeed."""
+    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", studies)
+    assert rep.returncode == 0, rep.stderr
+    return rep
+
+
 def results(out) -> dict:
     table = pl.read_parquet(out / "results.parquet")
     return {(r["model"], r["dataset"], r["transform"], r["metric"]): r for r in table.iter_rows(named=True)}
@@ -163,8 +170,7 @@ def test_human_observers_shape_bias_equals_model_vs_human_from_the_raw_files(kit
     store, out = tmp_path / "s.zarr", tmp_path / "out"
     done = cli("import", store, *files)
     assert done.returncode == 0, done.stderr
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "shape_bias")
     rows = results(out)
     biases = []
     for f in files:
@@ -201,8 +207,7 @@ def test_other_model_vs_human_datasets_give_16_class_accuracy(kit, cli, tmp_path
     done = cli("import", store, f)
     assert done.returncode == 0, done.stderr
     assert "mvh-sketch/center/subject-01" in done.stdout
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "robustness")
     answered = [(r, c) for r, c, _ in rows if r != "na"]
     expected = sum(r == c for r, c in answered) / len(answered)
     row = results(out)[("subject-01", "mvh-sketch", "center", "top1")]
@@ -232,8 +237,7 @@ def test_generic_logits_probabilities_and_decisions(kit, cli, tmp_path):
     for f in ("mine.npz", "probs.parquet", "decided.csv"):
         done = cli("import", store, tmp_path / f, "--dataset", "imagenet-val")
         assert done.returncode == 0, (f, done.stderr)
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness,calibration")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "robustness,calibration")
     rows = results(out)
     conf, correct = [], []
     for i in range(n):
@@ -268,8 +272,7 @@ def test_npy_with_ids_and_a_labels_file_for_a_dataset_without_bundled_labels(kit
                "--scores", "probabilities", "--labels", tmp_path / "labels.csv")
     assert done.returncode == 0, done.stderr
     assert "class probabilities (logit kind probabilities)" in done.stdout
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "robustness")
     expected = np.mean([int(np.argmax(p)) == y for p, y in zip(probs, label)])
     assert results(out)[("v2", "imagenet-v2", "center", "top1")]["value"] == pytest.approx(expected)
 
@@ -283,8 +286,7 @@ def test_decisions_skip_the_mean_true_class_probability_but_keep_top1(kit, cli, 
                         [f"{s},{d},{y}" for s, d, y in zip(ids, dec, label)])
         done = cli("import", store, f, "--dataset", "imagenet-val", "--model", "d", "--transform", t)
         assert done.returncode == 0, done.stderr
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "invariance")
-    assert rep.returncode == 0, rep.stderr
+    rep = run_report(cli, store, out, "invariance")
     rows = results(out)
     assert rows[("d", "imagenet-val", "scale-1.5", "top1")]["value"] == pytest.approx(1 / 6)
     assert rows[("d", "imagenet-val", "center", "top1")]["value"] == pytest.approx(3 / 6)
@@ -299,8 +301,7 @@ def test_cue_conflict_decisions_by_category_name(kit, cli, tmp_path):
     store, out = tmp_path / "s.zarr", tmp_path / "out"
     done = cli("import", store, f, "--dataset", "cue-conflict")
     assert done.returncode == 0, done.stderr
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "shape_bias")
     rows = results(out)
     assert rows[("cats", "cue-conflict", "center", "shape_bias")]["value"] == pytest.approx(1 / 3)
     assert rows[("cats", "cue-conflict", "center", "shape_fraction")]["value"] == pytest.approx(1 / 3)
@@ -319,8 +320,7 @@ def test_import_into_a_store_keeps_its_sample_list(kit, cli, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "4 of 8 samples valid" in done.stdout
     out = tmp_path / "out"
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "robustness")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "robustness")
     assert results(out)[("part", "imagenet-val", "center", "top1")]["value"] == pytest.approx(2 / 4)  # rows 1, 3
     bad = write_lines(tmp_path / "more.csv", ["file_name,predicted_class", f"{ids[0]},1", "ILSVRC2012_val_00000099.JPEG,1"])
     before = kit.tree_hash(store)
@@ -514,8 +514,7 @@ def test_human_observers_error_consistency_from_the_raw_files_and_not_ranked(kit
     files = sorted((kit.PUBLISHED / "model-vs-human").glob("cue-conflict_subject-0[1-3]_session_1.csv.gz"))
     store, out = tmp_path / "s.zarr", tmp_path / "out"
     assert cli("import", store, *files).returncode == 0
-    rep = cli("report", store, "--out", out, "--n-boot", "0", "--quiet", "--studies", "shape_bias,agreement")
-    assert rep.returncode == 0, rep.stderr
+    run_report(cli, store, out, "shape_bias,agreement")
     hits: dict[str, dict[str, bool]] = {}
     for f in files:
         with gzip.open(f, "rt") as fh:

@@ -269,21 +269,26 @@ def test_analysis_reads_s3_gives_the_local_results_and_writes_nothing(s3, local,
     assert schemas.validate(on_s3, storage_options={"endpoint_url": s3.endpoint}) == []
 
 
+def two_blocks_done(url: str, p: subprocess.Popen, timeout: float = 240) -> bool:
+    """Wait until the run in ``p`` has flagged two blocks done in ``url``; False if it ended first or timed out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            root = schemas.open_read_only(url)
+            if int(np.asarray(root[f"imagenet-val/{T}/{MODEL}/block_done"][...]).sum()) >= 2:
+                return True
+        except (KeyError, schemas.StoreError, FileNotFoundError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(s3, local, data, tmp_path):
     url = f"s3://{s3.bucket()}/killed.zarr"
     p = extract_proc(tmp_path, run_args(url, data))
-    flagged, deadline = 0, time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                root = schemas.open_read_only(url)
-                flagged = int(np.asarray(root[f"imagenet-val/{T}/{MODEL}/block_done"][...]).sum())
-            except (KeyError, schemas.StoreError, FileNotFoundError):
-                flagged = 0
-            if flagged >= 2:
-                p.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
+        if two_blocks_done(url, p):
+            p.send_signal(signal.SIGKILL)
     finally:
         p.wait(timeout=60)
     assert p.returncode == -signal.SIGKILL, "the run ended before it could be killed"
@@ -481,17 +486,9 @@ def test_a_network_fault_mid_run_resumes_like_after_a_kill(s3, local, data, tmp_
             "--storage-option", "config_kwargs.retries.max_attempts=1"]
     p = extract_proc(tmp_path, [*run_args(url, data), "--storage-option", f"endpoint_url=http://127.0.0.1:{proxy.port}",
                                 *fast])
-    deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                done = int(np.asarray(schemas.open_read_only(url)[f"imagenet-val/{T}/{MODEL}/block_done"][...]).sum())
-            except (KeyError, schemas.StoreError, FileNotFoundError):
-                done = 0
-            if done >= 2:
-                proxy.cut()
-                break
-            time.sleep(0.05)
+        if two_blocks_done(url, p):
+            proxy.cut()
         out, err = p.communicate(timeout=120)
     finally:
         proxy.cut()
