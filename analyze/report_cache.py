@@ -14,7 +14,11 @@ cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
   replicates and the seed. The point estimates are recomputed from the summary (cheap); the replicates, the
   costly part, are reused. They are those of a report without the cache (the bootstrap weights depend only on
   the seed, the population and its size) up to float32 rounding: the one matrix product per population sums in
-  an order that depends on how many statistics share it, i.e. on the other runs in the report.
+  an order that depends on how many statistics share it, i.e. on the other runs in the report;
+
+and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.npz``: one pair of runs' agreement (error consistency
+or CKA: values, replicates, image count), keyed by both run tokens, the metric, its population and the bootstrap,
+so that a report after adding one model computes the new model's pairs only.
 
 Every file is written to a temporary name and renamed, so a report stopped halfway, or two reports at once,
 leave only whole entries. An entry that cannot be read is deleted and computed again.
@@ -185,6 +189,24 @@ class ReportCache:
     def save_replicates(self, token: str, reps: dict[str, np.ndarray]) -> None:
         self._write(self.folder / token[:2] / f"{token}.npz",
                     {m: np.asarray(v, dtype=np.float64) for m, v in reps.items()})
+
+    # -- pairs of runs (the agreement study) ---------------------------------------------------------------
+    def pair_token(self, a: RunKey, b: RunKey, boot: Bootstrap, *what) -> str | None:
+        """The identity of one pair's results: both runs' tokens, the bootstrap and what was computed over the
+        pair (the metric, its population); None when either run cannot be cached."""
+        ta, tb = self.token(a), self.token(b)
+        if ta is None or tb is None:
+            return None
+        return _digest(ta, tb, boot.n_boot, boot.seed, *what)
+
+    def _pair_path(self, token: str) -> Path:
+        return self.folder / "pairs" / token[:2] / f"{token}.npz"
+
+    def load_pair(self, token: str) -> dict[str, np.ndarray] | None:
+        return self._read(self._pair_path(token))
+
+    def save_pair(self, token: str, arrays: dict[str, np.ndarray]) -> None:
+        self._write(self._pair_path(token), arrays)
 
     def summaries(self) -> "CachedSummaries":
         return CachedSummaries(self.reader, self, self.reader.io_threads)

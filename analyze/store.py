@@ -73,6 +73,8 @@ class StoreReader:
         # Per run: its block_checksum array and the done blocks it has no checksum for (written before checksums).
         self._checksums: dict[RunKey, tuple[zarr.Array | None, frozenset[int]]] = {}
         self._tables: dict[RunKey, np.ndarray] = {}
+        # Attributes are read once: a study asks for them per row, and each read is a metadata request.
+        self._attrs: dict[str, dict] = {}
         try:
             with metadata_errors(self.root, self.url):
                 self._runs = self._discover()
@@ -80,9 +82,10 @@ class StoreReader:
             raise AnalysisError(str(e)) from None
 
     # -- discovery ------------------------------------------------------------------------------------
-    def _require(self, group: zarr.Group, name: str, shape0: int | None, what: str) -> zarr.Array:
+    def _require(self, group: zarr.Group, name: str, shape0: int | None, what: str,
+                 members: Mapping[str, Any] | None = None) -> zarr.Array:
         path = f"{group.path}/{name}"
-        node = group.get(name)
+        node = group.get(name) if members is None else members.get(name)
         if not isinstance(node, zarr.Array):
             raise AnalysisError(f"{self.url}/{path}: missing array (expected {what})")
         if shape0 is not None and node.shape[0] != shape0:
@@ -111,18 +114,19 @@ class StoreReader:
 
     def _inspect_run(self, key: RunKey, run: zarr.Group, n: int) -> str | None:
         """Check the run's arrays and its done blocks' chunks; a note for an incomplete run (left out)."""
-        logits = self._require(run, L.LOGITS, n, "logits [sample, class]")
+        members = dict(run.members())  # every child's metadata at once: one round trip, not one per array
+        logits = self._require(run, L.LOGITS, n, "logits [sample, class]", members)
         if logits.ndim != 2:
             raise AnalysisError(f"{self.url}/{key.path}/logits: {logits.ndim} dimensions, expected 2 [sample, class]")
-        self._require(run, L.VALID, n, "valid [sample] bool")
-        self._require(run, L.BLOCK_DONE, len(L.Blocks(n)), "block_done [block] bool")
-        done, _ = integrity.done_flags(run)
+        self._require(run, L.VALID, n, "valid [sample] bool", members)
+        done_array = self._require(run, L.BLOCK_DONE, len(L.Blocks(n)), "block_done [block] bool", members)
+        done, _ = integrity.done_flags(run, done_array)
         if not done.all():
             return f"{key.path}: incomplete ({int(done.sum())} of {done.size} blocks done); left out"
-        check = integrity.check_run(run, n, quick=True, flags=done)
+        check = integrity.check_run(run, n, quick=True, flags=done, members=members)
         if check.damage:
             raise AnalysisError(self._damaged(key, check.damage))
-        table = run.get(L.BLOCK_CHECKSUM) if check.has_checksums else None
+        table = members.get(L.BLOCK_CHECKSUM) if check.has_checksums else None
         self._checksums[key] = (table, frozenset(check.unchecked))
         self._logits[key] = logits
         return None
@@ -144,7 +148,13 @@ class StoreReader:
         return sorted({k.transform for k in self._runs if k.dataset == dataset})
 
     def dataset_attrs(self, dataset: str) -> dict:
-        return dict(self.root[dataset].attrs)
+        return self._cached_attrs(dataset)
+
+    def _cached_attrs(self, path: str) -> dict:
+        """A node's attributes as the store held them when first asked (a copy: callers may change it)."""
+        if path not in self._attrs:
+            self._attrs[path] = dict(self.root[path].attrs)
+        return dict(self._attrs[path])
 
     def manifest_entry(self, dataset: str) -> dict:
         """The dataset's data_manifest.yaml entry as the store holds it, ``studies`` in today's study names.
@@ -166,7 +176,7 @@ class StoreReader:
         return dict(mark) if isinstance(mark, dict) else None
 
     def run_attrs(self, key: RunKey) -> dict:
-        return dict(self.root[key.path].attrs)
+        return self._cached_attrs(key.path)
 
     def n_samples(self, dataset: str) -> int:
         return int(self._n_samples[dataset])

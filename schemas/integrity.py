@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import google_crc32c
 import numpy as np
@@ -75,10 +75,27 @@ def stored_keys(arr: zarr.Array) -> set[str]:
     return {key[len(prefix):] for key in sync(collect())}
 
 
-def done_flags(group: zarr.Group) -> tuple[np.ndarray, list[int]]:
+def stored_keys_by_array(group: zarr.Group) -> dict[str, set[str]]:
+    """For each child of ``group``: the keys, relative to it, of every object stored under it (one listing
+    of the whole group instead of one per array)."""
+    prefix = f"{group.path}/" if group.path else ""
+    store = group.store_path.store
+
+    async def collect() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
+
+    out: dict[str, set[str]] = {}
+    for key in sync(collect()):
+        child, _, rest = key[len(prefix):].partition("/")
+        out.setdefault(child, set()).add(rest)
+    return out
+
+
+def done_flags(group: zarr.Group, arr: zarr.Array | None = None) -> tuple[np.ndarray, list[int]]:
     """A run's ``block_done`` flags, and the blocks whose flag cannot be read (a write cut short by a
-    crash): those count as not done, so a rerun writes them again."""
-    arr = group[L.BLOCK_DONE]
+    crash): those count as not done, so a rerun writes them again. ``arr``: the group's ``block_done``
+    array when the caller has opened it."""
+    arr = group[L.BLOCK_DONE] if arr is None else arr
     try:
         return np.asarray(arr[...], dtype=bool), []
     except Exception as error:  # noqa: BLE001 - a chunk does not decode: find which, one chunk per block
@@ -139,11 +156,11 @@ def _unreadable(path: str, block: int | None, rows: slice | None, error: BaseExc
 
 
 def check_run(group: zarr.Group, n: int, *, quick: bool = False, blocks: Iterable[int] | None = None,
-              flags: np.ndarray | None = None) -> RunCheck:
+              flags: np.ndarray | None = None, members: Mapping[str, Any] | None = None) -> RunCheck:
     """Check every done block of a run (or of ``blocks``): its chunks exist and, unless ``quick``, decode
     to the values whose checksums were recorded. ``n`` is the dataset's sample count; ``flags`` the done
-    flags when the caller has read them already."""
-    check = _check_run(group, n, quick=quick, blocks=blocks, flags=flags)
+    flags and ``members`` the group's children (``dict(group.members())``) when the caller has them."""
+    check = _check_run(group, n, quick=quick, blocks=blocks, flags=flags, members=members)
     if check.damage and isinstance(group.store, SnapshotStore):
         # Listings come from when the store was opened: a block finished since has chunks they do not show.
         fresh = zarr.open_group(group.store.refreshed(), path=group.path, mode="r")
@@ -152,20 +169,25 @@ def check_run(group: zarr.Group, n: int, *, quick: bool = False, blocks: Iterabl
 
 
 def _check_run(group: zarr.Group, n: int, *, quick: bool, blocks: Iterable[int] | None,
-               flags: np.ndarray | None) -> RunCheck:
+               flags: np.ndarray | None, members: Mapping[str, Any] | None = None) -> RunCheck:
     part = L.Blocks(n)
     check = RunCheck(group.path)
+    # Every child's metadata in one request batch and every stored key in one listing: opening a store of
+    # a thousand runs is otherwise a dozen round trips through zarr per run.
+    children = dict(group.members()) if members is None else members
     if flags is None:
-        flags, check.torn = done_flags(group)
+        done_array = children.get(L.BLOCK_DONE)
+        flags, check.torn = done_flags(group, done_array if isinstance(done_array, zarr.Array) else None)
     wanted = range(len(part)) if blocks is None else blocks
     done = [b for b in wanted if 0 <= b < min(len(part), len(flags)) and flags[b]]
-    arrays = {name: group[name] for name in checked_arrays(group)}
-    table = group.get(L.BLOCK_CHECKSUM)
+    arrays = {name: children[name] for name in CHECKED if isinstance(children.get(name), zarr.Array)}
+    table = children.get(L.BLOCK_CHECKSUM)
     check.has_checksums = isinstance(table, zarr.Array)
     columns = list(table.attrs.get("arrays", ())) if check.has_checksums else []
-    keys = {name: stored_keys(arr) for name, arr in arrays.items()}
+    listed = stored_keys_by_array(group)
+    keys = {name: listed.get(name, set()) for name in arrays}
     recorded: dict[int, np.ndarray] = {}
-    table_keys = stored_keys(table) if check.has_checksums else set()
+    table_keys = listed.get(L.BLOCK_CHECKSUM, set()) if check.has_checksums else set()
     for b in done:
         rows = part.slice(b)
         lost = False

@@ -138,3 +138,40 @@ def test_damaged_entries_are_recomputed_and_foreign_folders_refused(kit, tmp_pat
     assert main(["report", str(store), "--out", str(tmp_path / "y"), "--cache", str(store / "c"), "--quiet"]) == 2
     assert f"--cache {store / 'c'}: must not lie inside the store" in capsys.readouterr().err
     assert kit.tree_hash(store) == before and not (tmp_path / "y").exists()
+
+
+def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, counting, monkeypatch):
+    """The agreement study keeps each pair (error consistency, CKA) and each run's Gram matrix: after adding a
+    model, only the newcomer's features are read and only its pairs computed; the table equals a report without
+    the cache."""
+    from analyze.studies import _pairs
+
+    def with_features(models):
+        build_synthetic_store(store, sizes={"imagenet-val": 90, "imagenet-r": 40}, transforms=("center",),
+                              models=models, feature_dim=6, seed=0, run_seed=zlib.crc32(",".join(models).encode()))
+
+    computed = []  # (dataset, model a, model b, metric) of every pair computed rather than taken from the cache
+    keep = _pairs._PairCache.keep
+    monkeypatch.setattr(_pairs._PairCache, "keep", lambda self, found: (
+        computed.extend({(p.a.dataset, p.a.model, p.b.model, p.metric) for p in found}), keep(self, found))[1])
+    store, cache = tmp_path / "store.zarr", tmp_path / "cache"
+    with_features({"convnext-sup": 0.8, "vit-sup": 0.7, "vit-clip": 0.6})
+    agreement = lambda out, cache=None: build_report(store, out, study_names=["agreement"], n_boot=30,  # noqa: E731
+                                                     seed=1, progress=False, cache=cache)
+    agreement(tmp_path / "first", cache)
+    pairs = lambda metric: {(d, a, b) for d, a, b, m in computed if m == metric}  # noqa: E731
+    assert len(pairs("cka")) == len(pairs("error_consistency")) == 2 * 3  # two datasets, three pairs each
+    with_features({"newcomer": 0.75})
+    computed.clear()
+    counting.clear()
+    agreement(tmp_path / "again", cache)
+    assert all("newcomer" in (a, b) for _, a, b, _ in computed), computed
+    assert len(pairs("cka")) == len(pairs("error_consistency")) == 2 * 3  # two datasets, three old models each
+    features_read = sorted(p for p in counting if p.endswith("#features"))
+    assert features_read and all("/newcomer#" in p for p in features_read), features_read
+    agreement(tmp_path / "plain")
+    x, y = (pl.read_csv(tmp_path / d / "agreement.csv") for d in ("again", "plain"))
+    assert x.shape == y.shape and x.shape[0] > 0
+    assert x.select(pl.exclude(pl.Float64)).equals(y.select(pl.exclude(pl.Float64)))
+    for col in ("value", "ci_low", "ci_high"):
+        np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=1e-6, atol=1e-9, equal_nan=True)

@@ -82,6 +82,40 @@ def _batches(pairs: list, size: int = PAIR_BATCH) -> Iterator[list]:
         yield pairs[start:start + size]
 
 
+class _PairCache:
+    """``analyze report --cache``: the pairs an earlier report computed, by both runs' tokens; a pair is
+    computed only when it is not there (or there is no cache)."""
+
+    def __init__(self, ctx: Context, pairs: list[tuple[RunKey, RunKey]], *what):
+        self.ctx = ctx
+        self.tokens = {p: ctx.cache.pair_token(*p, ctx.boot, *what) for p in pairs} if ctx.cache else {}
+        self.known: dict[tuple[RunKey, RunKey], list[Pair]] = {}
+        for (a, b), token in self.tokens.items():
+            data = ctx.cache.load_pair(token) if token else None
+            if data is not None:
+                self.known[(a, b)] = [Pair(a, b, str(m), float(v), None if "reps" not in data else data["reps"][i],
+                                           int(data["n"])) for i, (m, v) in enumerate(zip(data["metric"], data["value"]))]
+        self.todo = [p for p in pairs if p not in self.known]
+
+    def keep(self, found: list[Pair]) -> None:
+        """Cache the computed pairs (all metrics of a pair in one entry)."""
+        by_pair: dict[tuple[RunKey, RunKey], list[Pair]] = {}
+        for pair in found:
+            by_pair.setdefault((pair.a, pair.b), []).append(pair)
+        for ab, metrics in by_pair.items():
+            token = self.tokens.get(ab)
+            if token:
+                arrays = {"metric": np.array([p.metric for p in metrics]), "value": np.array([p.value for p in metrics]),
+                          "n": np.array(metrics[0].n)}
+                if all(p.reps is not None for p in metrics):
+                    arrays["reps"] = np.stack([np.asarray(p.reps, dtype=np.float64) for p in metrics])
+                self.ctx.cache.save_pair(token, arrays)
+        self.known.update(by_pair)
+
+    def ordered(self, pairs: list[tuple[RunKey, RunKey]]) -> list[Pair]:
+        return [p for ab in pairs for p in self.known.get(ab, [])]
+
+
 def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     """Error consistency (kappa, observed and expected consistency) of every pair of ``keys`` (one dataset).
 
@@ -95,10 +129,12 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     if len(keys) < 2:
         return []
     weight_key, n_rows, image = _population(ctx, keys[0].dataset)
-    counts = ctx.boot.counts(weight_key, n_rows)
+    every = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    cache = _PairCache(ctx, every, "error_consistency", weight_key, n_rows)
+    counts = ctx.boot.counts(weight_key, n_rows) if cache.todo else None
     masks: dict[bytes, int] = {}  # the distinct row sets of the pairs, numbered
     out = []
-    for chunk in _batches([(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]):
+    for chunk in _batches(cache.todo):
         columns: dict[tuple, np.ndarray] = {}
 
         def column(name: tuple, values: np.ndarray) -> tuple:
@@ -124,7 +160,8 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
             value = consistency_from_sums(point[index])
             rep = None if reps is None else consistency_from_sums(reps[:, index])
             out += [Pair(a, b, m, float(value[m]), None if rep is None else rep[m], n) for m in KAPPA_METRICS]
-    return out
+    cache.keep(out)
+    return cache.ordered(every)
 
 
 def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.ndarray:
@@ -135,6 +172,22 @@ def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.n
         return np.arange(n)
     tag = int.from_bytes(hashlib.sha256(f"cka:{dataset}".encode()).digest()[:8], "little")
     return np.sort(np.random.default_rng([seed, tag, n]).choice(n, size, replace=False))
+
+
+def run_gram(ctx: Context, key: RunKey, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Gram matrix of the run's centred features on ``subset`` (float32) and which of its rows count (valid,
+    finite features); ``--cache`` keeps them, so a later report reads no features of this run."""
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        features = ctx.reader.features(key)[subset]
+        ok = ctx.reader.valid(key)[subset] & np.isfinite(features).all(axis=1)
+        x = np.where(ok[:, None], features, 0.0)
+        x[ok] -= x[ok].mean(axis=0)
+        # float32 halves the memory of the Grams kept for every pair; the sums over them run in float64.
+        return centred_gram(x).astype(np.float32), ok
+
+    name = f"cka-gram-{len(subset)}-{hashlib.sha256(np.ascontiguousarray(subset).tobytes()).hexdigest()[:16]}"
+    gram, ok = ctx.summaries.derived(key, name, compute)
+    return gram, ok.astype(bool)
 
 
 class _Grams:
@@ -148,11 +201,8 @@ class _Grams:
         self._wk: dict[tuple, np.ndarray] = {}
         self._self: dict[tuple, tuple[float, np.ndarray | None]] = {}
 
-    def add(self, model: str, features: np.ndarray, ok: np.ndarray) -> None:
-        x = np.where(ok[:, None], features, 0.0)
-        x[ok] -= x[ok].mean(axis=0)
-        # float32 halves the memory of the Grams kept for every pair; the sums over them run in float64.
-        self.gram[model], self.ok[model] = centred_gram(x).astype(np.float32), ok
+    def add(self, model: str, gram: np.ndarray, ok: np.ndarray) -> None:
+        self.gram[model], self.ok[model] = gram, ok
 
     def weights(self, mask: np.ndarray) -> np.ndarray | None:
         if self.counts is None:
@@ -190,23 +240,23 @@ def cka_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     dataset = keys[0].dataset
     n = ctx.reader.n_samples(dataset)
     subset = cka_subset(dataset, n, ctx.boot.seed)
-    counts = ctx.boot.counts(dataset, n)
+    every = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    cache = _PairCache(ctx, every, "cka", dataset, n, len(subset))
+    counts = ctx.boot.counts(dataset, n) if cache.todo else None
     grams = _Grams(None if counts is None else counts[:, subset])
-    for key in keys:
-        features = ctx.reader.features(key)[subset]
-        ok = ctx.reader.valid(key)[subset] & np.isfinite(features).all(axis=1)
-        grams.add(key.model, features, ok)
+    for key in dict.fromkeys(k for pair in cache.todo for k in pair):  # the runs still to compare
+        grams.add(key.model, *run_gram(ctx, key, subset))
     out = []
-    for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            mask = grams.ok[a.model] & grams.ok[b.model]
-            k, l = grams.gram[a.model], grams.gram[b.model]
-            xy = weighted_hsic(k.astype(np.float64), l.astype(np.float64), mask.astype(np.float64))
-            (xx, xx_reps), (yy, yy_reps) = grams.self_hsic(a.model, mask), grams.self_hsic(b.model, mask)
-            reps = None
-            w = grams.weights(mask)
-            if w is not None:
-                xy_reps = weighted_hsic(k, l, w, kw=grams.wk(a.model, mask, w), lw=grams.wk(b.model, mask, w))
-                reps = cka_from_hsic(xy_reps, xx_reps, yy_reps)
-            out.append(Pair(a, b, "cka", float(cka_from_hsic(xy, xx, yy)), reps, int(mask.sum())))
-    return out
+    for a, b in cache.todo:
+        mask = grams.ok[a.model] & grams.ok[b.model]
+        k, l = grams.gram[a.model], grams.gram[b.model]
+        xy = weighted_hsic(k.astype(np.float64), l.astype(np.float64), mask.astype(np.float64))
+        (xx, xx_reps), (yy, yy_reps) = grams.self_hsic(a.model, mask), grams.self_hsic(b.model, mask)
+        reps = None
+        w = grams.weights(mask)
+        if w is not None:
+            xy_reps = weighted_hsic(k, l, w, kw=grams.wk(a.model, mask, w), lw=grams.wk(b.model, mask, w))
+            reps = cka_from_hsic(xy_reps, xx_reps, yy_reps)
+        out.append(Pair(a, b, "cka", float(cka_from_hsic(xy, xx, yy)), reps, int(mask.sum())))
+    cache.keep(out)
+    return cache.ordered(every)
