@@ -1,13 +1,82 @@
-"""Shared plotting helpers (matplotlib, Agg backend: no display needed)."""
+"""Shared plotting helpers (matplotlib, Agg backend: no display needed).
+
+Drawing is most of what a report does once its numbers are cached, and it needs nothing but the numbers: inside
+``painter()`` (``analyze report`` opens one) every function marked ``@background`` is drawn by worker processes
+while the analysis goes on, and leaving the block waits for every figure. Elsewhere they draw at once.
+"""
 from __future__ import annotations
 
+import functools
+import importlib
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable, Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+_pool: ProcessPoolExecutor | None = None
+_drawing: list[tuple[Path, Future]] = []
+
+
+def background(draw: Callable[..., Path]) -> Callable[..., Path]:
+    """Mark a module-level ``draw(path, ...) -> path``: inside ``painter()`` it is queued to the workers and returns
+    its path at once."""
+    @functools.wraps(draw)
+    def call(path: Path, *args, **kwargs) -> Path:
+        if _pool is None:
+            return draw(path, *args, **kwargs)
+        _drawing.append((Path(path), _pool.submit(_draw, draw.__module__, draw.__qualname__, path, args, kwargs)))
+        return path
+    return call
+
+
+def _draw(module: str, name: str, path: Path, args: tuple, kwargs: dict) -> Path:
+    """In a worker: the undecorated function, by name (a decorated one does not pickle by reference)."""
+    return getattr(importlib.import_module(module), name).__wrapped__(path, *args, **kwargs)
+
+
+def default_workers() -> int:
+    """Processes drawing beside the analysis: none on one core (drawing inline costs the same), else one a core
+    up to 4 (the analysis itself waits on the figures at the end)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 2 else min(4, cores)
+
+
+@contextmanager
+def painter(workers: int | None = None) -> Iterator[None]:
+    """Draw ``@background`` figures in ``workers`` processes until the block ends, then wait for all of them; the
+    first figure that failed is raised, naming its file."""
+    global _pool
+    workers = default_workers() if workers is None else workers
+    if workers <= 0 or _pool is not None:
+        yield
+        return
+    # forkserver: the analysis holds threads (zarr's event loop, the logits readers) that a plain fork would copy
+    # in whatever state; the server imports this module once, so each worker starts drawing at once.
+    context = get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    _drawing.clear()
+    drawing = _drawing
+    try:
+        yield
+        for path, future in drawing:
+            try:
+                future.result()
+            except Exception as error:
+                raise RuntimeError(f"figure {path}: {type(error).__name__}: {error}") from error
+    finally:
+        pool, _pool = _pool, None
+        pool.shutdown(wait=True, cancel_futures=True)
+        drawing.clear()
 
 
 # Beyond these, a figure changes layout instead of squeezing: bars turn horizontal, one panel per group.
@@ -30,6 +99,7 @@ def _yerr(values: np.ndarray, errors: list[tuple[float, float]] | None) -> np.nd
     return np.nan_to_num(np.abs(np.stack([values - lo_hi[:, 0], lo_hi[:, 1] - values])))
 
 
+@background
 def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
                  errors: dict[str, list[tuple[float, float]]] | None = None, hline: float | None = None) -> Path:
     """Bars for each group (x axis), one bar per series (model), optional CI whiskers.
@@ -109,6 +179,7 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
     return _save(fig, path)
 
 
+@background
 def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel: str, title: str) -> Path:
     """One panel per key; in each, one line per series: ``{panel: {series: (x, y)}}``. With many series the
     colours come from a continuous map and the legend sits beside the panels, in as many columns as it needs."""
@@ -134,6 +205,7 @@ def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel
     return _save(fig, path, outside=many)
 
 
+@background
 def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, np.ndarray], *, title: str,
             cmap: str | dict[str, str] = "viridis", limits: dict[str, tuple[float, float]] | None = None,
             fmt: str = "{:.2f}") -> Path:
@@ -141,27 +213,34 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
     limits = limits or {}
     n_rows, n_cols = len(rows), len(columns)
-    width = 1.2 + 0.055 * max(map(len, rows), default=0)
-    fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True,
-                             figsize=(width + len(panels) * (1.6 + 0.5 * n_cols), 1.6 + 0.24 * n_rows))
+    # Margins in inches from the longest labels (8 pt: about 0.065 in a character; the column labels at 60
+    # degrees), not a tight bounding box: measuring it costs a second drawing of every cell's text.
+    row_font = 8 if n_rows <= 60 else 6
+    left = 0.3 + 0.065 * row_font / 8 * max(map(len, rows), default=0)
+    bottom = 0.35 + 0.057 * max(map(len, columns), default=0)
+    top, right = 0.55, 0.3
+    width = left + right + len(panels) * (1.6 + 0.5 * n_cols)
+    height = top + bottom + 0.35 + 0.24 * n_rows
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True, figsize=(width, height))
     for ax, (label, values) in zip(axes[0], panels.items()):
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
         image = ax.imshow(np.clip(values, low, high), aspect="auto", interpolation="nearest", vmin=low, vmax=high,
                           cmap=cmap if isinstance(cmap, str) else cmap[label])
         ax.set_xticks(range(n_cols), columns, rotation=60, ha="right", fontsize=8)
         if n_rows * n_cols <= 600:
-            middle = (low + high) / 2
-            for i, j in zip(*np.nonzero(np.isfinite(values))):
+            shade = image.to_rgba(np.clip(values, low, high))[..., :3] @ np.array([0.299, 0.587, 0.114])
+            for i, j in zip(*np.nonzero(np.isfinite(values))):  # dark text on light cells, light on dark
                 ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=6.5,
-                        color="black" if abs(values[i, j] - middle) < 0.3 * (high - low) else "white")
+                        color="black" if shade[i, j] > 0.5 else "white")
         fig.colorbar(image, ax=ax, label=label, shrink=min(1.0, 8 / max(n_rows, 1) + 0.3), pad=0.02)
-    axes[0][0].set_yticks(range(n_rows), rows, fontsize=8 if n_rows <= 60 else 6)
+    axes[0][0].set_yticks(range(n_rows), rows, fontsize=row_font)
     fig.suptitle(title)
-    height = fig.get_size_inches()[1]
-    fig.subplots_adjust(top=1 - 0.55 / height, bottom=0.9 / height, wspace=0.25)
-    return _save(fig, path, outside=True)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=0.25)
+    return _save(fig, path)
 
 
+@background
 def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, float]], *, title: str) -> Path:
     """Square heat maps side by side: ``{panel: (names, matrix [len(names), len(names)], vmin, vmax)}``, NaN
     left blank; the size grows with the number of names and the values are written in the cells while they fit."""

@@ -7,6 +7,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
 
+from . import figures
 from . import pairs as pairing
 from . import studies
 from .bootstrap import Bootstrap
@@ -120,36 +121,37 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     keys = list(dict.fromkeys(k for m in modules for k in reader.runs() if m.wants(k, entries[k.dataset])))
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys}))
     ctx.summaries.prefetch(keys, progress=progress)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    with figures.painter():  # figures are drawn by worker processes while the studies go on
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=len(modules), desc="studies", unit="study", position=1)
-    try:
-        for module in modules:
+            bar = tqdm(total=len(modules), desc="studies", unit="study", position=1)
+        try:
+            for module in modules:
+                if bar is not None:
+                    bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+                module.run(ctx)
+                ctx.flush()
+                if bar is not None:
+                    bar.update()
+            ctx.summaries.finish()
+        finally:
+            ctx.summaries.close()  # the logits bar closes first, above the studies bar
             if bar is not None:
-                bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
-            module.run(ctx)
-            ctx.flush()
-            if bar is not None:
-                bar.update()
-        ctx.summaries.finish()
-    finally:
-        ctx.summaries.close()  # the logits bar closes first, above the studies bar
-        if bar is not None:
-            bar.close()
-    results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
-    ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
-    for section in (paper, report_ranking(ctx, ranked, priorities)):
-        if section is not None:
-            ctx.sections.append(section)
-    plan = pairing.plan(pairs, reader.models)
-    diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
-    plan = plan.settle(diffs, ctx.rows)
-    for name, frame in (("results", results), ("differences", diffs)):
-        frame.write_parquet(out / f"{name}.parquet")
-        frame.write_csv(out / f"{name}.csv")
-    markdown = render(reader, ctx, diffs, n_boot, seed, plan)
+                bar.close()
+        results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
+        ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
+        for section in (paper, report_ranking(ctx, ranked, priorities)):
+            if section is not None:
+                ctx.sections.append(section)
+        plan = pairing.plan(pairs, reader.models)
+        diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
+        plan = plan.settle(diffs, ctx.rows)
+        for name, frame in (("results", results), ("differences", diffs)):
+            frame.write_parquet(out / f"{name}.parquet")
+            frame.write_csv(out / f"{name}.csv")
+        markdown = render(reader, ctx, diffs, n_boot, seed, plan)
     (out / "report.md").write_text(markdown)
     write_page(out, markdown)  # report.html: the same text, figures inlined, sortable tables
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,

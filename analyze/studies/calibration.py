@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..context import Context, Section, select
-from ..figures import heatmap
+from ..figures import background, heatmap
 from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
 from ..store import RunKey
@@ -23,6 +23,7 @@ def wants(key: RunKey, entry: dict) -> bool:
 PER_ROW = 6  # models per row of the figure; more models wrap onto further rows
 
 
+@background
 def plot_reliability(path, curves: dict[str, dict], title: str):
     """Reliability diagram (top) and confidence histogram (below it), one column per model, ``PER_ROW`` a row;
     beyond two rows of models, heat maps instead: per model and bin, accuracy minus mean confidence (what ECE

@@ -1,0 +1,47 @@
+"""Figures drawn by worker processes (``figures.painter``, as ``analyze report`` does) are the same files as
+figures drawn inline, and a figure that fails stops the report with an error naming its file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyze import figures
+
+
+def draw_all(folder, bad_format: bool = False) -> list:
+    rng = np.random.default_rng(0)
+    names = [f"model-{i:02d}" for i in range(12)]
+    values = {m: list(rng.random(5)) for m in names}
+    grid = rng.random((12, 12))
+    return [
+        figures.grouped_bars(folder / "bars.png", list("abcde"), values, ylabel="top-1", title="bars"),
+        figures.heatmap(folder / "map.png", names, list("abcde"),
+                        {"v": np.array(list(values.values()))}, title="map",
+                        fmt="{:d}" if bad_format else "{:.2f}"),
+        figures.matrices(folder / "grid.png", {"κ": (names, grid, 0.0, 1.0)}, title="grid"),
+        figures.lines(folder / "lines.png", {"p": {m: ([1, 2, 3], list(rng.random(3))) for m in names}},
+                      ylabel="y", title="lines"),
+    ]
+
+
+def test_workers_draw_the_same_files_as_inline(tmp_path):
+    inline, workers = tmp_path / "inline", tmp_path / "workers"
+    inline.mkdir(), workers.mkdir()
+    paths = draw_all(inline)
+    with figures.painter(workers=2):
+        queued = draw_all(workers)
+        assert figures._pool is not None  # really drawn elsewhere: the paths come back before the files exist
+    assert [p.name for p in queued] == [p.name for p in paths]
+    for a, b in zip(paths, queued):
+        assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert figures._pool is None
+
+
+def test_a_failing_figure_names_its_file(tmp_path):
+    with pytest.raises(RuntimeError, match=r"figure .*map\.png: ValueError"):
+        with figures.painter(workers=1):
+            draw_all(tmp_path, bad_format=True)  # an integer format for float cells
+    assert figures._pool is None
+    with pytest.raises(ValueError):  # inline, the drawing's own error
+        draw_all(tmp_path, bad_format=True)
