@@ -72,6 +72,8 @@ class Context:
     _batches: dict[tuple, ProductBatch] = field(default_factory=dict, repr=False)
     _pending: list[tuple] = field(default_factory=list, repr=False)
     _recorded: set[str] = field(default_factory=set, repr=False)  # store datasets recorded since the last section
+    # What several studies derive from the same sample table, derived once per report (studies/_common.py).
+    shared: dict[tuple, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.summaries is None:

@@ -18,7 +18,7 @@ from .ranking import check_priorities, report_ranking
 from .report_cache import ReportCache
 from .store import StoreReader
 from .provenance import origin_note
-from .studies._common import PAPER_MODELS, is_human, order_models
+from .studies._common import PAPER_MODELS, PER_IMAGE, is_human, order_models
 
 
 def paper_datasets() -> list[str]:
@@ -119,7 +119,9 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     # waits only for the runs it reads.
     entries = {d: reader.manifest_entry(d) for d in reader.datasets}
     keys = list(dict.fromkeys(k for m in modules for k in reader.runs() if m.wants(k, entries[k.dataset])))
-    ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys}))
+    # Per-image datasets resample their images, not their rows: drawing [B, rows] counts for ImageNet-C's 3.75 M rows
+    # would take gigabytes for nothing (their image counts are drawn when first asked for).
+    ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
     ctx.summaries.prefetch(keys, progress=progress)
     with figures.painter():  # figures are drawn by worker processes while the studies go on
         bar = None

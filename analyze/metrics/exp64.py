@@ -66,3 +66,23 @@ def exp_shifted(x: np.ndarray, m: np.ndarray, out: np.ndarray, scratch: np.ndarr
     """
     _reduce(x, m, out, scratch)
     _scale(out.view(np.int64), scratch.view(np.int64))
+
+
+# float16 -> float32 through a table of all 65,536 half-precision values (numpy's own conversion, so every bit
+# pattern, NaN payloads included, widens as ``astype`` would): numpy converts a value at a time in a scalar loop
+# (about 3 ns), while this loop is a cache-resident gather (under 1 ns). ImageNet-C's logits are float16.
+HALF_TO_SINGLE = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _widen_half(bits, table, out):
+    rows, cols = bits.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[i, j] = table[bits[i, j]]
+
+
+def widen_half(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = x`` for float16 ``x`` [rows, cols] and float32 ``out`` of its shape; returns ``out``."""
+    _widen_half(x.view(np.uint16), HALF_TO_SINGLE, out)
+    return out

@@ -18,13 +18,14 @@ PASS_ROWS = 256
 
 _local = threading.local()
 _exp_kernel = None
+_half_kernel = None
 
 
-def _buffer(name: str, shape: tuple[int, int]) -> np.ndarray:
-    """A float64 scratch buffer per thread and name, reused across passes (fresh allocations page-fault)."""
+def _buffer(name: str, shape: tuple[int, int], dtype=np.float64) -> np.ndarray:
+    """A scratch buffer per thread and name, reused across passes (fresh allocations page-fault)."""
     buf = getattr(_local, name, None)
-    if buf is None or buf.size < shape[0] * shape[1]:
-        buf = np.empty(shape[0] * shape[1])
+    if buf is None or buf.size < shape[0] * shape[1] or buf.dtype != dtype:
+        buf = np.empty(shape[0] * shape[1], dtype)
         setattr(_local, name, buf)
     return buf[: shape[0] * shape[1]].reshape(shape)
 
@@ -47,6 +48,23 @@ def _kernel():
     return _exp_kernel or None
 
 
+def _widen_kernel():
+    """The compiled float16 widening (analyze.metrics.exp64.widen_half), or None where it cannot be built."""
+    global _half_kernel
+    if _half_kernel is None:
+        try:
+            from .exp64 import widen_half
+
+            probe = np.array([[1.5, -np.inf]], np.float16)
+            ok = np.array_equal(widen_half(probe, np.empty(probe.shape, np.float32)), probe.astype(np.float32))
+            _half_kernel = widen_half if ok else False
+        except Exception as e:  # noqa: BLE001 - any failure to build it only costs speed
+            logging.getLogger(__name__).info("compiled float16 widening unavailable (%s: %s); using numpy's",
+                                             type(e).__name__, e)
+            _half_kernel = False
+    return _half_kernel or None
+
+
 def _exp_rows(logits: np.ndarray, m: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(exp(z - m), sum)`` in float64 for row maxima ``m`` (NaN rows where ``m`` is not finite)."""
     m = m.astype(np.float64)
@@ -67,10 +85,17 @@ def _exp_rows(logits: np.ndarray, m: np.ndarray, out: np.ndarray) -> tuple[np.nd
     return out, total
 
 
-def _widened(logits: np.ndarray) -> np.ndarray:
-    """float32 or float64, the dtypes the kernel is built for (float16 widens exactly)."""
+def _widened(logits: np.ndarray, scratch: str | None = None) -> np.ndarray:
+    """float32 or float64, the dtypes the kernel is built for (float16 widens exactly). ``scratch``: widen float16
+    into this thread's buffer of that name (valid until the next call with it)."""
     logits = np.asarray(logits)
-    return logits if logits.dtype in (np.float32, np.float64) else logits.astype(np.float32)
+    if logits.dtype in (np.float32, np.float64):
+        return logits
+    kernel = _widen_kernel() if logits.dtype == np.float16 and logits.ndim == 2 else None
+    if kernel is None:
+        return logits.astype(np.float32)
+    out = _buffer(scratch, logits.shape, np.float32) if scratch else np.empty(logits.shape, np.float32)
+    return kernel(logits, out)
 
 
 def stable_exp(logits: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +130,7 @@ def summarize(logits: np.ndarray, label: np.ndarray, subset: np.ndarray | None =
     arg = np.empty(n, np.intp)
     for start in range(0, n, PASS_ROWS):
         rows = slice(start, min(n, start + PASS_ROWS))
-        part = _widened(logits[rows] if subset is None else logits[rows][:, subset])
+        part = _widened(logits[rows] if subset is None else logits[rows][:, subset], scratch="widened")
         # exp is monotonic, so the argmax of the logits is the argmax of the probabilities (first of ties
         # alike); its logit is the row max (NaN when the row holds one), so one pass gives both.
         index = np.arange(len(part))

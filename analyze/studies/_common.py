@@ -3,13 +3,19 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from schemas import logit_kinds
 from schemas.paper import PAPER_MODELS
 
-from ..context import Section
+from .. import labels
+from ..context import Context, Section
 from ..store import manifest_entries
 
 CENTER = "center"
+# Datasets whose rows are cells (corruption x severity) of underlying images: the bootstrap resamples the images,
+# one weight serving all of an image's cells.
+PER_IMAGE = ("imagenet-c",)
 
 
 def order_models(models: list[str]) -> list[str]:
@@ -60,3 +66,14 @@ HUMAN_PREFIXES = ("human", "subject-")  # model-vs-human's observer names, kept 
 def is_human(model: str) -> bool:
     """Whether a run's model id names a human observer (compared with the models, never ranked among them)."""
     return model.startswith(HUMAN_PREFIXES)
+
+
+def underlying_images(ctx: Context, dataset: str) -> tuple[int, np.ndarray]:
+    """How many images the rows of a ``PER_IMAGE`` dataset are cells of, and each row's image index (by file name;
+    derived once per report: ImageNet-C has 3.75 M rows)."""
+    key = ("underlying_images", dataset)
+    if key not in ctx.shared:
+        names = np.array([labels.base_file_name(s) for s in ctx.reader.samples(dataset).sample_id])
+        images, index = np.unique(names, return_inverse=True)
+        ctx.shared[key] = (len(images), index)
+    return ctx.shared[key]

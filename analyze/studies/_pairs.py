@@ -11,21 +11,19 @@ from typing import Iterator
 
 import numpy as np
 
-from .. import labels
 from ..context import Context
 from ..metrics import weighted_product
 from ..metrics.accuracy import correct_multi, correct_single
 from ..metrics.agreement import KAPPA_METRICS, centred_gram, cka_from_hsic, consistency_from_sums, weighted_hsic
 from ..store import RunKey
 from ..summaries import labels_in_logit_space
+from ._common import PER_IMAGE, underlying_images
 
 # CKA compares Gram matrices over a fixed random subset of the images (the same for every model of a dataset):
 # its replicates cost B * n^2 per pair (2 GFLOP at n = 1000, B = 1000), while linear CKA on n images reads high
 # by about d / (n + d) for unrelated features of effective dimension d: a trade-off, documented in design.md.
 CKA_IMAGES = 1000
 PAIR_BATCH = 128  # pairs whose bootstrap sums share one product with the weight matrix
-# ImageNet-C: one bootstrap weight per underlying image serves its 75 cells (as in studies/robustness.py).
-PER_IMAGE = ("imagenet-c",)
 
 
 @dataclass
@@ -71,9 +69,8 @@ def correctness(ctx: Context, key: RunKey) -> Correctness | None:
 def _population(ctx: Context, dataset: str) -> tuple[str, int, np.ndarray | None]:
     """The bootstrap population (key, size) and, for per-image datasets, each row's image index."""
     if dataset in PER_IMAGE:
-        names = [labels.base_file_name(s) for s in ctx.reader.samples(dataset).sample_id]
-        images, index = np.unique(names, return_inverse=True)
-        return f"{dataset}:images", len(images), index
+        n_images, index = underlying_images(ctx, dataset)
+        return f"{dataset}:images", n_images, index
     return dataset, ctx.reader.n_samples(dataset), None
 
 

@@ -10,7 +10,7 @@ from ..figures import grouped_bars
 from ..metrics.accuracy import accuracy, correct_multi, correct_single
 from ..store import RunKey, manifest_entries
 from ..tables import side_by_side
-from ._common import CENTER, order_models
+from ._common import CENTER, PER_IMAGE, order_models, underlying_images
 
 TITLE = "Robustness (top-1 accuracy, %)"
 # ImageNet-ReaL relabels ImageNet val's images (keyed by their file names): a row of its own, read from them.
@@ -48,13 +48,11 @@ def imagenet_c(ctx: Context, key, summary) -> None:
         if col not in samples.columns:
             ctx.reader.notes.append(f"{key.dataset}/{col}: missing per-sample column; ImageNet-C cells need it")
             return
-    cells = np.char.add(np.char.add(samples.columns["corruption"].astype(str), ":"), samples.columns["severity"].astype(str))
-    images, image_index = np.unique([labels.base_file_name(s) for s in samples.sample_id], return_inverse=True)
-    keys = np.unique(cells)
-    cell_index = np.searchsorted(keys, cells)
+    n_images, image_index = underlying_images(ctx, key.dataset)
+    keys, cell_index = _cells(ctx, key.dataset)
     ok = summary.valid & (samples.label >= 0)
     # Dense [image, cell] arrays: one bootstrap weight per underlying image serves all its 75 cells.
-    hits = np.zeros((len(images), len(keys)))
+    hits = np.zeros((n_images, len(keys)))
     seen = np.zeros_like(hits)
     correct = correct_single(summary.pred, samples.label)
     np.add.at(hits, (image_index[ok], cell_index[ok]), correct[ok])
@@ -69,7 +67,17 @@ def imagenet_c(ctx: Context, key, summary) -> None:
         return out
 
     counts = {f"top1:{k}": int(c) for k, c in zip(keys, seen.sum(axis=0))}
-    ctx.record(key, stat, {**counts, "top1": int(ok.sum())}, weight_key=f"{key.dataset}:images", n_rows=len(images))
+    ctx.record(key, stat, {**counts, "top1": int(ok.sum())}, weight_key=f"{key.dataset}:images", n_rows=n_images)
+
+
+def _cells(ctx: Context, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``corruption:severity`` cells, sorted, and each row's cell index (once per report, not per model)."""
+    if ("cells", dataset) not in ctx.shared:
+        columns = ctx.reader.samples(dataset).columns
+        cells = np.char.add(np.char.add(columns["corruption"].astype(str), ":"), columns["severity"].astype(str))
+        keys, index = np.unique(cells, return_inverse=True)
+        ctx.shared[("cells", dataset)] = (keys, index)
+    return ctx.shared[("cells", dataset)]
 
 
 def run(ctx: Context) -> None:
@@ -83,7 +91,7 @@ def run(ctx: Context) -> None:
             if summary is None:
                 continue
             samples = reader.samples(source)
-            if dataset == "imagenet-c":
+            if dataset in PER_IMAGE:
                 imagenet_c(ctx, key, summary)
             elif dataset == REAL:
                 if real_sets is None:
