@@ -93,3 +93,21 @@ def test_kernel_that_cannot_be_built_falls_back_to_numpy(monkeypatch, kit):
     out = sm.summarize(logits, np.array([2]))
     assert sm._kernel() is None
     assert out["confidence"][0] == pytest.approx(max(kit.ref_softmax(logits[0])), rel=1e-12)
+
+
+def test_float16_widening_equals_numpy_for_every_bit_pattern():
+    from analyze.metrics.exp64 import widen_half
+
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16).reshape(256, 256)  # NaNs, infinities, subnormals
+    got = widen_half(every, np.empty(every.shape, np.float32))
+    np.testing.assert_array_equal(got.view(np.uint32), every.astype(np.float32).view(np.uint32))
+    strided = every[::3, 1::2]  # a block's columns of a class subset are not contiguous
+    np.testing.assert_array_equal(widen_half(strided, np.empty(strided.shape, np.float32)), strided.astype(np.float32))
+
+
+def test_float16_summaries_equal_the_widened_float32_ones():
+    logits, label = _mixed_logits()
+    half = logits.astype(np.float16)
+    fast, plain = sm.summarize(half, label), sm.summarize(half.astype(np.float32), label)
+    for name in ("pred", "confidence", "p_true"):
+        np.testing.assert_array_equal(fast[name], plain[name])
