@@ -211,6 +211,22 @@ def test_imagenet_c_per_cell_and_mean(kit, tmp_path, results_of):
     assert mean["ci_low"] <= mean["value"] <= mean["ci_high"] and mean["ci_high"] > mean["ci_low"]
 
 
+@pytest.mark.parametrize("values", [
+    [f"ILSVRC2012_val_{i:08d}.JPEG" for i in np.random.default_rng(1).integers(0, 300, 5000)],
+    ["snow:3", "fog:1", "snow:10", "fog:1", "b", "a"],
+    list(np.random.default_rng(2).integers(-5, 5, 100)),
+    [],
+])
+def test_codes_equal_numpy_unique(values):
+    """The per-report image and cell indices of per-image datasets: np.unique's values and inverse, by hashing."""
+    from analyze.studies._common import codes
+
+    distinct, inverse = codes(np.array(values))
+    want, want_inverse = np.unique(np.array(values), return_inverse=True)
+    assert distinct.tolist() == want.tolist()
+    np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))
+
+
 # ------------------------------------------------------------------------------------------ cue-conflict
 def test_shape_bias_through_store(kit, tmp_path, results_of):
     cats = kit.read_cue_categories()

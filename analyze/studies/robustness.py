@@ -10,7 +10,7 @@ from ..figures import grouped_bars
 from ..metrics.accuracy import accuracy, correct_multi, correct_single
 from ..store import RunKey, manifest_entries
 from ..tables import side_by_side
-from ._common import CENTER, PER_IMAGE, order_models, underlying_images
+from ._common import CENTER, PER_IMAGE, codes, order_models, underlying_images
 
 TITLE = "Robustness (top-1 accuracy, %)"
 # ImageNet-ReaL relabels ImageNet val's images (keyed by their file names): a row of its own, read from them.
@@ -52,11 +52,10 @@ def imagenet_c(ctx: Context, key, summary) -> None:
     keys, cell_index = _cells(ctx, key.dataset)
     ok = summary.valid & (samples.label >= 0)
     # Dense [image, cell] arrays: one bootstrap weight per underlying image serves all its 75 cells.
-    hits = np.zeros((n_images, len(keys)))
-    seen = np.zeros_like(hits)
     correct = correct_single(summary.pred, samples.label)
-    np.add.at(hits, (image_index[ok], cell_index[ok]), correct[ok])
-    np.add.at(seen, (image_index[ok], cell_index[ok]), 1.0)
+    flat = (image_index * len(keys) + cell_index)[ok]
+    hits = np.bincount(flat, correct[ok].astype(np.float64), n_images * len(keys)).reshape(n_images, len(keys))
+    seen = np.bincount(flat, minlength=n_images * len(keys)).reshape(n_images, len(keys)).astype(np.float64)
 
     def stat(w):
         from ..metrics import wsum
@@ -74,9 +73,8 @@ def _cells(ctx: Context, dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``corruption:severity`` cells, sorted, and each row's cell index (once per report, not per model)."""
     if ("cells", dataset) not in ctx.shared:
         columns = ctx.reader.samples(dataset).columns
-        cells = np.char.add(np.char.add(columns["corruption"].astype(str), ":"), columns["severity"].astype(str))
-        keys, index = np.unique(cells, return_inverse=True)
-        ctx.shared[("cells", dataset)] = (keys, index)
+        ctx.shared[("cells", dataset)] = codes(f"{c}:{s}" for c, s in zip(columns["corruption"].astype(str).tolist(),
+                                                                          columns["severity"].astype(str).tolist()))
     return ctx.shared[("cells", dataset)]
 
 
