@@ -77,6 +77,19 @@ class Bootstrap:
         counts = self.counts(key, n)
         return None if counts is None else counts.astype(np.float32)
 
+    def intervals(self, replicates: np.ndarray) -> np.ndarray:
+        """``[k, 2]`` percentile intervals of ``k`` statistics' replicates ``[k, B]``, each as ``interval`` gives it:
+        rows of finite replicates in one call along the rows, the others one by one."""
+        reps = np.asarray(replicates, dtype=np.float64)
+        out = np.full((len(reps), 2), np.nan)
+        finite = np.isfinite(reps).all(axis=1) if reps.size else np.zeros(len(reps), bool)
+        if finite.any():
+            tail = (1.0 - self.level) / 2 * 100
+            out[finite] = np.percentile(reps[finite], [tail, 100 - tail], axis=1).T
+        for i in np.flatnonzero(~finite):
+            out[i] = self.interval(reps[i])
+        return out
+
     def interval(self, replicates: np.ndarray | None) -> tuple[float, float]:
         """Percentile interval of the replicates (NaN when there are none)."""
         if replicates is None:

@@ -19,11 +19,13 @@ from .store import AnalysisError
 
 
 def _report(args) -> int:
+    from .figures import default_workers
     from .report import build_report
 
     result = build_report(args.store, args.out, study_names=args.studies, n_boot=args.n_boot, seed=args.seed,
                           progress=not args.quiet, storage_options=parse_storage_options(args.storage_options),
-                          pairs=args.pairs, priorities=args.priorities, cache=args.cache)
+                          pairs=args.pairs, priorities=args.priorities, cache=args.cache,
+                          figure_workers=default_workers())
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for line in result["pairs_not_formed"]:

@@ -10,6 +10,7 @@ import functools
 import importlib
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np  # noqa: E402
 
 
 _pool: ProcessPoolExecutor | None = None
-_drawing: list[tuple[Path, Future]] = []
+_drawing: list[tuple[Path, Callable[..., Path], tuple, dict, Future]] = []
 
 
 def background(draw: Callable[..., Path]) -> Callable[..., Path]:
@@ -33,7 +34,11 @@ def background(draw: Callable[..., Path]) -> Callable[..., Path]:
     def call(path: Path, *args, **kwargs) -> Path:
         if _pool is None:
             return draw(path, *args, **kwargs)
-        _drawing.append((Path(path), _pool.submit(_draw, draw.__module__, draw.__qualname__, path, args, kwargs)))
+        try:
+            future = _pool.submit(_draw, draw.__module__, draw.__qualname__, path, args, kwargs)
+        except BrokenProcessPool:  # the workers are gone (killed, out of memory): drawn here
+            return draw(path, *args, **kwargs)
+        _drawing.append((Path(path), draw, args, kwargs, future))
         return path
     return call
 
@@ -53,7 +58,8 @@ def default_workers() -> int:
 @contextmanager
 def painter(workers: int | None = None) -> Iterator[None]:
     """Draw ``@background`` figures in ``workers`` processes until the block ends, then wait for all of them; the
-    first figure that failed is raised, naming its file."""
+    first figure that failed is raised, naming its file. Where no worker can be started, or one dies, the figures
+    are drawn in this process instead."""
     global _pool
     workers = default_workers() if workers is None else workers
     if workers <= 0 or _pool is not None:
@@ -61,16 +67,22 @@ def painter(workers: int | None = None) -> Iterator[None]:
         return
     # forkserver: the analysis holds threads (zarr's event loop, the logits readers) that a plain fork would copy
     # in whatever state; the server imports this module once, so each worker starts drawing at once.
-    context = get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        context = get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    except (OSError, ValueError, ImportError, NotImplementedError):  # no semaphores, no forkserver: inline
+        yield
+        return
     _drawing.clear()
     drawing = _drawing
     try:
         yield
-        for path, future in drawing:
+        for path, draw, args, kwargs, future in drawing:
             try:
                 future.result()
+            except BrokenProcessPool:
+                draw(path, *args, **kwargs)
             except Exception as error:
                 raise RuntimeError(f"figure {path}: {type(error).__name__}: {error}") from error
     finally:

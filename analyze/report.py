@@ -84,7 +84,8 @@ def _coverage(reader: StoreReader, ctx: Context) -> str:
 def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] | None = None,
                  n_boot: int = 1000, seed: int = 0, progress: bool = True,
                  storage_options: Mapping[str, Any] | None = None, pairs: Sequence[str] | None = None,
-                 priorities: Mapping[str, float] | None = None, cache: str | Path | None = None) -> dict:
+                 priorities: Mapping[str, float] | None = None, cache: str | Path | None = None,
+                 figure_workers: int = 0) -> dict:
     """Run the studies and write results.parquet/.csv, differences.parquet/.csv, ranking.* and scores.*,
     report.md, report.html and figures.
 
@@ -92,7 +93,10 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     items to difference (default: the paper's ConvNeXt/ViT pairs found by name; analyze/pairs.py).
     ``priorities``: weights of the ranking's property groups or properties (analyze/ranking.py). ``cache``: a
     folder of per-run summaries and replicates from earlier reports (analyze/report_cache.py); only runs not
-    found there are read."""
+    found there are read. ``figure_workers``: processes drawing the figures while the studies go on
+    (analyze/figures.py: painter; ``analyze report`` uses one a core). 0 draws them here: worker processes
+    import the caller's main script again, which a script without an ``if __name__ == "__main__"`` guard
+    does not survive."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     priorities = check_priorities(priorities or {})
@@ -123,7 +127,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     # would take gigabytes for nothing (their image counts are drawn when first asked for).
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
     ctx.summaries.prefetch(keys, progress=progress)
-    with figures.painter():  # figures are drawn by worker processes while the studies go on
+    with figures.painter(figure_workers):  # figures drawn by worker processes while the studies go on
         bar = None
         if progress:
             from tqdm import tqdm

@@ -16,9 +16,10 @@ cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
   the seed, the population and its size) up to float32 rounding: the one matrix product per population sums in
   an order that depends on how many statistics share it, i.e. on the other runs in the report;
 
-and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.npz``: one pair of runs' agreement (error consistency
-or CKA: values, replicates, image count), keyed by both run tokens, the metric, its population and the bootstrap,
-so that a report after adding one model computes the new model's pairs only.
+and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.npz``: one pair of runs' CKA (value, replicates,
+image count), keyed by both run tokens, the metric, its population and the bootstrap, so that a report after adding
+one model computes the new model's pairs only (error consistency is not kept: recomputing every pair costs less
+than reading a file per pair).
 
 Every file is written to a temporary name and renamed, so a report stopped halfway, or two reports at once,
 leave only whole entries. An entry that cannot be read is deleted and computed again.
@@ -190,7 +191,7 @@ class ReportCache:
         self._write(self.folder / token[:2] / f"{token}.npz",
                     {m: np.asarray(v, dtype=np.float64) for m, v in reps.items()})
 
-    # -- pairs of runs (the agreement study) ---------------------------------------------------------------
+    # -- pairs of runs (the agreement study's CKA) ---------------------------------------------------------
     def pair_token(self, a: RunKey, b: RunKey, boot: Bootstrap, *what) -> str | None:
         """The identity of one pair's results: both runs' tokens, the bootstrap and what was computed over the
         pair (the metric, its population); None when either run cannot be cached."""

@@ -45,3 +45,19 @@ def test_a_failing_figure_names_its_file(tmp_path):
     assert figures._pool is None
     with pytest.raises(ValueError):  # inline, the drawing's own error
         draw_all(tmp_path, bad_format=True)
+
+
+def test_a_killed_worker_costs_no_figure(tmp_path):
+    import os
+    import signal
+
+    inline, workers = tmp_path / "inline", tmp_path / "workers"
+    inline.mkdir(), workers.mkdir()
+    paths = draw_all(inline)
+    with figures.painter(workers=1):
+        draw_all(workers)
+        for pid in list(figures._pool._processes):  # killed while drawing its first figure
+            os.kill(pid, signal.SIGKILL)
+        draw_all(workers)  # submitted to a broken pool: drawn here
+    for a in paths:
+        assert (workers / a.name).read_bytes() == a.read_bytes(), a.name

@@ -141,9 +141,8 @@ def test_damaged_entries_are_recomputed_and_foreign_folders_refused(kit, tmp_pat
 
 
 def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, counting, monkeypatch):
-    """The agreement study keeps each pair (error consistency, CKA) and each run's Gram matrix: after adding a
-    model, only the newcomer's features are read and only its pairs computed; the table equals a report without
-    the cache."""
+    """The agreement study keeps each CKA pair and each run's Gram matrix: after adding a model, only the
+    newcomer's features are read and only its CKA pairs computed; the table equals a report without the cache."""
     from analyze.studies import _pairs
 
     def with_features(models):
@@ -160,13 +159,13 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
                                                      seed=1, progress=False, cache=cache)
     agreement(tmp_path / "first", cache)
     pairs = lambda metric: {(d, a, b) for d, a, b, m in computed if m == metric}  # noqa: E731
-    assert len(pairs("cka")) == len(pairs("error_consistency")) == 2 * 3  # two datasets, three pairs each
+    assert len(pairs("cka")) == 2 * 3  # two datasets, three pairs each
     with_features({"newcomer": 0.75})
     computed.clear()
     counting.clear()
     agreement(tmp_path / "again", cache)
     assert all("newcomer" in (a, b) for _, a, b, _ in computed), computed
-    assert len(pairs("cka")) == len(pairs("error_consistency")) == 2 * 3  # two datasets, three old models each
+    assert len(pairs("cka")) == 2 * 3  # two datasets, three old models each
     features_read = sorted(p for p in counting if p.endswith("#features"))
     assert features_read and all("/newcomer#" in p for p in features_read), features_read
     agreement(tmp_path / "plain")

@@ -80,7 +80,7 @@ def _batches(pairs: list, size: int = PAIR_BATCH) -> Iterator[list]:
 
 
 class _PairCache:
-    """``analyze report --cache``: the pairs an earlier report computed, by both runs' tokens; a pair is
+    """``analyze report --cache``: the CKA pairs an earlier report computed, by both runs' tokens; a pair is
     computed only when it is not there (or there is no cache)."""
 
     def __init__(self, ctx: Context, pairs: list[tuple[RunKey, RunKey]], *what):
@@ -126,12 +126,11 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     if len(keys) < 2:
         return []
     weight_key, n_rows, image = _population(ctx, keys[0].dataset)
-    every = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
-    cache = _PairCache(ctx, every, "error_consistency", weight_key, n_rows)
-    counts = ctx.boot.counts(weight_key, n_rows) if cache.todo else None
+    counts = ctx.boot.counts(weight_key, n_rows)
     masks: dict[bytes, int] = {}  # the distinct row sets of the pairs, numbered
     out = []
-    for chunk in _batches(cache.todo):
+    # Not cached (--cache): a few products over all pairs cost less than reading a file per pair.
+    for chunk in _batches([(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]):
         columns: dict[tuple, np.ndarray] = {}
 
         def column(name: tuple, values: np.ndarray) -> tuple:
@@ -157,8 +156,7 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
             value = consistency_from_sums(point[index])
             rep = None if reps is None else consistency_from_sums(reps[:, index])
             out += [Pair(a, b, m, float(value[m]), None if rep is None else rep[m], n) for m in KAPPA_METRICS]
-    cache.keep(out)
-    return cache.ordered(every)
+    return out
 
 
 def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.ndarray:
