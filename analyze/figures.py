@@ -36,7 +36,7 @@ def background(draw: Callable[..., Path]) -> Callable[..., Path]:
             return draw(path, *args, **kwargs)
         try:
             future = _pool.submit(_draw, draw.__module__, draw.__qualname__, path, args, kwargs)
-        except BrokenProcessPool:  # the workers are gone (killed, out of memory): drawn here
+        except (BrokenProcessPool, OSError, EOFError):  # no worker could start, or they are gone: drawn here
             return draw(path, *args, **kwargs)
         _drawing.append((Path(path), draw, args, kwargs, future))
         return path

@@ -51,11 +51,6 @@ def checksum(values: np.ndarray) -> int:
     return int(google_crc32c.value(a.reshape(-1).view(np.uint8)))
 
 
-def checked_arrays(group: zarr.Group) -> tuple[str, ...]:
-    """The row arrays of a run that its block checksums cover, in column order."""
-    return tuple(name for name in CHECKED if name in group)
-
-
 def storage_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:
     """Keys, relative to the array, of the storage objects (chunks or shards) holding rows [start, stop)."""
     unit = arr.shards or arr.chunks
@@ -308,5 +303,5 @@ def dataset_repair_hint(store: str, dataset: str) -> str:
 
 
 __all__ = ["ALGORITHM", "CHECKED", "WRITE_ALL", "Damage", "RunCheck", "check_dataset", "check_run",
-           "checked_arrays", "checksum", "dataset_repair_hint", "describe", "done_flags", "mismatch",
+           "checksum", "dataset_repair_hint", "describe", "done_flags", "mismatch",
            "read_sample_list", "run_repair_hint", "storage_keys", "stored_keys"]
