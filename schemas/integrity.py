@@ -59,29 +59,28 @@ def storage_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:
     return [arr.metadata.encode_chunk_key(coords) for coords in itertools.product(rows, *rest)]
 
 
-def stored_keys(arr: zarr.Array) -> set[str]:
-    """The keys, relative to the array, of every object stored under it (one listing, no data read)."""
-    prefix = f"{arr.path}/" if arr.path else ""
-    store = arr.store_path.store
+def _listed(node: zarr.Array | zarr.Group) -> list[str]:
+    """The keys, relative to the node, of every object stored under it (one listing, no data read)."""
+    prefix = f"{node.path}/" if node.path else ""
+    store = node.store_path.store
 
     async def collect() -> list[str]:
         return [key async for key in store.list_prefix(prefix)]
 
-    return {key[len(prefix):] for key in sync(collect())}
+    return [key[len(prefix):] for key in sync(collect())]
+
+
+def stored_keys(arr: zarr.Array) -> set[str]:
+    """The keys, relative to the array, of every object stored under it."""
+    return set(_listed(arr))
 
 
 def stored_keys_by_array(group: zarr.Group) -> dict[str, set[str]]:
     """For each child of ``group``: the keys, relative to it, of every object stored under it (one listing
     of the whole group instead of one per array)."""
-    prefix = f"{group.path}/" if group.path else ""
-    store = group.store_path.store
-
-    async def collect() -> list[str]:
-        return [key async for key in store.list_prefix(prefix)]
-
     out: dict[str, set[str]] = {}
-    for key in sync(collect()):
-        child, _, rest = key[len(prefix):].partition("/")
+    for key in _listed(group):
+        child, _, rest = key.partition("/")
         out.setdefault(child, set()).add(rest)
     return out
 
