@@ -230,9 +230,9 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     row_font = 8 if n_rows <= 60 else 6
     left = 0.3 + 0.065 * row_font / 8 * max(map(len, rows), default=0)
     bottom = 0.35 + 0.057 * max(map(len, columns), default=0)
-    top, right = 0.55, 0.3
-    width = left + right + len(panels) * (1.6 + 0.5 * n_cols)
-    height = top + bottom + 0.35 + 0.24 * n_rows
+    top, right = 0.55, 0.9  # right: the last colour bar's ticks and label
+    width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.5 + 0.1 * len(title))  # the title fits
+    height = top + bottom + max(0.35 + 0.24 * n_rows, 0.075 * max(map(len, panels)))  # colour bar labels fit
     fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True, figsize=(width, height))
     for ax, (label, values) in zip(axes[0], panels.items()):
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
