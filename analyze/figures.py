@@ -56,12 +56,11 @@ def default_workers() -> int:
 
 
 @contextmanager
-def painter(workers: int | None = None) -> Iterator[None]:
+def painter(workers: int) -> Iterator[None]:
     """Draw ``@background`` figures in ``workers`` processes until the block ends, then wait for all of them; the
     first figure that failed is raised, naming its file. Where no worker can be started, or one dies, the figures
     are drawn in this process instead."""
     global _pool
-    workers = default_workers() if workers is None else workers
     if workers <= 0 or _pool is not None:
         yield
         return
@@ -75,10 +74,9 @@ def painter(workers: int | None = None) -> Iterator[None]:
         yield
         return
     _drawing.clear()
-    drawing = _drawing
     try:
         yield
-        for path, draw, args, kwargs, future in drawing:
+        for path, draw, args, kwargs, future in _drawing:
             try:
                 future.result()
             except BrokenProcessPool:
@@ -88,7 +86,7 @@ def painter(workers: int | None = None) -> Iterator[None]:
     finally:
         pool, _pool = _pool, None
         pool.shutdown(wait=True, cancel_futures=True)
-        drawing.clear()
+        _drawing.clear()
 
 
 # Beyond these, a figure changes layout instead of squeezing: bars turn horizontal, one panel per group.

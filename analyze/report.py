@@ -128,42 +128,47 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
     ctx.summaries.prefetch(keys, progress=progress)
     with figures.painter(figure_workers):  # figures drawn by worker processes while the studies go on
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(modules), desc="studies", unit="study", position=1)
-        try:
-            for module in modules:
-                if bar is not None:
-                    bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
-                module.run(ctx)
-                ctx.flush()
-                if bar is not None:
-                    bar.update()
-            ctx.summaries.finish()
-        finally:
-            ctx.summaries.close()  # the logits bar closes first, above the studies bar
-            if bar is not None:
-                bar.close()
+        _run_studies(ctx, modules, progress)
         results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
         ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
         for section in (paper, report_ranking(ctx, ranked, priorities)):
             if section is not None:
                 ctx.sections.append(section)
-        plan = pairing.plan(pairs, reader.models)
-        diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
-        plan = plan.settle(diffs, ctx.rows)
-        for name, frame in (("results", results), ("differences", diffs)):
-            frame.write_parquet(out / f"{name}.parquet")
-            frame.write_csv(out / f"{name}.csv")
-        markdown = render(reader, ctx, diffs, n_boot, seed, plan)
+    plan = pairing.plan(pairs, reader.models)
+    diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
+    plan = plan.settle(diffs, ctx.rows)
+    for name, frame in (("results", results), ("differences", diffs)):
+        frame.write_parquet(out / f"{name}.parquet")
+        frame.write_csv(out / f"{name}.csv")
+    markdown = render(reader, ctx, diffs, n_boot, seed, plan)
     (out / "report.md").write_text(markdown)
     write_page(out, markdown)  # report.html: the same text, figures inlined, sortable tables
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
             "notes": list(reader.notes), "out": str(out),
             "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else [],
             "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
+
+
+def _run_studies(ctx: Context, modules: list, progress: bool) -> None:
+    """Each study in turn, then every queued run (its notes count even if no study asked for it)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(modules), desc="studies", unit="study", position=1)
+    try:
+        for module in modules:
+            if bar is not None:
+                bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+            module.run(ctx)
+            ctx.flush()
+            if bar is not None:
+                bar.update()
+        ctx.summaries.finish()
+    finally:
+        ctx.summaries.close()  # the logits bar closes first, above the studies bar
+        if bar is not None:
+            bar.close()
 
 
 def render(reader: StoreReader, ctx: Context, diffs: pl.DataFrame, n_boot: int, seed: int,

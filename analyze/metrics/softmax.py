@@ -30,39 +30,45 @@ def _buffer(name: str, shape: tuple[int, int], dtype=np.float64) -> np.ndarray:
     return buf[: shape[0] * shape[1]].reshape(shape)
 
 
-def _kernel():
-    """The compiled float64 exp (analyze.metrics.exp64), or None when it cannot be built here (no numba,
-    no writable cache, a compiler error): numpy's exp is used then, the same values within 2^-52."""
-    global _exp_kernel
-    if _exp_kernel is None:
+def _compiled(name: str, build) -> object | None:
+    """The compiled kernel kept in the module global ``name``, built on first use by ``build()`` (the kernel, or
+    False when it computes wrong values); None when it cannot be built here (no numba, no writable cache, a
+    compiler error): numpy is used then."""
+    kernel = globals()[name]
+    if kernel is None:
         try:
-            from .exp64 import exp_shifted
-
-            one = np.empty((1, 1))
-            exp_shifted(np.zeros((1, 1), np.float32), np.zeros(1), one, np.empty((1, 1)))  # compiles now
-            _exp_kernel = exp_shifted if one[0, 0] == 1.0 else False
+            kernel = build()
         except Exception as e:  # noqa: BLE001 - any failure to build it only costs speed
-            logging.getLogger(__name__).info("compiled exp unavailable (%s: %s); using numpy's exp",
-                                             type(e).__name__, e)
-            _exp_kernel = False
-    return _exp_kernel or None
+            logging.getLogger(__name__).info("%s unavailable (%s: %s); using numpy", name, type(e).__name__, e)
+            kernel = False
+        globals()[name] = kernel
+    return kernel or None
+
+
+def _build_exp():
+    from .exp64 import exp_shifted
+
+    one = np.empty((1, 1))
+    exp_shifted(np.zeros((1, 1), np.float32), np.zeros(1), one, np.empty((1, 1)))  # compiles now
+    return exp_shifted if one[0, 0] == 1.0 else False
+
+
+def _build_widen():
+    from .exp64 import widen_half
+
+    probe = np.array([[1.5, -np.inf]], np.float16)
+    return widen_half if np.array_equal(widen_half(probe, np.empty(probe.shape, np.float32)),
+                                        probe.astype(np.float32)) else False
+
+
+def _kernel():
+    """The compiled float64 exp (analyze.metrics.exp64), the same values as numpy's within 2^-52; or None."""
+    return _compiled("_exp_kernel", _build_exp)
 
 
 def _widen_kernel():
-    """The compiled float16 widening (analyze.metrics.exp64.widen_half), or None where it cannot be built."""
-    global _half_kernel
-    if _half_kernel is None:
-        try:
-            from .exp64 import widen_half
-
-            probe = np.array([[1.5, -np.inf]], np.float16)
-            ok = np.array_equal(widen_half(probe, np.empty(probe.shape, np.float32)), probe.astype(np.float32))
-            _half_kernel = widen_half if ok else False
-        except Exception as e:  # noqa: BLE001 - any failure to build it only costs speed
-            logging.getLogger(__name__).info("compiled float16 widening unavailable (%s: %s); using numpy's",
-                                             type(e).__name__, e)
-            _half_kernel = False
-    return _half_kernel or None
+    """The compiled float16 widening (analyze.metrics.exp64.widen_half), bit for bit numpy's; or None."""
+    return _compiled("_half_kernel", _build_widen)
 
 
 def _exp_rows(logits: np.ndarray, m: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

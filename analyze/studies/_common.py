@@ -81,11 +81,14 @@ def codes(values) -> tuple[np.ndarray, np.ndarray]:
     return distinct[order], rank[inverse]
 
 
-def underlying_images(ctx: Context, dataset: str) -> tuple[int, np.ndarray]:
-    """How many images the rows of a ``PER_IMAGE`` dataset are cells of, and each row's image index (images in
-    file-name order; derived once per report)."""
-    key = ("underlying_images", dataset)
+def population(ctx: Context, dataset: str) -> tuple[str, int, np.ndarray | None]:
+    """What the bootstrap resamples for ``dataset``: its weight key, the population's size and, for ``PER_IMAGE``
+    datasets, each row's image index (images in file-name order; derived once per report). Other datasets
+    resample their rows (index None)."""
+    if dataset not in PER_IMAGE:
+        return dataset, ctx.reader.n_samples(dataset), None
+    key = ("population", dataset)
     if key not in ctx.shared:
         images, index = codes(labels.base_file_name(s) for s in ctx.reader.samples(dataset).sample_id.tolist())
-        ctx.shared[key] = (len(images), index)
+        ctx.shared[key] = (f"{dataset}:images", len(images), index)
     return ctx.shared[key]

@@ -17,7 +17,7 @@ from ..metrics.accuracy import correct_multi, correct_single
 from ..metrics.agreement import KAPPA_METRICS, centred_gram, cka_from_hsic, consistency_from_sums, weighted_hsic
 from ..store import RunKey
 from ..summaries import labels_in_logit_space
-from ._common import PER_IMAGE, underlying_images
+from ._common import PER_IMAGE, population
 
 # CKA compares Gram matrices over a fixed random subset of the images (the same for every model of a dataset):
 # its replicates cost B * n^2 per pair (2 GFLOP at n = 1000, B = 1000), while linear CKA on n images reads high
@@ -66,14 +66,6 @@ def correctness(ctx: Context, key: RunKey) -> Correctness | None:
     return Correctness(correct_single(summary.pred, label), summary.valid & (label >= 0))
 
 
-def _population(ctx: Context, dataset: str) -> tuple[str, int, np.ndarray | None]:
-    """The bootstrap population (key, size) and, for per-image datasets, each row's image index."""
-    if dataset in PER_IMAGE:
-        n_images, index = underlying_images(ctx, dataset)
-        return f"{dataset}:images", n_images, index
-    return dataset, ctx.reader.n_samples(dataset), None
-
-
 def _batches(pairs: list, size: int = PAIR_BATCH) -> Iterator[list]:
     for start in range(0, len(pairs), size):
         yield pairs[start:start + size]
@@ -86,31 +78,27 @@ class _PairCache:
     def __init__(self, ctx: Context, pairs: list[tuple[RunKey, RunKey]], *what):
         self.ctx = ctx
         self.tokens = {p: ctx.cache.pair_token(*p, ctx.boot, *what) for p in pairs} if ctx.cache else {}
-        self.known: dict[tuple[RunKey, RunKey], list[Pair]] = {}
+        self.known: dict[tuple[RunKey, RunKey], Pair] = {}
         for (a, b), token in self.tokens.items():
             data = ctx.cache.load_pair(token) if token else None
             if data is not None:
-                self.known[(a, b)] = [Pair(a, b, str(m), float(v), None if "reps" not in data else data["reps"][i],
-                                           int(data["n"])) for i, (m, v) in enumerate(zip(data["metric"], data["value"]))]
+                self.known[(a, b)] = Pair(a, b, str(data["metric"]), float(data["value"]), data.get("reps"),
+                                          int(data["n"]))
         self.todo = [p for p in pairs if p not in self.known]
 
     def keep(self, found: list[Pair]) -> None:
-        """Cache the computed pairs (all metrics of a pair in one entry)."""
-        by_pair: dict[tuple[RunKey, RunKey], list[Pair]] = {}
+        """Cache the computed pairs."""
         for pair in found:
-            by_pair.setdefault((pair.a, pair.b), []).append(pair)
-        for ab, metrics in by_pair.items():
-            token = self.tokens.get(ab)
+            token = self.tokens.get((pair.a, pair.b))
             if token:
-                arrays = {"metric": np.array([p.metric for p in metrics]), "value": np.array([p.value for p in metrics]),
-                          "n": np.array(metrics[0].n)}
-                if all(p.reps is not None for p in metrics):
-                    arrays["reps"] = np.stack([np.asarray(p.reps, dtype=np.float64) for p in metrics])
+                arrays = {"metric": np.array(pair.metric), "value": np.array(pair.value), "n": np.array(pair.n)}
+                if pair.reps is not None:
+                    arrays["reps"] = np.asarray(pair.reps, dtype=np.float64)
                 self.ctx.cache.save_pair(token, arrays)
-        self.known.update(by_pair)
+            self.known[(pair.a, pair.b)] = pair
 
     def ordered(self, pairs: list[tuple[RunKey, RunKey]]) -> list[Pair]:
-        return [p for ab in pairs for p in self.known.get(ab, [])]
+        return [self.known[ab] for ab in pairs]
 
 
 def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
@@ -125,7 +113,7 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     keys = [k for k in keys if k in hits]
     if len(keys) < 2:
         return []
-    weight_key, n_rows, image = _population(ctx, keys[0].dataset)
+    weight_key, n_rows, image = population(ctx, keys[0].dataset)
     counts = ctx.boot.counts(weight_key, n_rows)
     masks: dict[bytes, int] = {}  # the distinct row sets of the pairs, numbered
     out = []

@@ -10,7 +10,7 @@ from ..figures import grouped_bars
 from ..metrics.accuracy import accuracy, correct_multi, correct_single
 from ..store import RunKey, manifest_entries
 from ..tables import side_by_side
-from ._common import CENTER, PER_IMAGE, codes, order_models, underlying_images
+from ._common import CENTER, PER_IMAGE, codes, order_models, population
 
 TITLE = "Robustness (top-1 accuracy, %)"
 # ImageNet-ReaL relabels ImageNet val's images (keyed by their file names): a row of its own, read from them.
@@ -48,7 +48,7 @@ def imagenet_c(ctx: Context, key, summary) -> None:
         if col not in samples.columns:
             ctx.reader.notes.append(f"{key.dataset}/{col}: missing per-sample column; ImageNet-C cells need it")
             return
-    n_images, image_index = underlying_images(ctx, key.dataset)
+    weight_key, n_images, image_index = population(ctx, key.dataset)
     keys, cell_index = _cells(ctx, key.dataset)
     ok = summary.valid & (samples.label >= 0)
     # Dense [image, cell] arrays: one bootstrap weight per underlying image serves all its 75 cells.
@@ -66,7 +66,7 @@ def imagenet_c(ctx: Context, key, summary) -> None:
         return out
 
     counts = {f"top1:{k}": int(c) for k, c in zip(keys, seen.sum(axis=0))}
-    ctx.record(key, stat, {**counts, "top1": int(ok.sum())}, weight_key=f"{key.dataset}:images", n_rows=n_images)
+    ctx.record(key, stat, {**counts, "top1": int(ok.sum())}, weight_key=weight_key, n_rows=n_images)
 
 
 def _cells(ctx: Context, dataset: str) -> tuple[np.ndarray, np.ndarray]:
