@@ -13,8 +13,8 @@ ULP = 2.0**-52
 def _kernel_exp(d: np.ndarray) -> np.ndarray:
     """exp of a column of differences, through the kernel (one row per value, max 0)."""
     x = d.reshape(-1, 1)
-    out, scratch = np.empty(x.shape), np.empty(x.shape)
-    exp_shifted(x, np.zeros(len(x)), out, scratch)
+    out = np.empty(x.shape)
+    exp_shifted(x, np.zeros(len(x)), out)
     return out[:, 0]
 
 
@@ -41,8 +41,8 @@ def test_exact_points_and_underflow():
 def test_row_shift_is_per_row():
     x = np.array([[1.0, 2.0, 3.0], [10.0, 10.0, 9.0]], np.float32)
     m = x.max(axis=1).astype(np.float64)
-    out, scratch = np.empty(x.shape), np.empty(x.shape)
-    exp_shifted(x, m, out, scratch)
+    out = np.empty(x.shape)
+    exp_shifted(x, m, out)
     np.testing.assert_allclose(out, np.exp(x.astype(np.float64) - m[:, None]), rtol=ULP)
 
 
