@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -48,6 +49,14 @@ def _draw(module: str, name: str, path: Path, args: tuple, kwargs: dict) -> Path
     return getattr(importlib.import_module(module), name).__wrapped__(path, *args, **kwargs)
 
 
+def _warm(pool: ProcessPoolExecutor, workers: int) -> None:
+    try:
+        for _ in range(workers):
+            pool.submit(int)
+    except (BrokenProcessPool, OSError, EOFError, RuntimeError):  # the figures then find out and draw inline
+        pass
+
+
 def default_workers() -> int:
     """Processes drawing beside the analysis: none on one core (drawing inline costs the same), else one a core
     up to 4 (the analysis itself waits on the figures at the end)."""
@@ -73,6 +82,9 @@ def painter(workers: int) -> Iterator[None]:
     except (OSError, ValueError, ImportError, NotImplementedError):  # no semaphores, no forkserver: inline
         yield
         return
+    # The workers start (the server, then each one: most of a second) on a thread of their own, not on the
+    # analysis's when it submits its first figure.
+    threading.Thread(target=_warm, args=(_pool, workers), daemon=True, name="painter-start").start()
     _drawing.clear()
     try:
         yield

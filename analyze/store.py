@@ -72,6 +72,7 @@ class StoreReader:
         self._logits: dict[RunKey, zarr.Array] = {}
         # Per run: its block_checksum array and the done blocks it has no checksum for (written before checksums).
         self._checksums: dict[RunKey, tuple[zarr.Array | None, frozenset[int]]] = {}
+        self._arrays: dict[RunKey, frozenset[str]] = {}  # each run's array names, listed when it was inspected
         self._tables: dict[RunKey, np.ndarray] = {}
         # Attributes are read once: a study asks for them per row, and each read is a metadata request.
         self._attrs: dict[str, dict] = {}
@@ -129,6 +130,7 @@ class StoreReader:
         table = members.get(L.BLOCK_CHECKSUM) if check.has_checksums else None
         self._checksums[key] = (table, frozenset(check.unchecked))
         self._logits[key] = logits
+        self._arrays[key] = frozenset(members)
         return None
 
     # -- what the store holds -------------------------------------------------------------------------
@@ -219,7 +221,7 @@ class StoreReader:
 
     def has_features(self, key: RunKey) -> bool:
         """Whether the run stored pooled features (imported predictions have none)."""
-        return L.FEATURES in self.root[key.path]
+        return L.FEATURES in (self._arrays[key] if key in self._arrays else self.root[key.path])
 
     def features(self, key: RunKey) -> np.ndarray:
         group = self.root[key.path]

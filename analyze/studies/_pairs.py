@@ -23,7 +23,7 @@ from ._common import PER_IMAGE, population
 # its replicates cost B * n^2 per pair (2 GFLOP at n = 1000, B = 1000), while linear CKA on n images reads high
 # by about d / (n + d) for unrelated features of effective dimension d: a trade-off, documented in design.md.
 CKA_IMAGES = 1000
-PAIR_BATCH = 128  # pairs whose bootstrap sums share one product with the weight matrix
+PAIR_BATCH = 512  # columns whose bootstrap sums share one product with the weight matrix
 
 
 @dataclass
@@ -104,47 +104,45 @@ class _PairCache:
 def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     """Error consistency (kappa, observed and expected consistency) of every pair of ``keys`` (one dataset).
 
-    A pair needs four sums over the images both runs decided (``consistency_columns``): the count, each
-    run's hits and their common hits. Only the last is the pair's own: the others are shared by every pair
-    with the same rows, so a batch of pairs is one ``[B, n] @ [n, k]`` product with k about one column per
-    pair (exact in float32: the sums are integers below 2^24).
+    A pair needs four sums over the images both runs decided (``consistency_columns``): their count, each run's
+    hits there and their common hits. Each is the sum of one 0/1 column, the AND of two rows of ``base`` (the
+    runs' distinct row sets, then each run's hits): the count ANDs the two runs' row sets, a run's hits AND them
+    with the other's row set, the common hits AND both runs' hits. Pairs share most columns (the runs usually
+    have one row set), so the distinct columns are about one a pair, summed a batch at a time by one
+    ``[B, n] @ [n, k]`` product (exact in float32: the sums are integers below 2^24); kappa is then computed for
+    all pairs at once.
     """
     hits = {k: c for k in keys if (c := correctness(ctx, k)) is not None}
     keys = [k for k in keys if k in hits]
     if len(keys) < 2:
         return []
-    weight_key, n_rows, image = population(ctx, keys[0].dataset)
-    counts = ctx.boot.counts(weight_key, n_rows)
-    masks: dict[bytes, int] = {}  # the distinct row sets of the pairs, numbered
-    out = []
-    # Not cached (--cache): a few products over all pairs cost less than reading a file per pair.
-    for chunk in _batches([(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]):
-        columns: dict[tuple, np.ndarray] = {}
-
-        def column(name: tuple, values: np.ndarray) -> tuple:
-            if name not in columns:  # per-image datasets: the sum over each image's cells
-                columns[name] = (values if image is None else np.bincount(image, values, minlength=n_rows)
-                                 ).astype(np.float32)
-            return name
-
-        layout = []
-        for a, b in chunk:
-            rows = hits[a].counted & hits[b].counted
-            mask = masks.setdefault(rows.tobytes(), len(masks))
-            hit_a, hit_b = hits[a].correct & rows, hits[b].correct & rows
-            layout.append((a, b, int(rows.sum()), [column(("n", mask), rows), column(("hit", a.model, mask), hit_a),
-                                                   column(("hit", b.model, mask), hit_b),
-                                                   column(("both", a.model, b.model), hit_a & hit_b)]))
-        where = {name: i for i, name in enumerate(columns)}
-        x = np.stack(list(columns.values()), axis=1)
-        point = x.sum(axis=0, dtype=np.float64)
-        reps = None if counts is None else weighted_product(counts, x).astype(np.float64)
-        for a, b, n, names in layout:
-            index = [where[name] for name in names]
-            value = consistency_from_sums(point[index])
-            rep = None if reps is None else consistency_from_sums(reps[:, index])
-            out += [Pair(a, b, m, float(value[m]), None if rep is None else rep[m], n) for m in KAPPA_METRICS]
-    return out
+    weight_key, n_units, image = population(ctx, keys[0].dataset)
+    counts = ctx.boot.counts(weight_key, n_units)
+    counted = np.stack([hits[k].counted for k in keys])
+    sets, row_set = np.unique(counted, axis=0, return_inverse=True)
+    row_set = row_set.ravel()
+    base = np.concatenate([sets, np.stack([hits[k].correct for k in keys]) & counted])
+    hit = len(sets) + np.arange(len(keys))  # base rows of the runs' hits
+    a, b = np.triu_indices(len(keys), 1)
+    left = np.stack([row_set[a], hit[a], hit[b], hit[a]], axis=1)
+    right = np.stack([row_set[b], row_set[b], row_set[a], hit[b]], axis=1)
+    columns, where = np.unique(np.minimum(left, right) * len(base) + np.maximum(left, right), return_inverse=True)
+    point = np.empty(len(columns))
+    reps = None if counts is None else np.empty((len(counts), len(columns)))
+    for batch in _batches(np.arange(len(columns)), PAIR_BATCH):
+        i, j = np.divmod(columns[batch], len(base))
+        x = base[i] & base[j]
+        x = x.T.astype(np.float32) if image is None else np.stack(  # per-image datasets: each image's cells summed
+            [np.bincount(image, column, minlength=n_units) for column in x], axis=1).astype(np.float32)
+        point[batch] = x.sum(axis=0, dtype=np.float64)
+        if reps is not None:
+            reps[:, batch] = weighted_product(counts, x)
+    where = where.reshape(left.shape)
+    value = consistency_from_sums(point[where])
+    rep = None if reps is None else consistency_from_sums(reps[:, where])
+    n = point[where[:, 0]].astype(int)  # the rows both decided (an image's cells all count)
+    return [Pair(keys[i], keys[j], m, float(value[m][p]), None if rep is None else rep[m][:, p], int(n[p]))
+            for p, (i, j) in enumerate(zip(a, b)) for m in KAPPA_METRICS]
 
 
 def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.ndarray:
