@@ -167,12 +167,16 @@ class SummaryCache:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="logits")
         # Each run's blocks are queued as soon as the run is set up: the threads start on the first run while
         # the next datasets' sample lists are read (ImageNet-C's 3.75 M ids take seconds).
-        for key in todo:
-            pending = self._pending[key] = _Pending(self.reader, key)
-            for rows in pending.blocks:
-                future = self._pool.submit(pending.reduce, rows)
-                if self._bar is not None:
-                    future.add_done_callback(lambda _: self._bar.update())
+        try:
+            for key in todo:
+                pending = self._pending[key] = _Pending(self.reader, key)
+                for rows in pending.blocks:
+                    future = self._pool.submit(pending.reduce, rows)
+                    if self._bar is not None:
+                        future.add_done_callback(lambda _: self._bar.update())
+        except BaseException:  # a run that cannot be set up (a damaged sample list): the queued blocks are dropped
+            self.close()
+            raise
 
     def summary(self, key: RunKey) -> RunSummary:
         """The run's summary, all-invalid runs included (waits for a prefetched run's blocks)."""

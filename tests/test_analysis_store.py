@@ -695,3 +695,23 @@ def test_out_is_an_existing_file(small_store, tmp_path, capsys):
     target.write_text("x")
     code, _, stderr = cli(capsys, "report", small_store, "--out", target, "--quiet", "--studies", "robustness")
     assert code == 2 and str(target) in stderr
+
+
+def test_a_run_that_cannot_be_set_up_stops_the_reading_already_queued(kit, small_store):
+    """The reading starts run by run while the next runs are set up: when one cannot be (its sample list no
+    longer gives its digest), the error comes at once and no thread goes on reading the runs queued before it."""
+    import threading
+
+    from analyze.summaries import SummaryCache
+
+    n = 20
+    kit.write(small_store, "imagenet-v2", "center", "m", kit.planted(np.arange(n) % 5, 5), sample_id=kit.val_ids(n),
+              label=np.arange(n) % 5)
+    label = zarr.open_array(small_store / "imagenet-v2" / "label", mode="r+")
+    label[0] = 4  # the stored sample list changed after it was written
+    reader = StoreReader(small_store)
+    cache = SummaryCache(reader)
+    keys = sorted(reader.runs(), key=lambda k: k.dataset != "imagenet-val")  # the intact dataset first
+    with pytest.raises(AnalysisError, match="imagenet-v2"):
+        cache.prefetch(keys)
+    assert not [t for t in threading.enumerate() if t.name.startswith("logits")]

@@ -9,7 +9,8 @@ core) and was most of the analysis's time. This kernel computes the same float64
 ``ln 2`` is split into a head with 32 significant bits and a tail (Cody & Waite), so ``n * head`` is
 exact and ``r`` keeps full precision; P's truncation error is below 5e-18 relative; ``2^n`` is applied by
 adding ``n`` to the exponent bits, reinterpreted in registers so that one vectorised loop does it all. Every
-value is within 2^-52 relative of libm's. Differences below -708 give 0 (``exp(-708) < 3.3e-308`` adds nothing to a softmax sum, which is at least 1).
+value is within 2^-52 relative of libm's. Differences below -708 give 0 (``exp(-708) < 3.3e-308`` adds
+nothing to a softmax sum, which is at least 1).
 
 numba compiles the kernels on first use and caches them on disk. This module imports numba; callers
 fall back to numpy's exp when it is missing.
@@ -93,4 +94,3 @@ def widen_half(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[...] = x`` for float16 ``x`` [rows, cols] and float32 ``out`` of its shape; returns ``out``."""
     _widen_half(x.view(np.uint16), HALF_TO_SINGLE, out)
     return out
-
