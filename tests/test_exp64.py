@@ -95,14 +95,42 @@ def test_kernel_that_cannot_be_built_falls_back_to_numpy(monkeypatch, kit):
     assert out["confidence"][0] == pytest.approx(max(kit.ref_softmax(logits[0])), rel=1e-12)
 
 
-def test_float16_widening_equals_numpy_for_every_bit_pattern():
-    from analyze.metrics.exp64 import widen_half
+EVERY_HALF = np.arange(2**16, dtype=np.uint16).view(np.float16).reshape(256, 256)  # NaNs, infinities, subnormals
 
-    every = np.arange(2**16, dtype=np.uint16).view(np.float16).reshape(256, 256)  # NaNs, infinities, subnormals
-    got = widen_half(every, np.empty(every.shape, np.float32))
-    np.testing.assert_array_equal(got.view(np.uint32), every.astype(np.float32).view(np.uint32))
-    strided = every[::3, 1::2]  # a block's columns of a class subset are not contiguous
-    np.testing.assert_array_equal(widen_half(strided, np.empty(strided.shape, np.float32)), strided.astype(np.float32))
+
+def test_float16_table_widening_equals_numpy_for_every_bit_pattern():
+    from analyze.metrics.exp64 import widen_half_table
+
+    got = widen_half_table(EVERY_HALF, np.empty(EVERY_HALF.shape, np.float32))
+    np.testing.assert_array_equal(got.view(np.uint32), EVERY_HALF.astype(np.float32).view(np.uint32))
+    strided = EVERY_HALF[::3, 1::2]  # a block's columns of a class subset are not contiguous
+    np.testing.assert_array_equal(widen_half_table(strided, np.empty(strided.shape, np.float32)),
+                                  strided.astype(np.float32))
+
+
+def test_float16_widening_in_use_gives_numpy_numbers_and_nan_for_nan():
+    kernel = sm._widen_kernel()
+    assert kernel is not None
+    want = EVERY_HALF.astype(np.float32)
+    got = kernel(EVERY_HALF, np.empty(EVERY_HALF.shape, np.float32))
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))  # -0.0 and subnormals too
+    strided = EVERY_HALF[::3, 1::2]
+    np.testing.assert_array_equal(kernel(strided, np.empty(strided.shape, np.float32)), strided.astype(np.float32))
+
+
+def test_a_processor_conversion_that_widens_wrong_is_not_used(monkeypatch):
+    from analyze.metrics import exp64
+
+    def flushes_subnormals(x, out):
+        out[...] = x.astype(np.float32)
+        out[np.abs(out) < 2.0**-14] = 0.0
+        return out
+
+    monkeypatch.setattr(exp64, "widen_half", flushes_subnormals)
+    monkeypatch.setattr(sm, "_half_kernel", None)
+    assert sm._widen_kernel() is exp64.widen_half_table
 
 
 def test_float16_summaries_equal_the_widened_float32_ones():
