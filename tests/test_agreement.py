@@ -204,7 +204,7 @@ def cue(kit, tmp_path_factory):
     rows = {(r["model_a"], r["model_b"], r["metric"]): r for r in table.iter_rows(named=True)}
     # The models' decisions, from the logits as the definition says (mean softmax probability per category).
     decided = {m: [names[kit.ref_cue_decision(row, kit.read_cue_categories())] for row in z] for m, z in logits.items()}
-    return dict(rows=rows, table=table, answers={**answers, **decided}, shape=shape, out=out, n=len(stimuli),
+    return dict(rows=rows, table=table, answers={**answers, **decided}, shape=shape, out=out, n=len(stimuli), store=store,
                 humans=sorted(answers), features={m: f.astype(np.float16) for m, f in features.items()})
 
 
@@ -220,6 +220,16 @@ def reference(cue, a: str, b: str, weights=None) -> tuple[float, int]:
     c1 = [cue["answers"][a][i] == cue["shape"][i] for i in both]
     c2 = [cue["answers"][b][i] == cue["shape"][i] for i in both]
     return ref_kappa(c1, c2, None if weights is None else [weights[i] for i in both]), len(both)
+
+
+def test_pairs_summed_in_small_batches_give_the_same_table(cue, tmp_path, monkeypatch):
+    """The columns are summed a bounded number at a time (ImageNet-C's rows are millions): eight at a time here,
+    where the fixture's report summed them in one product; the sums are integers, exact either way."""
+    from analyze.report import build_report
+
+    monkeypatch.setattr(_pairs, "BATCH_VALUES", 1)
+    build_report(cue["store"], tmp_path, study_names=["agreement"], n_boot=N_BOOT, seed=0, progress=False)
+    assert pl.read_parquet(tmp_path / "agreement.parquet").equals(cue["table"])
 
 
 def test_the_decisions_follow_the_plan(cue):

@@ -23,7 +23,8 @@ from ._common import PER_IMAGE, population
 # its replicates cost B * n^2 per pair (2 GFLOP at n = 1000, B = 1000), while linear CKA on n images reads high
 # by about d / (n + d) for unrelated features of effective dimension d: a trade-off, documented in design.md.
 CKA_IMAGES = 1000
-PAIR_BATCH = 512  # columns whose bootstrap sums share one product with the weight matrix
+PAIR_BATCH = 512  # columns whose bootstrap sums share one product with the weight matrix, at most
+BATCH_VALUES = 2**24  # and at most this many column values at once (64 MB as float32; ImageNet-C: 3.75 M rows)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     columns, where = np.unique(np.minimum(left, right) * len(base) + np.maximum(left, right), return_inverse=True)
     point = np.empty(len(columns))
     reps = None if counts is None else np.empty((len(counts), len(columns)))
-    for batch in _batches(np.arange(len(columns)), PAIR_BATCH):
+    for batch in _batches(np.arange(len(columns)), max(8, min(PAIR_BATCH, BATCH_VALUES // counted.shape[1]))):
         i, j = np.divmod(columns[batch], len(base))
         x = base[i] & base[j]
         x = x.T.astype(np.float32) if image is None else np.stack(  # per-image datasets: each image's cells summed
