@@ -224,8 +224,7 @@ class StoreReader:
         return L.FEATURES in (self._arrays[key] if key in self._arrays else self.root[key.path])
 
     def features(self, key: RunKey) -> np.ndarray:
-        group = self.root[key.path]
-        if L.FEATURES not in group:
+        if not self.has_features(key):
             raise AnalysisError(f"{self.url}/{key.path}/features: missing array (the linear probes need pooled features)")
         return self._read_run_array(key, L.FEATURES).astype(np.float32)
 

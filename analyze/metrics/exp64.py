@@ -67,14 +67,10 @@ def _exp_row(x, mi, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def _exp_rows(x, m, out):
+def exp_shifted(x, m, out):
+    """``out[i, j] = exp(x[i, j] - m[i])`` in float64, for ``x`` float32 or float64 and finite ``m``."""
     for i in range(x.shape[0]):
         _exp_row(x[i], m[i], out[i])
-
-
-def exp_shifted(x: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
-    """``out[i, j] = exp(x[i, j] - m[i])`` in float64, for ``x`` float32 or float64 and finite ``m``."""
-    _exp_rows(x, m, out)
 
 
 # float16 -> float32. The processor's own conversion (x86's F16C, one instruction for 8 or 16 values; LLVM lowers

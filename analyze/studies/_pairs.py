@@ -120,10 +120,9 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     weight_key, n_units, image = population(ctx, keys[0].dataset)
     counts = ctx.boot.counts(weight_key, n_units)
     counted = np.stack([hits[k].counted for k in keys])
-    first: dict[bytes, int] = {}  # the distinct row sets (hashed: np.unique(axis=0) sorts rows field by field)
-    row_set = np.array([first.setdefault(c.tobytes(), i) for i, c in enumerate(counted)])
-    kept = np.unique(row_set)
-    sets, row_set = counted[kept], np.searchsorted(kept, row_set)
+    seen: dict[bytes, int] = {}  # the distinct row sets (hashed: np.unique(axis=0) sorts rows field by field)
+    row_set = np.array([seen.setdefault(c.tobytes(), len(seen)) for c in counted])
+    sets = counted[np.unique(row_set, return_index=True)[1]]
     base = np.concatenate([sets, np.stack([hits[k].correct for k in keys]) & counted])
     hit = len(sets) + np.arange(len(keys))  # base rows of the runs' hits
     a, b = np.triu_indices(len(keys), 1)
