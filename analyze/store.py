@@ -16,6 +16,8 @@ from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
 
+from .shard_blocks import ShardBlocks
+
 
 class AnalysisError(ValueError):
     """The store cannot be analysed as asked; the message names the path and what was expected."""
@@ -67,9 +69,11 @@ class StoreReader:
             raise AnalysisError(str(e)) from None
         self.notes: list[str] = []
         self._samples: dict[str, Samples] = {}
+        self._labels: dict[str, np.ndarray] = {}
         # Filled by discovery, which opens every array's metadata once: the per-block reads reuse them.
         self._n_samples: dict[str, int] = {}
         self._logits: dict[RunKey, zarr.Array] = {}
+        self._shards: dict[RunKey, ShardBlocks | None] = {}  # the logits' blocks read without zarr, where they can be
         # Per run: its block_checksum array and the done blocks it has no checksum for (written before checksums).
         self._checksums: dict[RunKey, tuple[zarr.Array | None, frozenset[int]]] = {}
         self._arrays: dict[RunKey, frozenset[str]] = {}  # each run's array names, listed when it was inspected
@@ -130,6 +134,7 @@ class StoreReader:
         table = members.get(L.BLOCK_CHECKSUM) if check.has_checksums else None
         self._checksums[key] = (table, frozenset(check.unchecked))
         self._logits[key] = logits
+        self._shards[key] = ShardBlocks.of(logits)
         self._arrays[key] = frozenset(members)
         return None
 
@@ -191,6 +196,20 @@ class StoreReader:
             self._samples[dataset] = Samples(_plain(values[L.SAMPLE_ID]), np.asarray(values[L.LABEL]), columns)
         return self._samples[dataset]
 
+    def labels(self, dataset: str) -> np.ndarray:
+        """The dataset's labels alone, without checking its sample list against its digest: ImageNet-C's 3.75 M
+        sample ids take seconds to read and check, which the reading threads need not wait for. A result is used
+        only after ``samples`` has checked the list (summaries.py asks for it before handing a run over)."""
+        if dataset in self._samples:
+            return self._samples[dataset].label
+        if dataset not in self._labels:
+            try:
+                self._labels[dataset] = np.asarray(self.root[dataset][L.LABEL][...])
+            except Exception:  # noqa: BLE001 - a damaged chunk: the sample list's check names it
+                self.samples(dataset)
+                raise
+        return self._labels[dataset]
+
     # -- arrays ---------------------------------------------------------------------------------------
     def valid(self, key: RunKey) -> np.ndarray:
         return self._read_run_array(key, L.VALID).astype(bool, copy=False)
@@ -200,8 +219,11 @@ class StoreReader:
         return L.Blocks(self.n_samples(key.dataset))
 
     def logits(self, key: RunKey, rows: slice) -> np.ndarray:
+        shards = self._shards.get(key)
+        values = shards.read(rows) if shards is not None else None
         try:
-            values = self._logits[key][rows]
+            if values is None:
+                values = self._logits[key][rows]
         except Exception as error:  # noqa: BLE001 - whatever the codec raises, the rows and the fix are named
             reraise_network(error, self.url)  # a network fault is not a damaged chunk
             raise AnalysisError(f"{self.url}/{key.path}/{L.LOGITS}: rows {rows.start}:{rows.stop} could not be read "
@@ -303,7 +325,9 @@ def _plain(values) -> np.ndarray:
     """Variable-length strings come back as numpy's StringDType; fixed-width ``<U`` is what numpy's
     string routines (np.char, np.unique) take everywhere."""
     values = np.asarray(values)
-    return values.astype(object).astype(str) if values.dtype.kind in "TO" else values
+    if values.dtype.kind == "T":  # numpy casts StringDType only to a stated width (half the time of via objects)
+        return values.astype(f"U{max(1, int(np.strings.str_len(values).max(initial=0)))}")
+    return values.astype(str) if values.dtype.kind == "O" else values
 
 
 @lru_cache(maxsize=1)

@@ -57,9 +57,8 @@ class _Pending:
         self.reader, self.key = reader, key
         entry = reader.manifest_entry(key.dataset)
         entry.setdefault("label_space", reader.dataset_attrs(key.dataset).get("label_space"))
-        samples = reader.samples(key.dataset)
-        n = self.n = len(samples)
-        self.label = samples.label if labels_in_logit_space(entry) else np.full(n, -1)
+        n = self.n = reader.n_samples(key.dataset)
+        self.label = reader.labels(key.dataset) if labels_in_logit_space(entry) else np.full(n, -1)
         self.kind = logit_kinds.kind_name(reader.run_attrs(key).get("logit_kind"))
         self.full = logit_kinds.provides(self.kind, "probabilities")
         # A decision is the decision: restricting its argmax to a class subset would invent another one.
@@ -111,6 +110,7 @@ class _Pending:
         if self._error is not None:
             raise self._error
         key, notes, n = self.key, self.reader.notes, self.n
+        self.reader.samples(key.dataset)  # the labels used above are those of a checked sample list
         valid = self.reader.valid(key)
         if not valid.all() and valid.any():
             why = self.reader.invalid_reasons(key, valid)

@@ -698,8 +698,8 @@ def test_out_is_an_existing_file(small_store, tmp_path, capsys):
 
 
 def test_a_run_that_cannot_be_set_up_stops_the_reading_already_queued(kit, small_store):
-    """The reading starts run by run while the next runs are set up: when one cannot be (its sample list no
-    longer gives its digest), the error comes at once and no thread goes on reading the runs queued before it."""
+    """The reading starts run by run while the next runs are set up: when one cannot be (its labels do not
+    decode), the error comes at once, naming the damage, and no thread goes on reading the runs queued before it."""
     import threading
 
     from analyze.summaries import SummaryCache
@@ -707,11 +707,34 @@ def test_a_run_that_cannot_be_set_up_stops_the_reading_already_queued(kit, small
     n = 20
     kit.write(small_store, "imagenet-v2", "center", "m", kit.planted(np.arange(n) % 5, 5), sample_id=kit.val_ids(n),
               label=np.arange(n) % 5)
-    label = zarr.open_array(small_store / "imagenet-v2" / "label", mode="r+")
-    label[0] = 4  # the stored sample list changed after it was written
     reader = StoreReader(small_store)
+    for chunk in (small_store / "imagenet-v2" / "label" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.write_bytes(b"not a zstd frame")
     cache = SummaryCache(reader)
     keys = sorted(reader.runs(), key=lambda k: k.dataset != "imagenet-val")  # the intact dataset first
-    with pytest.raises(AnalysisError, match="imagenet-v2"):
+    with pytest.raises(AnalysisError, match="imagenet-v2/label"):
         cache.prefetch(keys)
     assert not [t for t in threading.enumerate() if t.name.startswith("logits")]
+
+
+def test_a_changed_sample_list_is_refused_before_its_runs_are_used(kit, small_store):
+    """The reading threads start on a dataset's labels alone (its sample list is checked against its digest on
+    the studies' thread meanwhile): a list changed after it was written is refused before a summary is handed over."""
+    from analyze.summaries import SummaryCache
+
+    n = 20
+    kit.write(small_store, "imagenet-v2", "center", "m", kit.planted(np.arange(n) % 5, 5), sample_id=kit.val_ids(n),
+              label=np.arange(n) % 5)
+    label = zarr.open_array(small_store / "imagenet-v2" / "label", mode="r+")
+    label[0] = 4
+    reader = StoreReader(small_store)
+    cache = SummaryCache(reader)
+    keys = sorted(reader.runs(), key=lambda k: k.dataset != "imagenet-val")
+    cache.prefetch(keys)
+    try:
+        assert cache.summary(keys[0]).valid.all()  # the intact dataset
+        with pytest.raises(AnalysisError, match="imagenet-v2.*sample_digest"):
+            cache.summary(keys[1])
+    finally:
+        cache.close()
