@@ -18,8 +18,10 @@ cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 
 and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.npz``: one pair of runs' CKA (value, replicates,
 image count), keyed by both run tokens, the metric, its population and the bootstrap, so that a report after adding
-one model computes the new model's pairs only (error consistency is not kept: recomputing every pair costs less
-than reading a file per pair).
+one model computes the new model's pairs only; and ``DIR/columns/<hash>.npz``: per dataset, population and
+bootstrap, the sums of error consistency's 0/1 columns (point and replicates), each named by the content of the two
+rows it ANDs, so that the new model's columns are the only ones summed (one file a dataset: a file per pair would
+cost more to read than the sums).
 
 Every file is written to a temporary name and renamed, so a report stopped halfway, or two reports at once,
 leave only whole entries. An entry that cannot be read is deleted and computed again.
@@ -208,6 +210,17 @@ class ReportCache:
 
     def save_pair(self, token: str, arrays: dict[str, np.ndarray]) -> None:
         self._write(self._pair_path(token), arrays)
+
+    # -- error consistency's column sums (analyze/studies/_pairs.py) -------------------------------------------
+    def _columns_path(self, what: tuple) -> Path:
+        return self.folder / "columns" / f"{_digest(analysis_version(), *what)}.npz"
+
+    def load_columns(self, *what) -> dict[str, np.ndarray] | None:
+        """The column sums kept for one dataset's population and bootstrap (``what``), or None."""
+        return self._read(self._columns_path(what))
+
+    def save_columns(self, arrays: dict[str, np.ndarray], *what) -> None:
+        self._write(self._columns_path(what), arrays)
 
     def summaries(self) -> "CachedSummaries":
         return CachedSummaries(self.reader, self, self.reader.io_threads)

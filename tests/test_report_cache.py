@@ -143,8 +143,9 @@ def test_damaged_entries_are_recomputed_and_foreign_folders_refused(kit, tmp_pat
 
 
 def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, counting, monkeypatch):
-    """The agreement study keeps each CKA pair and each run's Gram matrix: after adding a model, only the
-    newcomer's features are read and only its CKA pairs computed; the table equals a report without the cache."""
+    """The agreement study keeps each CKA pair, each run's Gram matrix and error consistency's column sums: after
+    adding a model, only the newcomer's features are read, only its CKA pairs computed and only the columns its
+    runs bring summed; the table equals a report without the cache."""
     from analyze.studies import _pairs
 
     def with_features(models):
@@ -155,6 +156,10 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     keep = _pairs._PairCache.keep
     monkeypatch.setattr(_pairs._PairCache, "keep", lambda self, found: (
         computed.extend({(p.a.dataset, p.a.model, p.b.model, p.metric) for p in found}), keep(self, found))[1])
+    summed = []  # (columns summed, columns in all) of each dataset's error consistency
+    keep_columns = _pairs._KeptColumns.keep
+    monkeypatch.setattr(_pairs._KeptColumns, "keep", lambda self, todo, point, reps: (
+        summed.append((len(todo), len(point))), keep_columns(self, todo, point, reps))[1])
     store, cache = tmp_path / "store.zarr", tmp_path / "cache"
     with_features({"convnext-sup": 0.8, "vit-sup": 0.7, "vit-clip": 0.6})
     agreement = lambda out, cache=None: build_report(store, out, study_names=["agreement"], n_boot=30,  # noqa: E731
@@ -162,10 +167,16 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     agreement(tmp_path / "first", cache)
     pairs = lambda metric: {(d, a, b) for d, a, b, m in computed if m == metric}  # noqa: E731
     assert len(pairs("cka")) == 2 * 3  # two datasets, three pairs each
+    first = [every for done, every in summed]
+    assert len(first) == 2 and all(done == every for done, every in summed)
     with_features({"newcomer": 0.75})
     computed.clear()
     counting.clear()
+    summed.clear()
     agreement(tmp_path / "again", cache)
+    # The three old runs' columns are kept: the newcomer's hits against each row, and nothing else, are summed.
+    assert [(done, every) for done, every in summed] == [(every - old, every) for old, (_, every) in zip(first, summed)]
+    assert all(0 < done < every for done, every in summed)
     assert all("newcomer" in (a, b) for _, a, b, _ in computed), computed
     assert len(pairs("cka")) == 2 * 3  # two datasets, three old models each
     features_read = sorted(p for p in counting if p.endswith("#features"))
@@ -176,3 +187,5 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     assert x.select(pl.exclude(pl.Float64)).equals(y.select(pl.exclude(pl.Float64)))
     for col in ("value", "ci_low", "ci_high"):
         np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=1e-6, atol=2.0**-22, equal_nan=True)
+    kappa = lambda t: t.filter(pl.col("metric") != "cka").sort(["dataset", "model_a", "model_b", "metric"])  # noqa: E731
+    assert kappa(x).equals(kappa(y))  # integer sums: kept and recomputed are the same numbers

@@ -102,6 +102,43 @@ class _PairCache:
         return [self.known[ab] for ab in pairs]
 
 
+class _KeptColumns:
+    """``analyze report --cache``: error consistency's column sums of an earlier report. A column is named by the
+    content of the two rows it ANDs (a hash of each), so a report after adding a model sums only the columns its
+    runs bring; the sums are integers, exact in float32 whatever the batch, so kept and recomputed sums are equal."""
+
+    def __init__(self, ctx: Context, base: np.ndarray, columns: np.ndarray, weight_key: str, n_units: int,
+                 image: np.ndarray | None):
+        self.cache = ctx.cache
+        if self.cache is None:
+            return
+        row = [hashlib.sha256(r.tobytes()).digest()[:16] for r in base]
+        i, j = np.divmod(columns, len(base))
+        self.names = np.array([min(row[a], row[b]) + max(row[a], row[b]) for a, b in zip(i, j)], dtype="S32")
+        grouping = None if image is None else hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+        self.what = ("error-consistency", weight_key, n_units, grouping, ctx.boot.n_boot, ctx.boot.seed)
+
+    def fill(self, point: np.ndarray, reps: np.ndarray | None) -> np.ndarray:
+        """Fill the kept columns in; the indices of the columns still to sum."""
+        if self.cache is None:
+            return np.arange(len(point))
+        old = self.cache.load_columns(*self.what)
+        if old is None or (reps is not None) != ("reps" in old):
+            return np.arange(len(point))
+        at = {name: k for k, name in enumerate(old["names"].tolist())}
+        found = np.array([at.get(name, -1) for name in self.names.tolist()], dtype=np.int64)
+        have = found >= 0
+        point[have] = old["point"][found[have]]
+        if reps is not None:
+            reps[:, have] = old["reps"][:, found[have]]
+        return np.flatnonzero(~have)
+
+    def keep(self, summed: np.ndarray, point: np.ndarray, reps: np.ndarray | None) -> None:
+        if self.cache is not None and len(summed):
+            arrays = {"names": self.names, "point": point}
+            self.cache.save_columns(arrays if reps is None else {**arrays, "reps": reps}, *self.what)
+
+
 def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     """Error consistency (kappa, observed and expected consistency) of every pair of ``keys`` (one dataset).
 
@@ -131,7 +168,9 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     columns, where = np.unique(np.minimum(left, right) * len(base) + np.maximum(left, right), return_inverse=True)
     point = np.empty(len(columns))
     reps = None if counts is None else np.empty((len(counts), len(columns)))
-    for batch in _batches(np.arange(len(columns)), max(8, min(PAIR_BATCH, BATCH_VALUES // counted.shape[1]))):
+    kept = _KeptColumns(ctx, base, columns, weight_key, n_units, image)
+    todo = kept.fill(point, reps)
+    for batch in _batches(todo, max(8, min(PAIR_BATCH, BATCH_VALUES // counted.shape[1]))):
         i, j = np.divmod(columns[batch], len(base))
         x = base[i] & base[j]
         x = x.T.astype(np.float32) if image is None else np.stack(  # per-image datasets: each image's cells summed
@@ -139,6 +178,7 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
         point[batch] = x.sum(axis=0, dtype=np.float64)
         if reps is not None:
             reps[:, batch] = weighted_product(counts, x)
+    kept.keep(todo, point, reps)
     where = where.reshape(left.shape)
     value = consistency_from_sums(point[where])
     rep = None if reps is None else consistency_from_sums(reps[:, where])
