@@ -325,7 +325,7 @@ def _plain(values) -> np.ndarray:
     """Variable-length strings come back as numpy's StringDType; fixed-width ``<U`` is what numpy's
     string routines (np.char, np.unique) take everywhere."""
     values = np.asarray(values)
-    if values.dtype.kind == "T":  # numpy casts StringDType only to a stated width (half the time of via objects)
+    if values.dtype.kind == "T":  # numpy casts StringDType only to a stated width (a third faster than through objects)
         return values.astype(f"U{max(1, int(np.strings.str_len(values).max(initial=0)))}")
     return values.astype(str) if values.dtype.kind == "O" else values
 

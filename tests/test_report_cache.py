@@ -189,3 +189,9 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
         np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=1e-6, atol=2.0**-22, equal_nan=True)
     kappa = lambda t: t.filter(pl.col("metric") != "cka").sort(["dataset", "model_a", "model_b", "metric"])  # noqa: E731
     assert kappa(x).equals(kappa(y))  # integer sums: kept and recomputed are the same numbers
+    kept = sorted((cache / "columns").glob("*.npz"))
+    assert len(kept) == 2  # one file a dataset
+    for path in kept:  # whole files, but not as a report writes them: every column is summed again
+        np.savez(path, names=np.array([b"x" * 32, b"y" * 32]), point=np.zeros(3))
+    agreement(tmp_path / "odd", cache)
+    assert kappa(pl.read_csv(tmp_path / "odd" / "agreement.csv")).equals(kappa(y))

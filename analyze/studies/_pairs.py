@@ -122,8 +122,10 @@ class _KeptColumns:
         """Fill the kept columns in; the indices of the columns still to sum."""
         if self.cache is None:
             return np.arange(len(point))
-        old = self.cache.load_columns(*self.what)
-        if old is None or (reps is not None) != ("reps" in old):
+        old = self.cache.load_columns(*self.what) or {}
+        m = len(old.get("names", ()))
+        if not m or old.get("point", np.zeros(0)).shape != (m,) or (reps is not None) != ("reps" in old) or (
+                reps is not None and old["reps"].shape != (len(reps), m)):  # none kept, or not as written
             return np.arange(len(point))
         at = {name: k for k, name in enumerate(old["names"].tolist())}
         found = np.array([at.get(name, -1) for name in self.names.tolist()], dtype=np.int64)
