@@ -20,6 +20,9 @@ import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Zstd
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.storage import LocalStore
 
 EMPTY = 2**64 - 1  # the shard index's offset and size of a chunk that was not written
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -54,10 +57,6 @@ class ShardBlocks:
     @classmethod
     def of(cls, array: zarr.Array) -> ShardBlocks | None:
         """The reader of ``array`` when it is laid out as the extractor writes runs in a local store, else None."""
-        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
-        from zarr.codecs.sharding import ShardingCodecIndexLocation
-        from zarr.storage import LocalStore
-
         store, meta = array.store_path.store, array.metadata
         if not isinstance(store, LocalStore) or getattr(meta, "zarr_format", None) != 3 or array.ndim != 2:
             return None

@@ -194,6 +194,7 @@ class StoreReader:
             self._refuse_damaged_dataset(dataset, damage)
             columns = {name: _plain(v) for name, v in values.items() if name not in (L.SAMPLE_ID, L.LABEL)}
             self._samples[dataset] = Samples(_plain(values[L.SAMPLE_ID]), np.asarray(values[L.LABEL]), columns)
+            self._labels.pop(dataset, None)  # read again with the list: one copy kept
         return self._samples[dataset]
 
     def labels(self, dataset: str) -> np.ndarray:

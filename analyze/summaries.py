@@ -165,8 +165,8 @@ class SummaryCache:
             self._bar = tqdm(total=blocks, desc="reading logits", unit="block", position=0)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="logits")
-        # Each run's blocks are queued as soon as the run is set up: the threads start on the first run while
-        # the next datasets' sample lists are read (ImageNet-C's 3.75 M ids take seconds).
+        # Each run's blocks are queued as soon as the run is set up (its dataset's labels read): the threads start on
+        # the first run while the next ones are set up.
         try:
             for key in todo:
                 pending = self._pending[key] = _Pending(self.reader, key)
@@ -174,7 +174,7 @@ class SummaryCache:
                     future = self._pool.submit(pending.reduce, rows)
                     if self._bar is not None:
                         future.add_done_callback(lambda _: self._bar.update())
-        except BaseException:  # a run that cannot be set up (a damaged sample list): the queued blocks are dropped
+        except BaseException:  # a run that cannot be set up (labels that do not decode): the queued blocks are dropped
             self.close()
             raise
 

@@ -697,6 +697,11 @@ def test_out_is_an_existing_file(small_store, tmp_path, capsys):
     assert code == 2 and str(target) in stderr
 
 
+def _add_imagenet_v2(kit, store, n: int = 20) -> None:
+    kit.write(store, "imagenet-v2", "center", "m", kit.planted(np.arange(n) % 5, 5), sample_id=kit.val_ids(n),
+              label=np.arange(n) % 5)
+
+
 def test_a_run_that_cannot_be_set_up_stops_the_reading_already_queued(kit, small_store):
     """The reading starts run by run while the next runs are set up: when one cannot be (its labels do not
     decode), the error comes at once, naming the damage, and no thread goes on reading the runs queued before it."""
@@ -704,9 +709,7 @@ def test_a_run_that_cannot_be_set_up_stops_the_reading_already_queued(kit, small
 
     from analyze.summaries import SummaryCache
 
-    n = 20
-    kit.write(small_store, "imagenet-v2", "center", "m", kit.planted(np.arange(n) % 5, 5), sample_id=kit.val_ids(n),
-              label=np.arange(n) % 5)
+    _add_imagenet_v2(kit, small_store)
     reader = StoreReader(small_store)
     for chunk in (small_store / "imagenet-v2" / "label" / "c").rglob("*"):
         if chunk.is_file():
@@ -723,9 +726,7 @@ def test_a_changed_sample_list_is_refused_before_its_runs_are_used(kit, small_st
     the studies' thread meanwhile): a list changed after it was written is refused before a summary is handed over."""
     from analyze.summaries import SummaryCache
 
-    n = 20
-    kit.write(small_store, "imagenet-v2", "center", "m", kit.planted(np.arange(n) % 5, 5), sample_id=kit.val_ids(n),
-              label=np.arange(n) % 5)
+    _add_imagenet_v2(kit, small_store)
     label = zarr.open_array(small_store / "imagenet-v2" / "label", mode="r+")
     label[0] = 4
     reader = StoreReader(small_store)
