@@ -15,13 +15,18 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import RendererAgg  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
+
+_RENDERER = RendererAgg(1, 1, 72)  # measures text only (72 dpi: its pixels are points)
 
 
 _pool: ProcessPoolExecutor | None = None
@@ -107,11 +112,20 @@ MANY_GROUPS = 16
 PANEL_COLUMNS = 4
 
 
-def _save(fig, path: Path, *, outside: bool = False) -> Path:
-    """Save at 110 dpi; ``outside``: a legend beside the axes, kept in the picture (costs one more draw)."""
-    fig.savefig(path, dpi=110, bbox_inches="tight" if outside else None)
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _inches(labels: Iterable[str], size: float) -> float:
+    """The width in inches of the widest of ``labels`` at ``size`` points, as the Agg backend lays it out.
+
+    Margins come from this, not from a layout engine's measuring pass (which costs about as much as drawing
+    the figure), nor from a count of characters (DejaVu Sans is not monospaced: names of wide letters got cut)."""
+    font = FontProperties(size=size)
+    widths = [_RENDERER.get_text_width_height_descent(str(s), font, ismath=False)[0] for s in labels]
+    return max(widths, default=0.0) / _RENDERER.dpi
 
 
 def _yerr(values: np.ndarray, errors: list[tuple[float, float]] | None) -> np.ndarray | None:
@@ -192,9 +206,10 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
     for g in range(len(groups), rows * cols):
         axes[g // cols][g % cols].set_visible(False)
     fig.suptitle(title)
-    # Margins in inches from the longest name, not tight_layout: its measuring pass costs as much as drawing.
+    # Margins from the longest name's measured width, not tight_layout: its measuring pass costs as much as
+    # drawing.
     width, height = fig.get_size_inches()
-    left = 0.3 + 0.055 * max(map(len, names))
+    left = 0.3 + _inches(names, 7)
     fig.set_size_inches(width + left, height)
     fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
                         top=1 - 0.55 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
@@ -217,14 +232,19 @@ def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles and many:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
-                   ncol=-(-len(names) // 30), frameon=False)
-    elif handles:
-        axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path, outside=many)
+    if handles and many:  # the legend to the right of the panels, the figure widened by its measured width
+        legend = fig.legend(handles, labels, loc="center right", fontsize=7, ncol=-(-len(names) // 30),
+                            frameon=False)
+        beside = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.2
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + beside, height)
+        fig.tight_layout(rect=(0, 0, width / (width + beside), 1))
+    else:
+        if handles:
+            axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+    return _save(fig, path)
 
 
 @background
@@ -235,14 +255,15 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
     limits = limits or {}
     n_rows, n_cols = len(rows), len(columns)
-    # Margins in inches from the longest labels (8 pt: about 0.065 in a character; the column labels at 60
-    # degrees), not a tight bounding box: measuring it costs a second drawing of every cell's text.
+    # Margins from the labels' measured widths (the column labels at 60 degrees: the first one reaches left of
+    # its column), not a tight bounding box: measuring it costs a second drawing of every cell's text.
     row_font = 8 if n_rows <= 60 else 6
-    left = 0.3 + 0.065 * row_font / 8 * max(map(len, rows), default=0)
-    bottom = 0.35 + 0.057 * max(map(len, columns), default=0)
+    slant = _inches(columns, 8)
+    left = 0.3 + max(_inches(rows, row_font), 0.5 * _inches(columns[:1], 8))
+    bottom = 0.45 + 0.87 * slant
     top, right = 0.55, 0.9  # right: the last colour bar's ticks and label
-    width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.5 + 0.1 * len(title))  # the title fits
-    height = top + bottom + max(0.35 + 0.24 * n_rows, 0.075 * max(map(len, panels)))  # colour bar labels fit
+    width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.4 + _inches([title], 12))  # the title fits
+    height = top + bottom + max(0.35 + 0.24 * n_rows, 0.3 + _inches(panels, 10))  # colour bar labels fit
     fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True, figsize=(width, height))
     for ax, (label, values) in zip(axes[0], panels.items()):
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
@@ -265,24 +286,37 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
 @background
 def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, float]], *, title: str) -> Path:
     """Square heat maps side by side: ``{panel: (names, matrix [len(names), len(names)], vmin, vmax)}``, NaN
-    left blank; the size grows with the number of names and the values are written in the cells while they fit."""
+    left blank; the size grows with the number of names and the values are written in the cells while they fit.
+
+    The layout is set in inches from the names' measured widths, and the names are plain texts beside the rows and
+    under the columns rather than tick labels: at 51 models a layout engine and 204 ticks were most of the time
+    a report with every run cached spends drawing."""
     m = max((len(names) for names, *_ in panels.values()), default=1)
-    side = max(3.5, 0.3 * m + 1.8)
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(side * max(1, len(panels)) + 1.0, side + 0.9),
-                             squeeze=False, layout="constrained")
-    for ax, (label, (names, grid, low, high)) in zip(axes[0], panels.items()):
-        font = 8 if len(names) <= 16 else 6
-        image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis")
-        ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=font)
-        ax.set_yticks(np.arange(len(names)), names, fontsize=font)
-        ax.set_title(label)
+    font = 8 if m <= 16 else 6
+    label = 0.1 + _inches((n for names, *_ in panels.values() for n in names), font)  # names and their gap
+    side = max(2.6, 0.25 * m + 0.3)  # the matrix
+    bar, top, edge = 0.85, 0.75, 0.15  # colour bar with its numbers; both titles; the picture's border
+    count = max(1, len(panels))
+    width, height = 2 * edge + count * (label + side + bar), edge + top + side + label
+    fig = plt.figure(figsize=(width, height))
+    for k, (title_k, (names, grid, low, high)) in enumerate(panels.items()):
+        x0 = edge + k * (label + side + bar) + label
+        ax = fig.add_axes((x0 / width, (edge + label) / height, side / width, side / height))
+        image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis", aspect="auto")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        below = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-3, units="points")  # x: column, y: axes
+        beside = offset_copy(ax.get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
+        for i, name in enumerate(names):
+            ax.text(i, 0, name, rotation=90, ha="center", va="top", fontsize=font, transform=below)
+            ax.text(0, i, name, ha="right", va="center", fontsize=font, transform=beside)
+        ax.set_title(title_k)
         if len(names) <= 10:
             for (i, j), value in np.ndenumerate(grid):
                 if np.isfinite(value):
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if value < (low + high) / 2 else "black")
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        bar_axes = fig.add_axes(((x0 + side + 0.12) / width, (edge + label) / height, 0.15 / width, side / height))
+        fig.colorbar(image, cax=bar_axes)
+    fig.suptitle(title, y=1 - edge / height, va="top")
+    return _save(fig, path)

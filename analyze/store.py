@@ -12,6 +12,7 @@ import zarr
 
 from schemas import integrity
 from schemas import layout as L
+from schemas.local_arrays import read_local
 from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
@@ -295,7 +296,8 @@ class StoreReader:
         """The run's whole checksum table, read once (one small read per block would cost more than the crc)."""
         if key not in self._tables:  # two threads may both read it: the same values, no harm
             try:
-                self._tables[key] = np.asarray(table[...])
+                local = read_local(table)  # a local store's table without zarr's event loop (None: zarr reads it)
+                self._tables[key] = np.asarray(table[...]) if local is None else local
             except Exception as error:  # noqa: BLE001 - a damaged checksum chunk is a damaged run
                 reraise_network(error, self.url)
                 raise AnalysisError(self._damaged(key, [integrity.Damage(table.path, None, None, f"unreadable "

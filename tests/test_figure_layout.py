@@ -1,0 +1,101 @@
+"""Nothing in a figure is cut off: at 51 models, with long names of wide letters, every piece of text the
+figures draw lies inside the saved picture.
+
+The check is matplotlib's own: the extent of each text the renderer draws when the figure is saved, against the
+figure's size. Margins are computed from measured label widths (analyze/figures.py), so this is what keeps
+them honest."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from analyze import figures
+from analyze.studies.calibration import plot_reliability
+
+WIDE = ["WWW_MMM_convnext_xxlarge.clip_laion2b_soup_ft_in12k_in1k_384",
+        "vit_huge_patch14_clip_quickgelu_378.dfn5b_ft_in12k_in1k_WWWW",
+        "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"]
+NAMES = WIDE + [f"model-{i:03d}" for i in range(51 - len(WIDE))]
+
+
+@pytest.fixture
+def outside(monkeypatch) -> list[str]:
+    """The texts drawn outside their figure, one line each, as each figure is saved."""
+    found: list[str] = []
+    draw, save = Text.draw, Figure.savefig
+
+    def drawn(text, renderer):
+        draw(text, renderer)
+        figure = text.get_figure(root=True)
+        if not text.get_visible() or not text.get_text().strip() or figure is None:
+            return
+        box, width, height = text.get_window_extent(renderer), figure.bbox.width, figure.bbox.height
+        if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5:
+            found.append(f"{text.get_text()!r} at {box.bounds} outside {width:.0f} x {height:.0f} px")
+
+    def saved(fig, *args, **kwargs):
+        assert kwargs.get("bbox_inches") is None, "a figure must fit its own size, not be cropped to its contents"
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Text, "draw", drawn)
+    monkeypatch.setattr(Figure, "savefig", saved)
+    return found
+
+
+def test_matrices_of_many_models(tmp_path, outside):
+    rng = np.random.default_rng(0)
+    grid = rng.random((len(NAMES), len(NAMES)))
+    figures.matrices(tmp_path / "m.png", {"error consistency κ": (NAMES, grid, -1.0, 1.0),
+                                          "linear CKA": (NAMES[:40], grid[:40, :40], 0.0, 1.0)},
+                     title="Agreement on imagenet-val")
+    assert outside == []
+
+
+def test_matrices_of_few_models_with_values(tmp_path, outside):
+    names = WIDE[:2] + ["a", "b"]
+    figures.matrices(tmp_path / "m.png", {"κ": (names, np.eye(4), -1.0, 1.0)}, title="Agreement")
+    assert outside == []
+
+
+def test_lines_with_a_legend_beside(tmp_path, outside):
+    rng = np.random.default_rng(1)
+    panels = {p: {m: ([1.0, 1.5, 2.0], list(rng.random(3) * 100)) for m in NAMES} for p in ("scale", "shift")}
+    figures.lines(tmp_path / "l.png", panels, ylabel="top-1 (%)", title="Invariance: top-1 (%)")
+    assert outside == []
+
+
+@pytest.mark.parametrize("n_groups", [3, 7, 20])
+def test_bars_for_many_models(tmp_path, outside, n_groups):
+    rng = np.random.default_rng(2)
+    groups = [f"imagenet-{g}-WWW" for g in range(n_groups)]
+    series = {m: list(rng.random(n_groups)) for m in NAMES}
+    errors = {m: [(v - 0.05, v + 0.05) for v in values] for m, values in series.items()}
+    figures.grouped_bars(tmp_path / "b.png", groups, series, ylabel="top-1", title="Robustness", errors=errors)
+    assert outside == []
+
+
+def test_bars_for_few_models(tmp_path, outside):
+    rng = np.random.default_rng(3)
+    groups = [f"group-{g}-WWW" for g in range(20)]
+    figures.grouped_bars(tmp_path / "b.png", groups, {m: list(rng.random(20)) for m in WIDE[:2]},
+                         ylabel="error ratio", title="ImageNet-X", hline=1.0)
+    assert outside == []
+
+
+def test_heatmap_with_long_row_and_column_names(tmp_path, outside):
+    rng = np.random.default_rng(4)
+    columns = ["top-1 imagenet-val", "ECE imagenet-sketch-WWW", "shape bias", "mean error ratio imagenet-x"]
+    figures.heatmap(tmp_path / "h.png", NAMES, columns,
+                    {"z-score (higher is better)": rng.normal(size=(len(NAMES), 4)),
+                     "rank": rng.random((len(NAMES), 4))}, title="Ranking")
+    assert outside == []
+
+
+def test_reliability_as_heat_maps(tmp_path, outside):
+    edges = np.linspace(0, 1, 16)
+    curve = {"lower": edges[:-1], "upper": edges[1:], "accuracy": np.linspace(0, 1, 15),
+             "confidence": np.linspace(0, 1, 15), "count": np.arange(15.0)}
+    plot_reliability(tmp_path / "r.png", {m: curve for m in NAMES}, "Calibration on imagenet-val")
+    assert outside == []

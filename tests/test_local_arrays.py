@@ -1,0 +1,106 @@
+"""Small arrays read without zarr (schemas/local_arrays.py): zarr's values, zarr's fill value for a chunk never
+written, and zarr's own read (with its errors) for every layout or chunk it does not take."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BytesCodec, ZstdCodec
+
+from analyze.store import AnalysisError, RunKey, StoreReader
+from schemas import integrity
+from schemas.local_arrays import read_local
+
+
+def _array(tmp_path, values, chunks, *, fill=0, compressors=ZstdCodec(level=3), endian="little", skip_empty=False):
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=values.shape, chunks=chunks, dtype=values.dtype,
+                            fill_value=fill, compressors=compressors, serializer=BytesCodec(endian=endian),
+                            config={"write_empty_chunks": not skip_empty})
+    arr[...] = values
+    return zarr.open_array(tmp_path / "a.zarr", mode="r")
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint32, np.int64, np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_values_are_zarrs(tmp_path, dtype, endian):
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal((13, 5)) * 100).astype(dtype)  # chunks of 4 x 2: the edge ones padded
+    arr = _array(tmp_path, values, (4, 2), endian=endian)
+    got = read_local(arr)
+    assert got is not None and got.dtype == arr.dtype and got.shape == values.shape
+    np.testing.assert_array_equal(got, arr[...])
+    np.testing.assert_array_equal(got, values)
+
+
+def test_uncompressed_chunks(tmp_path):
+    values = np.arange(10, dtype=np.uint32)
+    got = read_local(_array(tmp_path, values, (3,), compressors=None))
+    np.testing.assert_array_equal(got, values)
+
+
+def test_a_chunk_never_written_is_the_fill_value(tmp_path):
+    values = np.arange(12, dtype=np.float32)
+    values[4:8] = -1.5
+    arr = _array(tmp_path, values, (4,), fill=-1.5, skip_empty=True)
+    assert not (tmp_path / "a.zarr" / "c" / "1").exists()  # zarr left it out: only the fill value
+    np.testing.assert_array_equal(read_local(arr), arr[...])
+
+
+def test_a_damaged_chunk_is_left_to_zarr(tmp_path):
+    arr = _array(tmp_path, np.arange(12, dtype=np.uint32), (4,))
+    chunk = tmp_path / "a.zarr" / "c" / "1"
+    chunk.write_bytes(chunk.read_bytes()[:-3])  # a truncated frame
+    assert read_local(arr) is None
+    with pytest.raises(Exception):
+        arr[...]  # what the caller meets: zarr's own error
+
+
+def test_a_chunk_of_another_size_is_left_to_zarr(tmp_path):
+    arr = _array(tmp_path, np.arange(12, dtype=np.uint32), (4,), compressors=None)
+    (tmp_path / "a.zarr" / "c" / "2").write_bytes(b"\0" * 8)
+    assert read_local(arr) is None
+
+
+def test_other_layouts_are_left_to_zarr(tmp_path):
+    values = np.arange(40, dtype=np.float32).reshape(20, 2)
+    sharded = zarr.create_array(tmp_path / "s.zarr", shape=values.shape, chunks=(2, 2), shards=(10, 2),
+                                dtype=values.dtype)
+    sharded[...] = values
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=values.shape, chunks=(5, 2), dtype=values.dtype)
+    in_memory[...] = values
+    text = zarr.create_array(tmp_path / "t.zarr", shape=(3,), chunks=(3,), dtype=str)
+    text[...] = np.array(["a", "bb", "c"])
+    for arr in (sharded, in_memory, text):
+        assert read_local(arr) is None, arr
+
+
+def _run_store(kit, tmp_path):
+    """A store of one run of three blocks, as the extractor writes it."""
+    rng = np.random.default_rng(1)
+    n = 25_000
+    store = tmp_path / "s.zarr"
+    kit.write(store, "imagenet-val", "center", "m", rng.standard_normal((n, 4)).astype(np.float32),
+              sample_id=kit.val_ids(n), label=rng.integers(0, 4, n).astype(np.int32))
+    return store
+
+
+def test_a_torn_done_flag_is_still_found(kit, tmp_path):
+    """integrity.done_flags reads local flags this way; an undecodable flag chunk still counts as not done."""
+    store = _run_store(kit, tmp_path)
+    run = zarr.open_group(store, mode="r")["imagenet-val/center/m"]
+    assert read_local(run["block_done"]) is not None
+    np.testing.assert_array_equal(integrity.done_flags(run)[0], [True, True, True])
+    (store / "imagenet-val/center/m/block_done/c/1").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    flags, torn = integrity.done_flags(zarr.open_group(store, mode="r")["imagenet-val/center/m"])
+    assert torn == [1] and flags.tolist() == [True, False, True]
+
+
+def test_a_damaged_checksum_table_is_refused_by_name(kit, tmp_path):
+    store = _run_store(kit, tmp_path)
+    key = RunKey("imagenet-val", "center", "m")
+    table = StoreReader(store).checksums(key)
+    assert table is not None and table.shape[0] == 3
+    np.testing.assert_array_equal(table, zarr.open_group(store, mode="r")[f"{key.path}/block_checksum"][...])
+    (store / f"{key.path}/block_checksum/c/2/0").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    with pytest.raises(AnalysisError, match="block_checksum.*unreadable"):
+        StoreReader(store).checksums(key)
