@@ -118,7 +118,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _inches(labels: Iterable[str], size: float) -> float:
+def label_inches(labels: Iterable[str], size: float) -> float:
     """The width in inches of the widest of ``labels`` at ``size`` points, as the Agg backend lays it out.
 
     Margins come from this, not from a layout engine's measuring pass (which costs about as much as drawing
@@ -209,7 +209,7 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
     # Margins from the longest name's measured width, not tight_layout: its measuring pass costs as much as
     # drawing.
     width, height = fig.get_size_inches()
-    left = 0.3 + _inches(names, 7)
+    left = 0.3 + label_inches(names, 7)
     fig.set_size_inches(width + left, height)
     fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
                         top=1 - 0.55 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
@@ -258,12 +258,12 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     # Margins from the labels' measured widths (the column labels at 60 degrees: the first one reaches left of
     # its column), not a tight bounding box: measuring it costs a second drawing of every cell's text.
     row_font = 8 if n_rows <= 60 else 6
-    slant = _inches(columns, 8)
-    left = 0.3 + max(_inches(rows, row_font), 0.5 * _inches(columns[:1], 8))
+    slant = label_inches(columns, 8)
+    left = 0.3 + max(label_inches(rows, row_font), 0.5 * label_inches(columns[:1], 8))
     bottom = 0.45 + 0.87 * slant
     top, right = 0.55, 0.9  # right: the last colour bar's ticks and label
-    width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.4 + _inches([title], 12))  # the title fits
-    height = top + bottom + max(0.35 + 0.24 * n_rows, 0.3 + _inches(panels, 10))  # colour bar labels fit
+    width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.4 + label_inches([title], 12))  # the title fits
+    height = top + bottom + max(0.35 + 0.24 * n_rows, 0.3 + label_inches(panels, 10))  # colour bar labels fit
     fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True, figsize=(width, height))
     for ax, (label, values) in zip(axes[0], panels.items()):
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
@@ -293,7 +293,7 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     a report with every run cached spends drawing."""
     m = max((len(names) for names, *_ in panels.values()), default=1)
     font = 8 if m <= 16 else 6
-    label = 0.1 + _inches((n for names, *_ in panels.values() for n in names), font)  # names and their gap
+    label = 0.1 + label_inches((n for names, *_ in panels.values() for n in names), font)  # names and their gap
     side = max(2.6, 0.25 * m + 0.3)  # the matrix
     bar, top, edge = 0.85, 0.75, 0.15  # colour bar with its numbers; both titles; the picture's border
     count = max(1, len(panels))

@@ -99,3 +99,19 @@ def test_reliability_as_heat_maps(tmp_path, outside):
              "confidence": np.linspace(0, 1, 15), "count": np.arange(15.0)}
     plot_reliability(tmp_path / "r.png", {m: curve for m in NAMES}, "Calibration on imagenet-val")
     assert outside == []
+
+
+def test_bars_for_few_models_and_groups(tmp_path, outside):
+    groups = ["imagenet-v2", "imagenet-sketch-WWW", "imagenet-r", "imagenet-a", "imagenet-real", "imagenet-hard",
+              "imagenet-c (mean)"]
+    series = {m: list(np.linspace(0.2, 0.9, len(groups))) for m in WIDE[:2]}
+    figures.grouped_bars(tmp_path / "b.png", groups, series, ylabel="top-1", title="Robustness")
+    assert outside == []
+
+
+def test_reliability_of_a_few_models(tmp_path, outside):
+    edges = np.linspace(0, 1, 16)
+    curve = {"lower": edges[:-1], "upper": edges[1:], "accuracy": np.linspace(0, 1, 15),
+             "confidence": np.linspace(0, 1, 15), "count": np.arange(15.0)}
+    plot_reliability(tmp_path / "r.png", {m: curve for m in WIDE[:2] + ["a", "b", "c"]}, "Calibration on imagenet-val")
+    assert outside == []

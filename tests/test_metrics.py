@@ -490,6 +490,27 @@ def test_unit_weights_equal_point_estimate():
     assert float(ece(conf, correct, weights=np.ones((1, 100)))[0]) == pytest.approx(float(ece(conf, correct)), rel=1e-6)
 
 
+@pytest.mark.parametrize("n", [0, 7, 50_000, 249_999])
+def test_group_sums_point_estimate_is_the_one_hot_columns_sum_bit_for_bit(n):
+    """Without weights the sums come from bincount; a report cached before that change summed one-hot columns.
+    Both must give the same bits (ECE, reliability, per-group accuracy are recomputed from cached summaries)."""
+    from analyze.metrics import group_sums
+
+    rng = np.random.default_rng(n)
+    group, a, b = rng.integers(0, 15, n), rng.random(n), (rng.random(n) < 0.5)
+    onehot = np.zeros((n, 15))
+    onehot[np.arange(n), group] = 1.0
+    columns = np.concatenate([onehot, onehot * a[:, None], onehot * b.astype(float)[:, None]], axis=1)
+    expected = columns.sum(axis=0, dtype=np.float64)
+    got = group_sums(group, 15, [a, b])
+    assert got.dtype == np.float64 and got.shape == (45,)
+    np.testing.assert_array_equal(got.view(np.uint64), expected.view(np.uint64))
+    if n == 0:
+        return
+    weights = rng.poisson(1.0, (3, n)).astype(np.uint8)
+    np.testing.assert_allclose(group_sums(group, 15, [a, b], weights), (weights @ columns), rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------- bootstrap
 def _percentile(values, q):
     """Linear-interpolation percentile (numpy's default), written out."""

@@ -96,6 +96,27 @@ def wsum(x: np.ndarray, weights: np.ndarray | DeferredWeights | None = None) -> 
     return out.reshape(out.shape[:-1] + x.shape[1:]).astype(np.float64)
 
 
+def group_sums(group: np.ndarray, n_groups: int, values: list[np.ndarray],
+               weights: np.ndarray | DeferredWeights | None = None) -> np.ndarray:
+    """Per group ``g`` in ``0 .. n_groups - 1``: the weight total, then each of ``values``' weighted sum, as one
+    axis ``[(1 + len(values)) * n_groups]`` (``[B, ...]`` with ``[B, n]`` weights):
+
+        count_g = sum_{i: group_i = g} w_i        sum_g(v) = sum_{i: group_i = g} w_i v_i
+
+    Weighted, through one-hot columns (one product serves every statistic of a population). The point estimate
+    by ``bincount``: the same additions in the same order as summing those columns, so the same bits, without
+    an ``[n, groups]`` matrix."""
+    group = np.asarray(group)
+    if weights is None:
+        parts = [np.bincount(group, minlength=n_groups).astype(np.float64)]
+        parts += [np.bincount(group, weights=np.asarray(v, dtype=np.float64), minlength=n_groups) for v in values]
+        return np.concatenate(parts)
+    onehot = np.zeros((len(group), n_groups))
+    onehot[np.arange(len(group)), group] = 1.0
+    return wsum(np.concatenate([onehot] + [onehot * np.asarray(v, dtype=np.float64)[:, None] for v in values],
+                               axis=1), weights)
+
+
 def wmean(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean over samples; NaN where the weights sum to zero."""
     x = np.asarray(x, dtype=np.float64)

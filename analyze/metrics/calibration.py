@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import check_same_length, wsum
+from . import check_same_length, group_sums
 
 N_BINS = 15
 
@@ -33,12 +33,7 @@ def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
 
 
 def _bin_sums(confidence, correct, n_bins, weights):
-    onehot = np.zeros((len(confidence), n_bins))
-    onehot[np.arange(len(confidence)), bin_index(confidence, n_bins)] = 1.0
-    conf = np.asarray(confidence, dtype=np.float64)[:, None]
-    hit = np.asarray(correct, dtype=np.float64)[:, None]
-    stacked = np.concatenate([onehot, onehot * conf, onehot * hit], axis=1)
-    sums = wsum(stacked, weights)
+    sums = group_sums(bin_index(confidence, n_bins), n_bins, [confidence, correct], weights)
     return sums[..., :n_bins], sums[..., n_bins:2 * n_bins], sums[..., 2 * n_bins:]
 
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import check_same_length, wsum
+from . import check_same_length, group_sums
 
 
 def group_means(values: np.ndarray, groups: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(group_keys, means)`` with ``means [G]`` or ``[B, G]``; ``groups [n]`` any sortable labels."""
     check_same_length(values=values, groups=groups)
     keys, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    onehot = np.zeros((len(inverse), len(keys)))
-    onehot[np.arange(len(inverse)), inverse] = 1.0
-    stacked = np.concatenate([onehot, onehot * np.asarray(values, dtype=np.float64)[:, None]], axis=1)
-    sums = wsum(stacked, weights)
+    sums = group_sums(inverse, len(keys), [values], weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         return keys, sums[..., len(keys):] / sums[..., :len(keys)]

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..context import Context, Section, select
-from ..figures import background, heatmap
+from ..figures import background, heatmap, label_inches
 from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
 from ..store import RunKey
@@ -41,7 +41,8 @@ def plot_reliability(path, curves: dict[str, dict], title: str):
                        limits={"accuracy - confidence": (-0.5, 0.5)})
     cols = min(PER_ROW, len(curves))
     rows = -(-len(curves) // cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(3.2 * cols, 4.6 * rows + 1), squeeze=False,
+    column = max(3.2, label_inches(curves, 9) / 0.8 + 0.3)  # each model's name fits above its panel
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(column * cols, 4.6 * rows + 1), squeeze=False,
                              gridspec_kw={"height_ratios": [2, 1] * rows})
     for k, (model, r) in enumerate(curves.items()):
         i, j = 2 * (k // cols), k % cols
