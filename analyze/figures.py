@@ -293,15 +293,15 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     a report with every run cached spends drawing."""
     m = max((len(names) for names, *_ in panels.values()), default=1)
     font = 8 if m <= 16 else 6
-    label = 0.1 + label_inches((n for names, *_ in panels.values() for n in names), font)  # names and their gap
+    margin = 0.1 + label_inches((n for names, *_ in panels.values() for n in names), font)  # names, their gap
     side = max(2.6, 0.25 * m + 0.3)  # the matrix
     bar, top, edge = 0.85, 0.75, 0.15  # colour bar with its numbers; both titles; the picture's border
     count = max(1, len(panels))
-    width, height = 2 * edge + count * (label + side + bar), edge + top + side + label
+    width, height = 2 * edge + count * (margin + side + bar), edge + top + side + margin
     fig = plt.figure(figsize=(width, height))
-    for k, (title_k, (names, grid, low, high)) in enumerate(panels.items()):
-        x0 = edge + k * (label + side + bar) + label
-        ax = fig.add_axes((x0 / width, (edge + label) / height, side / width, side / height))
+    for k, (panel, (names, grid, low, high)) in enumerate(panels.items()):
+        x0 = edge + k * (margin + side + bar) + margin
+        ax = fig.add_axes((x0 / width, (edge + margin) / height, side / width, side / height))
         image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis", aspect="auto")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -310,13 +310,14 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
         for i, name in enumerate(names):
             ax.text(i, 0, name, rotation=90, ha="center", va="top", fontsize=font, transform=below)
             ax.text(0, i, name, ha="right", va="center", fontsize=font, transform=beside)
-        ax.set_title(title_k)
+        ax.set_title(panel)
         if len(names) <= 10:
             for (i, j), value in np.ndenumerate(grid):
                 if np.isfinite(value):
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if value < (low + high) / 2 else "black")
-        bar_axes = fig.add_axes(((x0 + side + 0.12) / width, (edge + label) / height, 0.15 / width, side / height))
+        bar_axes = fig.add_axes(((x0 + side + 0.12) / width, (edge + margin) / height, 0.15 / width,
+                                 side / height))
         fig.colorbar(image, cax=bar_axes)
     fig.suptitle(title, y=1 - edge / height, va="top")
     return _save(fig, path)
