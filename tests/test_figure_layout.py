@@ -93,10 +93,14 @@ def test_heatmap_with_long_row_and_column_names(tmp_path, outside):
     assert outside == []
 
 
-def test_reliability_as_heat_maps(tmp_path, outside):
+def _reliability_curve() -> dict[str, np.ndarray]:
     edges = np.linspace(0, 1, 16)
-    curve = {"lower": edges[:-1], "upper": edges[1:], "accuracy": np.linspace(0, 1, 15),
-             "confidence": np.linspace(0, 1, 15), "count": np.arange(15.0)}
+    return {"lower": edges[:-1], "upper": edges[1:], "accuracy": np.linspace(0, 1, 15),
+            "confidence": np.linspace(0, 1, 15), "count": np.arange(15.0)}
+
+
+def test_reliability_as_heat_maps(tmp_path, outside):
+    curve = _reliability_curve()
     plot_reliability(tmp_path / "r.png", {m: curve for m in NAMES}, "Calibration on imagenet-val")
     assert outside == []
 
@@ -110,8 +114,6 @@ def test_bars_for_few_models_and_groups(tmp_path, outside):
 
 
 def test_reliability_of_a_few_models(tmp_path, outside):
-    edges = np.linspace(0, 1, 16)
-    curve = {"lower": edges[:-1], "upper": edges[1:], "accuracy": np.linspace(0, 1, 15),
-             "confidence": np.linspace(0, 1, 15), "count": np.arange(15.0)}
+    curve = _reliability_curve()
     plot_reliability(tmp_path / "r.png", {m: curve for m in WIDE[:2] + ["a", "b", "c"]}, "Calibration on imagenet-val")
     assert outside == []
