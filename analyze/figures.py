@@ -258,9 +258,8 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     # Margins from the labels' measured widths (the column labels at 60 degrees: the first one reaches left of
     # its column), not a tight bounding box: measuring it costs a second drawing of every cell's text.
     row_font = 8 if n_rows <= 60 else 6
-    slant = label_inches(columns, 8)
     left = 0.3 + max(label_inches(rows, row_font), 0.5 * label_inches(columns[:1], 8))
-    bottom = 0.45 + 0.87 * slant
+    bottom = 0.45 + 0.87 * label_inches(columns, 8)  # sin 60 degrees
     top, right = 0.55, 0.9  # right: the last colour bar's ticks and label
     width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.4 + label_inches([title], 12))  # the title fits
     height = top + bottom + max(0.35 + 0.24 * n_rows, 0.3 + label_inches(panels, 10))  # colour bar labels fit

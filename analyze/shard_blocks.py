@@ -19,14 +19,13 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import zarr
-from numcodecs import Zstd
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
-from zarr.storage import LocalStore
+
+from schemas.local_arrays import ZSTD, local_folder
 
 EMPTY = 2**64 - 1  # the shard index's offset and size of a chunk that was not written
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_zstd = Zstd()  # decoding keeps no state between calls: one for every thread
 
 
 def frame_content_size(frame: memoryview) -> int | None:
@@ -57,10 +56,8 @@ class ShardBlocks:
     @classmethod
     def of(cls, array: zarr.Array) -> ShardBlocks | None:
         """The reader of ``array`` when it is laid out as the extractor writes runs in a local store, else None."""
-        store, meta = array.store_path.store, array.metadata
-        if not isinstance(store, LocalStore) or getattr(meta, "zarr_format", None) != 3 or array.ndim != 2:
-            return None
-        if len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec) or meta.storage_transformers:
+        folder, meta = local_folder(array), array.metadata
+        if folder is None or array.ndim != 2 or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
             return None
         sharding, little = meta.codecs[0], sys.byteorder == "little"
         inner, index = sharding.codecs, sharding.index_codecs
@@ -75,7 +72,7 @@ class ShardBlocks:
         shard, chunk = array.shards, array.chunks
         if shard[1] != array.shape[1] or chunk[1] != array.shape[1] or shard[0] % chunk[0] or array.dtype.hasobject:
             return None  # a shard or chunk not spanning every column, or not whole chunks of rows
-        return cls(Path(store.root) / array.store_path.path, array)
+        return cls(folder, array)
 
     def read(self, rows: slice) -> np.ndarray | None:
         """The values of ``rows`` when they are exactly one shard, whole and clean on disk; None for zarr to read."""
@@ -107,7 +104,7 @@ class ShardBlocks:
             padded = first + self.chunk_rows > len(out)
             into = np.empty((self.chunk_rows, self.columns), self.dtype) if padded else out[first:first + self.chunk_rows]
             try:
-                _zstd.decode(frame, out=into)
+                ZSTD.decode(frame, out=into)
             except (RuntimeError, ValueError):  # a damaged frame: zarr reads it again and names the damage
                 return None
             if padded:

@@ -21,14 +21,23 @@ from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.storage import LocalStore
 
-_zstd = Zstd()  # decoding keeps no state between calls: one for every thread
+ZSTD = Zstd()  # decoding keeps no state between calls: one for every thread
 LIMIT = 1 << 24  # bytes: beyond this an array is not "small", and zarr's concurrent reads pay off
+
+
+def local_folder(array: zarr.Array) -> Path | None:
+    """The folder of a zarr v3 array's chunk files when its store is the local file system and nothing transforms
+    its keys; None otherwise (the array is then read through zarr)."""
+    store, meta = array.store_path.store, array.metadata
+    if not isinstance(store, LocalStore) or getattr(meta, "zarr_format", None) != 3 or meta.storage_transformers:
+        return None
+    return Path(store.root) / array.store_path.path
 
 
 def read_local(array: zarr.Array) -> np.ndarray | None:
     """Every value of ``array`` read from its chunk files, or None when zarr must read it (see the module)."""
-    store, meta = array.store_path.store, array.metadata
-    if not isinstance(store, LocalStore) or getattr(meta, "zarr_format", None) != 3 or meta.storage_transformers:
+    folder, meta = local_folder(array), array.metadata
+    if folder is None:
         return None
     codecs = meta.codecs
     if not (1 <= len(codecs) <= 2 and isinstance(codecs[0], BytesCodec)
@@ -43,7 +52,6 @@ def read_local(array: zarr.Array) -> np.ndarray | None:
         else dtype
     chunks = array.chunks
     size = int(np.prod(chunks)) * dtype.itemsize
-    folder = Path(store.root) / array.store_path.path
     out = np.full(array.shape, meta.fill_value, dtype)
     grid = [range(-(-n // c)) for n, c in zip(array.shape, chunks)]
     for coords in itertools.product(*grid):
@@ -55,7 +63,7 @@ def read_local(array: zarr.Array) -> np.ndarray | None:
             return None
         if len(codecs) == 2:
             try:
-                data = _zstd.decode(data)
+                data = ZSTD.decode(data)
             except (RuntimeError, ValueError):  # damaged: zarr reads it again and names the damage
                 return None
         if len(data) != size:
