@@ -22,9 +22,8 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 
-from schemas.local_arrays import ZSTD, local_folder
+from schemas.local_arrays import EMPTY, ZSTD, local_folder
 
-EMPTY = 2**64 - 1  # the shard index's offset and size of a chunk that was not written
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 

@@ -12,7 +12,7 @@ import zarr
 
 from schemas import integrity
 from schemas import layout as L
-from schemas.local_arrays import read_local
+from schemas.local_arrays import read_local, read_whole
 from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
@@ -206,7 +206,7 @@ class StoreReader:
             return self._samples[dataset].label
         if dataset not in self._labels:
             try:
-                self._labels[dataset] = np.asarray(self.root[dataset][L.LABEL][...])
+                self._labels[dataset] = read_whole(self.root[dataset][L.LABEL])
             except Exception:  # noqa: BLE001 - a damaged chunk: the sample list's check names it
                 self.samples(dataset)
                 raise
@@ -256,7 +256,7 @@ class StoreReader:
         """A whole row array of a run, every block checked against its recorded checksum."""
         arr = self.root[key.path][name]
         try:
-            values = np.asarray(arr[...])
+            values = read_whole(arr)
         except Exception as first:  # noqa: BLE001 - some chunk does not decode: find which, block by block
             reraise_network(first, self.url)
             where, error = "", first

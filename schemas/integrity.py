@@ -34,7 +34,7 @@ from . import layout as L
 from .remote import reraise_network
 from .snapshot import SnapshotStore
 from .fingerprint import sample_digest
-from .local_arrays import read_local
+from .local_arrays import read_local, read_whole
 
 ALGORITHM = "crc32c"
 # The row arrays a block checksum covers, in this column order (features only when the run has them).
@@ -239,7 +239,7 @@ def read_sample_list(group: zarr.Group) -> tuple[dict[str, np.ndarray], list[Dam
     damage: list[Damage] = []
     for name, arr in group.arrays():
         try:
-            values[name] = np.asarray(arr[...])
+            values[name] = read_whole(arr)
         except Exception as error:  # noqa: BLE001 - some chunk does not decode: name the blocks, one by one
             reraise_network(error, arr.store)
             part = L.Blocks(arr.shape[0])

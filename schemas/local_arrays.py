@@ -1,4 +1,4 @@
-"""A whole small array read straight from its chunk files, when it lies on the local file system.
+"""Whole arrays read straight from their chunk or shard files, when they lie on the local file system.
 
 Opening a store reads two small arrays per run (``block_done``, ``block_checksum``: a chunk per block). Through
 zarr each costs about 4 ms of its event loop whatever its size: two thirds of what opening the 400 runs of a
@@ -8,20 +8,29 @@ Only plain layouts are read this way: a local store, a regular chunk grid, codec
 ``zstd``, a numeric or bool dtype. A chunk file that is absent reads as the fill value, as zarr reads it. Any
 other layout, and any chunk that does not decode to exactly its size, is left to zarr (``None``), so what a
 read returns and every error a damaged chunk raises stay zarr's.
+
+``read_sharded`` does the same for the per-sample arrays the extractor writes (sample ids, labels, columns, valid
+flags: one shard a block of rows, zstd chunks inside): zarr reads ImageNet-C's 3.75 M sample ids as 3,750 chunks
+through its event loop (about 2 s, 0.9 s for the labels alone, and as much for each run's valid flags), time the
+studies' thread spends while the reading threads wait for it to let go of the interpreter.
 """
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import zarr
-from numcodecs import Zstd
-from zarr.codecs import BytesCodec, ZstdCodec
+from numcodecs import VLenUTF8, Zstd
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, VLenUTF8Codec, ZstdCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.storage import LocalStore
 
 ZSTD = Zstd()  # decoding keeps no state between calls: one for every thread
+VLEN_UTF8 = VLenUTF8()
+EMPTY = 2**64 - 1  # a shard index's offset and size of a chunk that was not written
 LIMIT = 1 << 24  # bytes: beyond this an array is not "small", and zarr's concurrent reads pay off
 
 
@@ -32,6 +41,13 @@ def local_folder(array: zarr.Array) -> Path | None:
     if not isinstance(store, LocalStore) or getattr(meta, "zarr_format", None) != 3 or meta.storage_transformers:
         return None
     return Path(store.root) / array.store_path.path
+
+
+def _stored_dtype(dtype: np.dtype, codec: BytesCodec) -> np.dtype:
+    """``dtype`` in the byte order the ``bytes`` codec wrote."""
+    if dtype.itemsize == 1:
+        return dtype
+    return dtype.newbyteorder("<" if codec.endian is None or codec.endian.value == "little" else ">")
 
 
 def read_local(array: zarr.Array) -> np.ndarray | None:
@@ -47,9 +63,7 @@ def read_local(array: zarr.Array) -> np.ndarray | None:
     if not isinstance(meta.chunk_grid, RegularChunkGrid) or not isinstance(dtype, np.dtype) \
             or dtype.kind not in "biuf" or array.nbytes > LIMIT:
         return None
-    endian = codecs[0].endian
-    stored = dtype.newbyteorder("<" if endian is None or endian.value == "little" else ">") if dtype.itemsize > 1 \
-        else dtype
+    stored = _stored_dtype(dtype, codecs[0])
     chunks = array.chunks
     size = int(np.prod(chunks)) * dtype.itemsize
     out = np.full(array.shape, meta.fill_value, dtype)
@@ -72,3 +86,68 @@ def read_local(array: zarr.Array) -> np.ndarray | None:
         values = np.frombuffer(data, stored).reshape(chunks)  # edge chunks are stored whole, padded
         out[where] = values[tuple(slice(0, s.stop - s.start) for s in where)]
     return out
+
+
+def read_sharded(array: zarr.Array) -> np.ndarray | None:
+    """Every value of a 1-D sharded array read from its shard files, or None when zarr must read it.
+
+    The layout read: a local store, a regular grid of whole shards, chunks of ``bytes`` (numeric or bool) or
+    ``vlen-utf8`` then ``zstd``, the shard index (``bytes``, ``crc32c``) at the end. An absent shard file or a chunk the index marks unwritten reads as the
+    fill value, as in zarr; an index that does not check, a frame that does not decode or a chunk of another size
+    is left to zarr, which raises. Strings come back as an object array of ``str`` (as numcodecs decodes them), where
+    zarr gives numpy's StringDType: the same values, and a quarter of the time to make fixed-width (``<U``) of.
+    """
+    folder, meta = local_folder(array), array.metadata
+    if folder is None or array.ndim != 1 or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
+        return None
+    sharding = meta.codecs[0]
+    inner, index = sharding.codecs, sharding.index_codecs
+    strings = isinstance(inner[0], VLenUTF8Codec)
+    if not (len(inner) == 2 and isinstance(inner[1], ZstdCodec) and (strings or isinstance(inner[0], BytesCodec))
+            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+            and (index[0].endian is None or index[0].endian.value == "little")
+            and sharding.index_location == ShardingCodecIndexLocation.end
+            and isinstance(meta.chunk_grid, RegularChunkGrid)):
+        return None
+    dtype = array.dtype
+    if strings != (dtype.kind == "T") or (not strings and (not isinstance(dtype, np.dtype) or dtype.kind not in "biuf")):
+        return None
+    (n,), (shard,), (chunk,) = array.shape, array.shards, array.chunks
+    if shard % chunk:
+        return None
+    per_shard, stored = shard // chunk, None if strings else _stored_dtype(dtype, inner[0])
+    out = np.full(n, meta.fill_value, object if strings else dtype)
+    for first in range(0, n, shard):
+        try:
+            data = (folder / meta.encode_chunk_key((first // shard,))).read_bytes()
+        except FileNotFoundError:
+            continue  # never written: the fill value
+        except OSError:
+            return None
+        body = len(data) - 16 * per_shard - 4
+        if body < 0 or google_crc32c.value(data[body:-4]) != int.from_bytes(data[-4:], "little"):
+            return None
+        table = np.frombuffer(data, "<u8", 2 * per_shard, body).reshape(per_shard, 2)
+        frames = memoryview(data)
+        for c, (offset, size) in enumerate(table.tolist()):
+            start = first + c * chunk
+            if offset == EMPTY or start >= n:
+                continue
+            if offset + size > body:
+                return None
+            try:
+                decoded = ZSTD.decode(frames[offset:offset + size])
+                values = VLEN_UTF8.decode(decoded) if strings else np.frombuffer(decoded, stored)
+            except (RuntimeError, ValueError, TypeError):  # damaged: zarr reads it again and names the damage
+                return None
+            if len(values) != chunk:  # chunks are stored whole, the last one padded
+                return None
+            out[start:start + chunk] = values[: n - start]
+    return out
+
+
+def read_whole(array: zarr.Array) -> np.ndarray:
+    """Every value of ``array``: from its files where its layout is one read here (strings then as objects), else
+    through zarr (whose errors stand)."""
+    got = read_sharded(array) if array.shards is not None else read_local(array)
+    return got if got is not None else np.asarray(array[...])

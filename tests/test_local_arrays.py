@@ -1,4 +1,4 @@
-"""Small arrays read without zarr (schemas/local_arrays.py): zarr's values, zarr's fill value for a chunk never
+"""Arrays read without zarr (schemas/local_arrays.py): zarr's values, zarr's fill value for a chunk or shard never
 written, and zarr's own read (with its errors) for every layout or chunk it does not take."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zarr.codecs import BytesCodec, ZstdCodec
 
 from analyze.store import AnalysisError, RunKey, StoreReader
 from schemas import integrity
-from schemas.local_arrays import read_local
+from schemas.local_arrays import read_local, read_sharded, read_whole
 
 
 def _array(tmp_path, values, chunks, *, fill=0, compressors=ZstdCodec(level=3), endian="little", skip_empty=False):
@@ -74,6 +74,82 @@ def test_other_layouts_are_left_to_zarr(tmp_path):
         assert read_local(arr) is None, arr
 
 
+def _sharded(tmp_path, values, *, shard=12, chunk=4, fill=0, endian="little", skip_empty=False, name="s.zarr"):
+    """A 1-D array as the extractor writes per-sample arrays: one shard a block, zstd chunks inside."""
+    strings = values.dtype.kind in "UOT"
+    arr = zarr.create_array(tmp_path / name, shape=values.shape, chunks=(chunk,), shards=(shard,),
+                            dtype=str if strings else values.dtype, fill_value="" if strings else fill,
+                            compressors=ZstdCodec(level=3), serializer="auto" if strings else BytesCodec(endian=endian),
+                            config={"write_empty_chunks": not skip_empty})
+    arr[...] = values
+    return zarr.open_array(tmp_path / name, mode="r")
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int32, np.uint64, np.float16, np.float64])
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_sharded_values_are_zarrs(tmp_path, dtype, endian):
+    rng = np.random.default_rng(2)
+    values = (rng.standard_normal(23) * 100).astype(dtype)  # 23 rows: the last shard and its last chunk padded
+    arr = _sharded(tmp_path, values, endian=endian)
+    got = read_sharded(arr)
+    assert got is not None and got.dtype == arr.dtype and got.shape == values.shape
+    np.testing.assert_array_equal(got, arr[...])
+    np.testing.assert_array_equal(got, values)
+
+
+def test_sharded_strings_are_zarrs_values_as_objects(tmp_path):
+    values = np.array(["n01440764/ILSVRC2012_val_00000293.JPEG", "", "é/ü/ß", "a" * 300, "x"] * 5)
+    arr = _sharded(tmp_path, values, shard=6, chunk=3)
+    got = read_sharded(arr)
+    assert got is not None and got.dtype == object and all(type(v) is str for v in got)
+    assert got.tolist() == arr[...].tolist() == values.tolist()
+
+
+def test_sharded_unwritten_shards_and_chunks_are_the_fill_value(tmp_path):
+    values = np.arange(30, dtype=np.int32)
+    values[12:16] = 7  # one whole chunk of the fill value: left out of its shard
+    arr = _sharded(tmp_path, values, fill=7, skip_empty=True)
+    (tmp_path / "s.zarr" / "c" / "2").unlink()  # rows 24:30: a shard never written
+    want = arr[...]
+    assert (want[24:] == 7).all() and (want[:24] == values[:24]).all()
+    np.testing.assert_array_equal(read_sharded(arr), want)
+    words = ["a", "b", "c", "d", "e"] * 5
+    text = _sharded(tmp_path, np.array(words), name="t.zarr")
+    (tmp_path / "t.zarr" / "c" / "1").unlink()  # rows 12:24
+    assert read_sharded(text).tolist() == text[...].tolist() == words[:12] + [""] * 12 + words[24:]
+
+
+@pytest.mark.parametrize("damage", ["index", "frame", "short"])
+def test_a_damaged_shard_is_left_to_zarr(tmp_path, damage):
+    arr = _sharded(tmp_path, np.arange(30, dtype=np.int64))
+    shard = tmp_path / "s.zarr" / "c" / "1"
+    data = bytearray(shard.read_bytes())
+    if damage == "index":
+        data[-10] ^= 0xFF  # the index no longer gives its crc32c
+    elif damage == "frame":
+        data[6:10] = b"\0\0\0\0"  # inside the first chunk's zstd frame
+    else:
+        data = data[:20]
+    shard.write_bytes(bytes(data))
+    assert read_sharded(arr) is None
+    with pytest.raises(Exception):
+        arr[...]  # what the caller meets: zarr's own error
+    with pytest.raises(Exception):
+        read_whole(arr)
+
+
+def test_other_layouts_are_not_read_as_shards_but_read_whole_reads_them(tmp_path):
+    values = np.arange(24, dtype=np.float32)
+    plain = _array(tmp_path, values, (5,))
+    two_d = zarr.create_array(tmp_path / "d.zarr", shape=(12, 2), chunks=(2, 2), shards=(6, 2), dtype=np.float32)
+    two_d[...] = values.reshape(12, 2)
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(24,), chunks=(4,), shards=(8,), dtype=np.float32)
+    in_memory[...] = values
+    for arr in (plain, two_d, in_memory):
+        assert read_sharded(arr) is None, arr
+        np.testing.assert_array_equal(read_whole(arr), arr[...])
+
+
 def _run_store(kit, tmp_path):
     """A store of one run of three blocks, as the extractor writes it."""
     rng = np.random.default_rng(1)
@@ -104,3 +180,15 @@ def test_a_damaged_checksum_table_is_refused_by_name(kit, tmp_path):
     (store / f"{key.path}/block_checksum/c/2/0").write_bytes(b"\x28\xb5\x2f\xfd garbage")
     with pytest.raises(AnalysisError, match="block_checksum.*unreadable"):
         StoreReader(store).checksums(key)
+
+
+def test_a_stores_sample_list_and_valid_flags_read_from_shards_equal_zarrs(kit, tmp_path):
+    store = _run_store(kit, tmp_path)
+    group = zarr.open_group(store, mode="r")
+    for name in ("imagenet-val/sample_id", "imagenet-val/label", "imagenet-val/center/m/valid"):
+        got = read_sharded(group[name])
+        assert got is not None, name
+        assert got.tolist() == group[name][...].tolist(), name
+    samples = StoreReader(store).samples("imagenet-val")
+    assert samples.sample_id.dtype.kind == "U"
+    assert samples.sample_id.tolist() == group["imagenet-val/sample_id"][...].tolist()
