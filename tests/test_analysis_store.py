@@ -227,6 +227,25 @@ def test_codes_equal_numpy_unique(values):
     np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))
 
 
+
+def test_imagenet_c_cells_equal_numpy_unique_of_the_cell_names():
+    """Each row's ``corruption:severity`` cell, found from the two columns' own values: np.unique of the names
+    made row by row (a severity of 10 sorts before 2 as text, as the names are sorted)."""
+    from types import SimpleNamespace
+
+    from analyze.studies.robustness import _cells
+
+    rng = np.random.default_rng(4)
+    corruption = rng.choice(["snow", "fog", "jpeg_compression", "zoom_blur"], 3000)
+    severity = rng.choice(np.array([1, 2, 10, 5], np.int8), 3000)
+    corruption[5], severity[5] = "motion_blur", 3  # a pair on one row only
+    samples = SimpleNamespace(columns={"corruption": corruption, "severity": severity})
+    ctx = SimpleNamespace(reader=SimpleNamespace(samples=lambda dataset: samples), shared={})
+    names, index = _cells(ctx, "imagenet-c")
+    want, want_index = np.unique([f"{c}:{s}" for c, s in zip(corruption, severity)], return_inverse=True)
+    assert names.tolist() == want.tolist()
+    np.testing.assert_array_equal(index, want_index)
+
 # ------------------------------------------------------------------------------------------ cue-conflict
 def test_shape_bias_through_store(kit, tmp_path, results_of):
     cats = kit.read_cue_categories()
