@@ -131,9 +131,9 @@ def read_sharded(array: zarr.Array) -> np.ndarray | None:
         frames = memoryview(data)
         for c, (offset, size) in enumerate(table.tolist()):
             start = first + c * chunk
-            if offset == EMPTY or start >= n:
+            if (offset == EMPTY and size == EMPTY) or start >= n:  # never written, or wholly past the array's end
                 continue
-            if offset + size > body:
+            if offset + size > body:  # a half-empty entry too: zarr reads it, and raises
                 return None
             try:
                 decoded = ZSTD.decode(frames[offset:offset + size])

@@ -9,7 +9,7 @@ from zarr.codecs import BytesCodec, ZstdCodec
 
 from analyze.store import AnalysisError, RunKey, StoreReader
 from schemas import integrity
-from schemas.local_arrays import read_local, read_sharded, read_whole
+from schemas.local_arrays import EMPTY, read_local, read_sharded, read_whole
 
 
 def _array(tmp_path, values, chunks, *, fill=0, compressors=ZstdCodec(level=3), endian="little", skip_empty=False):
@@ -74,11 +74,12 @@ def test_other_layouts_are_left_to_zarr(tmp_path):
         assert read_local(arr) is None, arr
 
 
-def _sharded(tmp_path, values, *, shard=12, chunk=4, fill=0, endian="little", skip_empty=False, name="s.zarr"):
+def _sharded(tmp_path, values, *, shard=12, chunk=4, fill=None, endian="little", skip_empty=False, name="s.zarr"):
     """A 1-D array as the extractor writes per-sample arrays: one shard a block, zstd chunks inside."""
     strings = values.dtype.kind in "UOT"
     arr = zarr.create_array(tmp_path / name, shape=values.shape, chunks=(chunk,), shards=(shard,),
-                            dtype=str if strings else values.dtype, fill_value="" if strings else fill,
+                            dtype=str if strings else values.dtype,
+                            fill_value=fill if fill is not None else "" if strings else 0,
                             compressors=ZstdCodec(level=3), serializer="auto" if strings else BytesCodec(endian=endian),
                             config={"write_empty_chunks": not skip_empty})
     arr[...] = values
@@ -87,9 +88,10 @@ def _sharded(tmp_path, values, *, shard=12, chunk=4, fill=0, endian="little", sk
 
 @pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int32, np.uint64, np.float16, np.float64])
 @pytest.mark.parametrize("endian", ["little", "big"])
-def test_sharded_values_are_zarrs(tmp_path, dtype, endian):
+@pytest.mark.parametrize("n", [1, 12, 13, 23, 25])  # shards of 12, chunks of 4: the last shard and chunk padded
+def test_sharded_values_are_zarrs(tmp_path, dtype, endian, n):
     rng = np.random.default_rng(2)
-    values = (rng.standard_normal(23) * 100).astype(dtype)  # 23 rows: the last shard and its last chunk padded
+    values = (rng.standard_normal(n) * 100).astype(dtype)
     arr = _sharded(tmp_path, values, endian=endian)
     got = read_sharded(arr)
     assert got is not None and got.dtype == arr.dtype and got.shape == values.shape
@@ -117,6 +119,48 @@ def test_sharded_unwritten_shards_and_chunks_are_the_fill_value(tmp_path):
     text = _sharded(tmp_path, np.array(words), name="t.zarr")
     (tmp_path / "t.zarr" / "c" / "1").unlink()  # rows 12:24
     assert read_sharded(text).tolist() == text[...].tolist() == words[:12] + [""] * 12 + words[24:]
+
+
+@pytest.mark.parametrize("fill", ["NA", "é"])
+def test_sharded_strings_fill_unwritten_rows_with_the_arrays_fill_value(tmp_path, fill):
+    words = ["x"] * 4 + [fill] * 4 + ["y"] * 4 + ["z"] * 13  # rows 4:8 hold only the fill value: not written
+    arr = _sharded(tmp_path, np.array(words), fill=fill, skip_empty=True)
+    (tmp_path / "s.zarr" / "c" / "1").unlink()  # rows 12:24: a shard never written
+    got = read_sharded(arr)
+    assert got.tolist() == arr[...].tolist() == words[:12] + [fill] * 12 + ["z"]
+    assert all(type(v) is str for v in got)
+
+
+def _rewrite_entry(shard, chunk: int, offset: int, size: int, per_shard: int = 3) -> None:
+    """Set one entry of a shard's index and give the index its right crc32c again: damage only the values show."""
+    import google_crc32c
+
+    data = bytearray(shard.read_bytes())
+    at = len(data) - 16 * per_shard - 4 + 16 * chunk
+    data[at:at + 16] = np.array([offset, size], "<u8").tobytes()
+    data[-4:] = google_crc32c.value(bytes(data[len(data) - 16 * per_shard - 4:-4])).to_bytes(4, "little")
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("entry", ["offset-empty", "size-empty", "past-the-body"])
+def test_a_shard_index_that_checks_but_points_wrong_is_left_to_zarr(tmp_path, entry):
+    """An index entry with a right crc32c that is not a whole chunk: zarr raises on it, so it is zarr's to read."""
+    arr = _sharded(tmp_path, np.arange(30, dtype=np.int64))
+    shard = tmp_path / "s.zarr" / "c" / "1"
+    offset, size = {"offset-empty": (EMPTY, 25), "size-empty": (0, EMPTY), "past-the-body": (0, 10**6)}[entry]
+    _rewrite_entry(shard, 1, offset, size)
+    assert read_sharded(arr) is None
+    with pytest.raises(Exception):
+        arr[...]
+
+
+def test_a_flipped_index_entry_is_found_by_the_crc32c(tmp_path):
+    arr = _sharded(tmp_path, np.arange(30, dtype=np.int64))
+    shard = tmp_path / "s.zarr" / "c" / "0"
+    data = bytearray(shard.read_bytes())
+    data[-4 - 16 * 3 + 16] ^= 0x01  # chunk 1's offset moved by one byte, still inside the shard
+    shard.write_bytes(bytes(data))
+    assert read_sharded(arr) is None
 
 
 @pytest.mark.parametrize("damage", ["index", "frame", "short"])
