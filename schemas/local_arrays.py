@@ -92,10 +92,10 @@ def read_sharded(array: zarr.Array) -> np.ndarray | None:
     """Every value of a 1-D sharded array read from its shard files, or None when zarr must read it.
 
     The layout read: a local store, a regular grid of whole shards, chunks of ``bytes`` (numeric or bool) or
-    ``vlen-utf8`` then ``zstd``, the shard index (``bytes``, ``crc32c``) at the end. An absent shard file or a chunk the index marks unwritten reads as the
-    fill value, as in zarr; an index that does not check, a frame that does not decode or a chunk of another size
-    is left to zarr, which raises. Strings come back as an object array of ``str`` (as numcodecs decodes them), where
-    zarr gives numpy's StringDType: the same values, and a quarter of the time to make fixed-width (``<U``) of.
+    ``vlen-utf8`` then ``zstd``, the shard index (``bytes``, ``crc32c``) at the end. An absent shard file or a
+    chunk the index marks unwritten reads as the fill value, as in zarr; an index that does not check, a frame
+    that does not decode or a chunk of another size is left to zarr, which raises. Strings come back as an object
+    array of ``str`` (as numcodecs decodes them) where zarr gives numpy's StringDType: the same values.
     """
     folder, meta = local_folder(array), array.metadata
     if folder is None or array.ndim != 1 or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
