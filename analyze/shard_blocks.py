@@ -16,13 +16,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
-from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.codecs import BytesCodec, ZstdCodec
 
-from schemas.local_arrays import EMPTY, ZSTD, local_folder
+from schemas.local_arrays import EMPTY, ZSTD, local_shards, shard_index
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -49,24 +47,18 @@ class ShardBlocks:
         self.rows, self.columns = array.shape
         self.shard_rows, self.chunk_rows = array.shards[0], array.chunks[0]
         self.per_shard = self.shard_rows // self.chunk_rows
-        self.index_bytes = 16 * self.per_shard + 4  # (offset, size) uint64 per chunk, then the crc32c
         self.dtype = array.dtype
 
     @classmethod
     def of(cls, array: zarr.Array) -> ShardBlocks | None:
         """The reader of ``array`` when it is laid out as the extractor writes runs in a local store, else None."""
-        folder, meta = local_folder(array), array.metadata
-        if folder is None or array.ndim != 2 or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
+        found = local_shards(array) if array.ndim == 2 and sys.byteorder == "little" else None
+        if found is None:
             return None
-        sharding, little = meta.codecs[0], sys.byteorder == "little"
-        inner, index = sharding.codecs, sharding.index_codecs
-
-        def plain_bytes(codec) -> bool:  # values as they lie in memory here
-            return isinstance(codec, BytesCodec) and (codec.endian is None or (little and codec.endian.value == "little"))
-
-        if not (len(inner) == 2 and plain_bytes(inner[0]) and isinstance(inner[1], ZstdCodec)
-                and len(index) == 2 and plain_bytes(index[0]) and isinstance(index[1], Crc32cCodec)
-                and sharding.index_location == ShardingCodecIndexLocation.end and little):
+        folder, sharding = found
+        inner = sharding.codecs
+        plain = isinstance(inner[0], BytesCodec) and (inner[0].endian is None or inner[0].endian.value == "little")
+        if not (len(inner) == 2 and plain and isinstance(inner[1], ZstdCodec)):  # values as they lie in memory here
             return None
         shard, chunk = array.shards, array.chunks
         if shard[1] != array.shape[1] or chunk[1] != array.shape[1] or shard[0] % chunk[0] or array.dtype.hasobject:
@@ -82,13 +74,10 @@ class ShardBlocks:
             data = (self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0))).read_bytes()
         except OSError:
             return None
-        body = len(data) - self.index_bytes
-        if body < 0:
+        index = shard_index(data, self.per_shard)
+        if index is None:
             return None
-        index = data[body:]
-        if google_crc32c.value(index[:-4]) != int.from_bytes(index[-4:], "little"):
-            return None
-        table = np.frombuffer(index[:-4], "<u8").reshape(self.per_shard, 2)
+        table, body = index
         out = np.empty((stop - start, self.columns), self.dtype)
         chunk_bytes = self.chunk_rows * self.columns * self.dtype.itemsize
         frames = memoryview(data)

@@ -88,6 +88,31 @@ def read_local(array: zarr.Array) -> np.ndarray | None:
     return out
 
 
+def local_shards(array: zarr.Array) -> tuple[Path, ShardingCodec] | None:
+    """The folder of a sharded array's shard files and its sharding codec, when the store is local (``local_folder``)
+    and each shard ends in an index read by ``shard_index`` (``bytes`` little-endian, ``crc32c``); else None."""
+    folder, meta = local_folder(array), array.metadata
+    if folder is None or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec) \
+            or not isinstance(meta.chunk_grid, RegularChunkGrid):
+        return None
+    sharding = meta.codecs[0]
+    index = sharding.index_codecs
+    if not (len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+            and (index[0].endian is None or index[0].endian.value == "little")
+            and sharding.index_location == ShardingCodecIndexLocation.end):
+        return None
+    return folder, sharding
+
+
+def shard_index(data: bytes, chunks: int) -> tuple[np.ndarray, int] | None:
+    """A shard's index (``bytes``, ``crc32c``, at its end): each of its ``chunks``' (offset, size) and where the
+    chunks' bytes end; None when the shard is too short to hold it or the index does not give its crc32c."""
+    body = len(data) - 16 * chunks - 4
+    if body < 0 or google_crc32c.value(data[body:-4]) != int.from_bytes(data[-4:], "little"):
+        return None
+    return np.frombuffer(data, "<u8", 2 * chunks, body).reshape(chunks, 2), body
+
+
 def read_sharded(array: zarr.Array) -> np.ndarray | None:
     """Every value of a 1-D sharded array read from its shard files, or None when zarr must read it.
 
@@ -97,24 +122,18 @@ def read_sharded(array: zarr.Array) -> np.ndarray | None:
     that does not decode or a chunk of another size is left to zarr, which raises. Strings come back as an object
     array of ``str`` (as numcodecs decodes them) where zarr gives numpy's StringDType: the same values.
     """
-    folder, meta = local_folder(array), array.metadata
-    if folder is None or array.ndim != 1 or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
+    found = local_shards(array) if array.ndim == 1 else None
+    if found is None:
         return None
-    sharding = meta.codecs[0]
-    inner, index = sharding.codecs, sharding.index_codecs
+    (folder, sharding), meta = found, array.metadata
+    inner = sharding.codecs
     strings = isinstance(inner[0], VLenUTF8Codec)
-    if not (len(inner) == 2 and isinstance(inner[1], ZstdCodec) and (strings or isinstance(inner[0], BytesCodec))
-            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
-            and (index[0].endian is None or index[0].endian.value == "little")
-            and sharding.index_location == ShardingCodecIndexLocation.end
-            and isinstance(meta.chunk_grid, RegularChunkGrid)):
+    if not (len(inner) == 2 and isinstance(inner[1], ZstdCodec) and (strings or isinstance(inner[0], BytesCodec))):
         return None
     dtype = array.dtype
     if strings != (dtype.kind == "T") or (not strings and (not isinstance(dtype, np.dtype) or dtype.kind not in "biuf")):
         return None
-    (n,), (shard,), (chunk,) = array.shape, array.shards, array.chunks
-    if shard % chunk:
-        return None
+    (n,), (shard,), (chunk,) = array.shape, array.shards, array.chunks  # zarr refuses shards not whole chunks
     per_shard, stored = shard // chunk, None if strings else _stored_dtype(dtype, inner[0])
     out = np.full(n, meta.fill_value, object if strings else dtype)
     for first in range(0, n, shard):
@@ -124,10 +143,10 @@ def read_sharded(array: zarr.Array) -> np.ndarray | None:
             continue  # never written: the fill value
         except OSError:
             return None
-        body = len(data) - 16 * per_shard - 4
-        if body < 0 or google_crc32c.value(data[body:-4]) != int.from_bytes(data[-4:], "little"):
+        index = shard_index(data, per_shard)
+        if index is None:
             return None
-        table = np.frombuffer(data, "<u8", 2 * per_shard, body).reshape(per_shard, 2)
+        table, body = index
         frames = memoryview(data)
         for c, (offset, size) in enumerate(table.tolist()):
             start = first + c * chunk
