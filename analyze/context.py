@@ -10,7 +10,7 @@ import numpy as np
 
 from .bootstrap import Bootstrap
 from .metrics import DeferredWeights, ProductBatch
-from .store import RunKey, StoreReader, manifest_entries
+from .store import RunKey, StoreReader, manifest_order
 from .summaries import SummaryCache
 
 # partial: the number comes from a dataset extracted with --allow-partial (fewer samples than declared).
@@ -89,9 +89,7 @@ class Context:
 
     def datasets_for(self, study: str) -> list[str]:
         """The store's datasets whose manifest entry lists ``study``, in data_manifest.yaml's order."""
-        order = {d: i for i, d in enumerate(manifest_entries())}
-        found = [d for d in self.reader.datasets if study in self.reader.manifest_entry(d)["studies"]]
-        return sorted(found, key=lambda d: (order.get(d, len(order)), d))
+        return manifest_order(d for d in self.reader.datasets if study in self.reader.manifest_entry(d)["studies"])
 
     def is_partial(self, dataset: str) -> bool:
         """The store's ``dataset`` was extracted with --allow-partial."""

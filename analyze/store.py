@@ -5,7 +5,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import zarr
@@ -83,6 +83,7 @@ class StoreReader:
         self._tables: dict[RunKey, np.ndarray] = {}
         # Attributes are read once: a study asks for them per row, and each read is a metadata request.
         self._attrs: dict[str, dict] = {}
+        self._partial: dict[str, dict | None] = {}
         try:
             with metadata_errors(self.root, self.url):
                 self._runs = self._discover()
@@ -113,8 +114,11 @@ class StoreReader:
             self._refuse_damaged_dataset(name, integrity.check_dataset(dataset, quick=True))
             if "label_space" not in dataset.attrs:
                 raise AnalysisError(f"{self.url}/{name}: missing attribute 'label_space' (the dataset's manifest entry)")
+            self._attrs.setdefault(name, dict(dataset.attrs))
             for tname, transform in sorted(dataset.groups()):
                 found += [(RunKey(name, tname, mname), run, n) for mname, run in sorted(transform.groups())]
+        for key, run, _ in found:  # listing the groups read their attributes: kept, not asked for again per run
+            self._attrs.setdefault(key.path, dict(run.attrs))
         with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="discover") as pool:
             incomplete = list(pool.map(lambda item: self._inspect_run(*item), found))  # in order: the first error wins
         self.notes += [note for note in incomplete if note]
@@ -161,7 +165,8 @@ class StoreReader:
         return self._cached_attrs(dataset)
 
     def _cached_attrs(self, path: str) -> dict:
-        """A node's attributes as the store held them when first asked (a copy: callers may change it)."""
+        """A node's attributes as the store held them when opened (datasets and runs) or first asked (a copy: callers
+        may change it)."""
         if path not in self._attrs:
             self._attrs[path] = dict(self.root[path].attrs)
         return dict(self._attrs[path])
@@ -182,8 +187,11 @@ class StoreReader:
     def partial(self, dataset: str) -> dict | None:
         """``{"found": n, "expected": m}`` for a dataset extracted with ``--allow-partial`` (fewer samples than
         its manifest declares); None for a whole dataset and for stores written before the mark existed."""
-        mark = self.dataset_attrs(dataset).get("partial")
-        return dict(mark) if isinstance(mark, dict) else None
+        if dataset not in self._partial:  # asked once per result row: the attributes are not copied each time
+            mark = self.dataset_attrs(dataset).get("partial")
+            self._partial[dataset] = dict(mark) if isinstance(mark, dict) else None
+        mark = self._partial[dataset]
+        return None if mark is None else dict(mark)
 
     def run_attrs(self, key: RunKey) -> dict:
         return self._cached_attrs(key.path)
@@ -346,6 +354,12 @@ def manifest_entries() -> dict[str, dict]:
     except (ManifestError, OSError):
         return {}
     return {d: m.dataset(d) for d in m.dataset_ids()}
+
+
+def manifest_order(datasets: Iterable[str]) -> list[str]:
+    """``datasets`` in data_manifest.yaml's order (the order the studies report them), unlisted ones last by name."""
+    order = {d: i for i, d in enumerate(manifest_entries())}
+    return sorted(datasets, key=lambda d: (order.get(d, len(order)), d))
 
 
 def open_store(url: Any, *, storage_options: Mapping[str, Any] | None = None) -> StoreReader:

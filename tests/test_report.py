@@ -186,3 +186,35 @@ def test_small_synthetic_cue_conflict_keeps_conflicting_images(tmp_path):
     group = zarr.open_group(store, mode="r")["cue-conflict"]
     shape, texture = np.asarray(group["label"][:]), np.asarray(group["texture_label"][:])
     assert (shape != texture).mean() > 0.5
+
+
+def test_logits_are_queued_in_the_order_the_studies_ask_for_them(tmp_path, monkeypatch):
+    """The logits pass runs ahead of the studies: a study waiting on a run queued behind another dataset's runs
+    waits for those too."""
+    from analyze import summaries
+
+    store = build_synthetic_store(tmp_path / "order.zarr", sizes={"imagenet-a": 40, "imagenet-r": 40,
+                                                                  "imagenet-val": 60, "cue-conflict": 64},
+                                  transforms=("center",), models={"vit-clip": 0.7, "convnext-sup": 0.8}, seed=2)
+    queued, asked = [], []
+    prefetch, summary = summaries.SummaryCache.prefetch, summaries.SummaryCache.summary
+
+    def record_prefetch(self, keys, progress=False):
+        queued.extend(keys)
+        return prefetch(self, keys, progress)
+
+    def record_summary(self, key):
+        asked.append(key)
+        return summary(self, key)
+
+    monkeypatch.setattr(summaries.SummaryCache, "prefetch", record_prefetch)
+    monkeypatch.setattr(summaries.SummaryCache, "summary", record_summary)
+    build_report(store, tmp_path / "out", n_boot=10, progress=False, figure_workers=0)
+
+    def datasets(keys):  # each dataset where it first appears
+        return list(dict.fromkeys(k.dataset for k in keys))
+
+    first_asked = list(dict.fromkeys(asked))
+    assert datasets(first_asked)[0] == "imagenet-val"  # the robustness table starts with ImageNet itself
+    assert set(queued) == set(first_asked)
+    assert datasets(queued) == datasets(first_asked)

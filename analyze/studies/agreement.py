@@ -16,7 +16,7 @@ import polars as pl
 
 from ..context import Context, Section
 from ..figures import matrices
-from ..store import RunKey, manifest_entries
+from ..store import RunKey, manifest_entries, manifest_order
 from ..tables import markdown_table
 from ._common import CENTER, is_human, order_models, tagged
 from ._pairs import CKA_IMAGES, Pair, cka_pairs, error_consistency_pairs
@@ -47,9 +47,7 @@ def wants(key: RunKey, entry: dict) -> bool:
 
 
 def run(ctx: Context) -> None:
-    order = {d: i for i, d in enumerate(manifest_entries())}
-    datasets = sorted((d for d in ctx.reader.datasets if listed(d, ctx.reader.manifest_entry(d))),
-                      key=lambda d: (order.get(d, len(order)), d))
+    datasets = manifest_order(d for d in ctx.reader.datasets if listed(d, ctx.reader.manifest_entry(d)))
     rows: list[dict] = []
     if not datasets:
         ctx.sections.append(Section(TITLE, "The store holds no dataset data_manifest.yaml lists for `agreement`."))
