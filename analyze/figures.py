@@ -188,7 +188,7 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
     cols = min(PANEL_COLUMNS, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, rows * (0.8 + 0.16 * len(names))),
-                             squeeze=False, sharey=True)
+                             squeeze=False)
     y = np.arange(len(names))
     for g, group in enumerate(groups):
         ax = axes[g // cols][g % cols]
@@ -200,9 +200,10 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
         ax.set_title(group, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-        ax.tick_params(axis="y", labelsize=7, labelleft=g % cols == 0)  # the names once per row (shared y)
-    axes[0][0].set_yticks(y, names)
-    axes[0][0].invert_yaxis()
+        # The names once per row of panels, the first model on top. Not a shared y axis: sharing gives every panel
+        # its own tick for each name, most of the time a figure of 51 models took.
+        ax.set_yticks(y, names, fontsize=7) if g % cols == 0 else ax.set_yticks([])
+        ax.set_ylim(len(names) - 0.5, -0.5)
     for g in range(len(groups), rows * cols):
         axes[g // cols][g % cols].set_visible(False)
     fig.suptitle(title)
@@ -263,12 +264,13 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     top, right = 0.55, 0.9  # right: the last colour bar's ticks and label
     width = max(left + right + len(panels) * (1.6 + 0.5 * n_cols), 0.4 + label_inches([title], 12))  # the title fits
     height = top + bottom + max(0.35 + 0.24 * n_rows, 0.3 + label_inches(panels, 10))  # colour bar labels fit
-    fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True, figsize=(width, height))
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(width, height))  # rows named once, below
     for ax, (label, values) in zip(axes[0], panels.items()):
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
         image = ax.imshow(np.clip(values, low, high), aspect="auto", interpolation="nearest", vmin=low, vmax=high,
                           cmap=cmap if isinstance(cmap, str) else cmap[label])
         ax.set_xticks(range(n_cols), columns, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks([])  # not a shared y axis: every panel would hold a tick for each row
         if n_rows * n_cols <= 600:
             shade = image.to_rgba(np.clip(values, low, high))[..., :3] @ np.array([0.299, 0.587, 0.114])
             for i, j in zip(*np.nonzero(np.isfinite(values))):  # dark text on light cells, light on dark
