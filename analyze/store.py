@@ -13,6 +13,7 @@ import zarr
 from schemas import integrity
 from schemas import layout as L
 from schemas.local_arrays import read_local, read_whole
+from schemas.local_members import local_members
 from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
@@ -126,7 +127,8 @@ class StoreReader:
 
     def _inspect_run(self, key: RunKey, run: zarr.Group, n: int) -> str | None:
         """Check the run's arrays and its done blocks' chunks; a note for an incomplete run (left out)."""
-        members = dict(run.members())  # every child's metadata at once: one round trip, not one per array
+        # Every child's metadata at once: from their files where the store is local, else one round trip through zarr.
+        members = local_members(run) or dict(run.members())
         logits = self._require(run, L.LOGITS, n, "logits [sample, class]", members)
         if logits.ndim != 2:
             raise AnalysisError(f"{self.url}/{key.path}/logits: {logits.ndim} dimensions, expected 2 [sample, class]")

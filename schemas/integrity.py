@@ -68,8 +68,11 @@ def _listed(node: zarr.Array | zarr.Group) -> list[str]:
     store = node.store_path.store
     if isinstance(store, LocalStore):  # walked here: through zarr's event loop a run's listing costs ten times more
         base = os.path.join(store.root, node.path)
-        return [os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/")
-                for folder, _, names in os.walk(base) for name in names]
+        found: list[str] = []
+        for folder, _, names in os.walk(base):  # each folder below base: its relative path by slicing, not relpath
+            inner = folder[len(base):].strip(os.sep).replace(os.sep, "/")
+            found += [f"{inner}/{name}" if inner else name for name in names]
+        return found
 
     async def collect() -> list[str]:
         return [key async for key in store.list_prefix(prefix)]
