@@ -3,6 +3,8 @@
 Drawing is most of what a report does once its numbers are cached, and it needs nothing but the numbers: inside
 ``painter()`` (``analyze report`` opens one) every function marked ``@background`` is drawn by worker processes
 while the analysis goes on, and leaving the block waits for every figure. Elsewhere they draw at once.
+matplotlib is imported by the drawing functions (``pyplot_agg``), so a process that only queues figures never
+imports it.
 """
 from __future__ import annotations
 
@@ -17,16 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import RendererAgg  # noqa: E402
-from matplotlib.font_manager import FontProperties  # noqa: E402
-from matplotlib.transforms import offset_copy  # noqa: E402
-
-_RENDERER = RendererAgg(1, 1, 72)  # measures text only (72 dpi: its pixels are points)
+import numpy as np
 
 
 _pool: ProcessPoolExecutor | None = None
@@ -79,10 +72,10 @@ def painter(workers: int) -> Iterator[None]:
         yield
         return
     # forkserver: the analysis holds threads (zarr's event loop, the logits readers) that a plain fork would copy
-    # in whatever state; the server imports this module once, so each worker starts drawing at once.
+    # in whatever state; the server imports this module and matplotlib once, so each worker starts drawing at once.
     try:
         context = get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, f"{__package__}.pyplot_agg"])
         _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     except (OSError, ValueError, ImportError, NotImplementedError):  # no semaphores, no forkserver: inline
         yield
@@ -113,6 +106,8 @@ PANEL_COLUMNS = 4
 
 
 def _save(fig, path: Path) -> Path:
+    from .pyplot_agg import plt
+
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -123,9 +118,11 @@ def label_inches(labels: Iterable[str], size: float) -> float:
 
     Margins come from this, not from a layout engine's measuring pass (which costs about as much as drawing
     the figure), nor from a count of characters (DejaVu Sans is not monospaced: names of wide letters got cut)."""
+    from .pyplot_agg import RENDERER, FontProperties
+
     font = FontProperties(size=size)
-    widths = [_RENDERER.get_text_width_height_descent(str(s), font, ismath=False)[0] for s in labels]
-    return max(widths, default=0.0) / _RENDERER.dpi
+    widths = [RENDERER.get_text_width_height_descent(str(s), font, ismath=False)[0] for s in labels]
+    return max(widths, default=0.0) / RENDERER.dpi
 
 
 def _yerr(values: np.ndarray, errors: list[tuple[float, float]] | None) -> np.ndarray | None:
@@ -143,6 +140,8 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], 
     With more than ``MANY_SERIES`` series, one panel per group with a horizontal bar per series (a heat map of the
     values when the groups are that many too); with more than ``MANY_GROUPS`` groups, horizontal bars with the
     groups down the y axis. The figure grows with the bars."""
+    from .pyplot_agg import plt
+
     errors = errors or {}
     if len(series) > MANY_SERIES and len(groups) > MANY_SERIES:  # as many panels as groups would not read: a map
         return heatmap(path, list(series), groups, {ylabel: np.array(list(series.values()), dtype=float)},
@@ -184,6 +183,8 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], 
 def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *, xlabel: str, title: str,
                 errors: dict[str, list[tuple[float, float]]], vline: float | None) -> Path:
     """Many series: one panel per group, one horizontal bar per series (in the given order), CI whiskers."""
+    from .pyplot_agg import plt
+
     names = list(series)
     cols = min(PANEL_COLUMNS, len(groups))
     rows = -(-len(groups) // cols)
@@ -221,6 +222,8 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
 def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel: str, title: str) -> Path:
     """One panel per key; in each, one line per series: ``{panel: {series: (x, y)}}``. With many series the
     colours come from a continuous map and the legend sits beside the panels, in as many columns as it needs."""
+    from .pyplot_agg import plt
+
     names = list(dict.fromkeys(name for series in panels.values() for name in series))
     many = len(names) > 10
     colours = dict(zip(names, plt.get_cmap("viridis")(np.linspace(0, 0.95, len(names))))) if many else {}
@@ -254,6 +257,8 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
             fmt: str = "{:.2f}") -> Path:
     """One heat map per panel (``{panel label: [row, column] values}``, NaN blank), side by side with shared rows;
     the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
+    from .pyplot_agg import plt
+
     limits = limits or {}
     n_rows, n_cols = len(rows), len(columns)
     # Margins from the labels' measured widths (the column labels at 60 degrees: the first one reaches left of
@@ -292,6 +297,8 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     The layout is set in inches from the names' measured widths, and the names are plain texts beside the rows and
     under the columns rather than tick labels: at 51 models a layout engine and 204 ticks were most of the time
     a report with every run cached spends drawing."""
+    from .pyplot_agg import offset_copy, plt
+
     m = max((len(names) for names, *_ in panels.values()), default=1)
     font = 8 if m <= 16 else 6
     margin = 0.1 + label_inches((n for names, *_ in panels.values() for n in names), font)  # names, their gap

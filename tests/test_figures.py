@@ -61,3 +61,18 @@ def test_a_killed_worker_costs_no_figure(tmp_path):
         draw_all(workers)  # submitted to a broken pool: drawn here
     for a in paths:
         assert (workers / a.name).read_bytes() == a.read_bytes(), a.name
+
+
+def test_the_analysis_imports_matplotlib_only_to_draw():
+    """A report whose figures are drawn by worker processes never imports matplotlib (a third of its start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import analyze.cli, analyze.report; from analyze import studies\n"
+            "[studies.get(n) for n in studies.available()]\n"
+            "print('matplotlib' in sys.modules)")
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

@@ -1,7 +1,6 @@
 """Calibration: ECE (15 bins), reliability diagrams and confidence histograms (ImageNet val and ImageNet-R)."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ..context import Context, Section, select
@@ -28,6 +27,8 @@ def plot_reliability(path, curves: dict[str, dict], title: str):
     """Reliability diagram (top) and confidence histogram (below it), one column per model, ``PER_ROW`` a row;
     beyond two rows of models, heat maps instead: per model and bin, accuracy minus mean confidence (what ECE
     weighs) and the fraction of the samples."""
+    from ..pyplot_agg import plt
+
     if len(curves) > 2 * PER_ROW:
         bins = next(iter(curves.values()))
         columns = [f"{hi:.2f}" for hi in bins["upper"]]
