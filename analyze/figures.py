@@ -203,7 +203,10 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
         ax.grid(axis="x", alpha=0.3)
         # The names once per row of panels, the first model on top. Not a shared y axis: sharing gives every panel
         # its own tick for each name, most of the time a figure of 51 models took.
-        ax.set_yticks(y, names, fontsize=7) if g % cols == 0 else ax.set_yticks([])
+        if g % cols == 0:
+            ax.set_yticks(y, names, fontsize=7)
+        else:
+            ax.set_yticks([])
         ax.set_ylim(len(names) - 0.5, -0.5)
     for g in range(len(groups), rows * cols):
         axes[g // cols][g % cols].set_visible(False)
