@@ -124,8 +124,8 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     # Runs in the order the studies ask for them (study by study, each dataset in the manifest's order): the logits
     # pass runs in the background, and each study waits only for the runs it reads.
     entries = {d: reader.manifest_entry(d) for d in reader.datasets}
-    keys = list(dict.fromkeys(k for m in modules for d in manifest_order(reader.datasets) for k in reader.runs(d)
-                              if m.wants(k, entries[d])))
+    runs = [k for d in manifest_order(reader.datasets) for k in reader.runs(d)]
+    keys = list(dict.fromkeys(k for m in modules for k in runs if m.wants(k, entries[k.dataset])))
     # Per-image datasets resample their images, not their rows: drawing [B, rows] counts for ImageNet-C's 3.75 M rows
     # would take gigabytes for nothing (their image counts are drawn when first asked for).
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))

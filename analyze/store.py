@@ -84,7 +84,6 @@ class StoreReader:
         self._tables: dict[RunKey, np.ndarray] = {}
         # Attributes are read once: a study asks for them per row, and each read is a metadata request.
         self._attrs: dict[str, dict] = {}
-        self._partial: dict[str, dict | None] = {}
         try:
             with metadata_errors(self.root, self.url):
                 self._runs = self._discover()
@@ -117,9 +116,10 @@ class StoreReader:
                 raise AnalysisError(f"{self.url}/{name}: missing attribute 'label_space' (the dataset's manifest entry)")
             self._attrs.setdefault(name, dict(dataset.attrs))
             for tname, transform in sorted(dataset.groups()):
-                found += [(RunKey(name, tname, mname), run, n) for mname, run in sorted(transform.groups())]
-        for key, run, _ in found:  # listing the groups read their attributes: kept, not asked for again per run
-            self._attrs.setdefault(key.path, dict(run.attrs))
+                for mname, run in sorted(transform.groups()):
+                    key = RunKey(name, tname, mname)
+                    found.append((key, run, n))
+                    self._attrs.setdefault(key.path, dict(run.attrs))  # listing read them: not asked for again
         with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="discover") as pool:
             incomplete = list(pool.map(lambda item: self._inspect_run(*item), found))  # in order: the first error wins
         self.notes += [note for note in incomplete if note]
@@ -169,9 +169,13 @@ class StoreReader:
     def _cached_attrs(self, path: str) -> dict:
         """A node's attributes as the store held them when opened (datasets and runs) or first asked (a copy: callers
         may change it)."""
+        return dict(self._kept_attrs(path))
+
+    def _kept_attrs(self, path: str) -> dict:
+        """The kept attributes themselves, for reads that copy only what they return."""
         if path not in self._attrs:
             self._attrs[path] = dict(self.root[path].attrs)
-        return dict(self._attrs[path])
+        return self._attrs[path]
 
     def manifest_entry(self, dataset: str) -> dict:
         """The dataset's data_manifest.yaml entry as the store holds it, ``studies`` in today's study names.
@@ -189,11 +193,8 @@ class StoreReader:
     def partial(self, dataset: str) -> dict | None:
         """``{"found": n, "expected": m}`` for a dataset extracted with ``--allow-partial`` (fewer samples than
         its manifest declares); None for a whole dataset and for stores written before the mark existed."""
-        if dataset not in self._partial:  # asked once per result row: the attributes are not copied each time
-            mark = self.dataset_attrs(dataset).get("partial")
-            self._partial[dataset] = dict(mark) if isinstance(mark, dict) else None
-        mark = self._partial[dataset]
-        return None if mark is None else dict(mark)
+        mark = self._kept_attrs(dataset).get("partial")  # asked once per result row: the attributes are not copied
+        return dict(mark) if isinstance(mark, dict) else None
 
     def run_attrs(self, key: RunKey) -> dict:
         return self._cached_attrs(key.path)

@@ -67,12 +67,11 @@ def test_the_analysis_imports_matplotlib_only_to_draw():
     """A report whose figures are drawn by worker processes never imports matplotlib (a third of its start-up)."""
     import subprocess
     import sys
+    from pathlib import Path
 
     code = ("import sys; import analyze.cli, analyze.report; from analyze import studies\n"
             "[studies.get(n) for n in studies.available()]\n"
             "print('matplotlib' in sys.modules)")
-    from pathlib import Path
-
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
