@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class Section:
     title: str
     body: str
     figures: list[str] = field(default_factory=list)
+    study: str = ""  # the study that wrote it (report.py orders the sections by study)
 
 
 class _Sections(list):
@@ -140,8 +141,8 @@ class Context:
             token = (self.cache.stat_token(key, dataset or key.dataset, weight_key, n_rows, list(new_rows), self.boot)
                      if self.cache is not None else None)
             known = self.cache.load_replicates(token) if token else None
-            if known is not None and set(known) == set(new_rows):
-                self._fill(new_rows, known)
+            if known is not None and set(known[0]) == set(new_rows):
+                self._fill(new_rows, *known)
                 return out
             batch = self._batches.setdefault((weight_key, n_rows), ProductBatch(n_rows, self.boot.n_boot))
             with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -156,17 +157,22 @@ class Context:
             batch.compute(self.boot.counts(weight_key, n_rows))
         for batch, stat, rows, token in self._pending:
             reps = stat(DeferredWeights(batch))
-            self._fill(rows, reps)
+            bounds = self._fill(rows, reps)
             if token:
-                self.cache.save_replicates(token, {m: reps[m] for m in rows})
+                self.cache.save_replicates(token, {m: reps[m] for m in rows}, bounds)
         self._batches, self._pending = {}, []
 
-    def _fill(self, rows: dict[str, dict], reps: dict[str, np.ndarray]) -> None:
-        """The intervals of ``rows`` from their replicates; the replicates kept for paired differences."""
+    def _fill(self, rows: dict[str, dict], reps: dict[str, np.ndarray],
+              bounds: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple[float, float]]:
+        """The intervals of ``rows`` (from their replicates, or ``bounds`` where kept); the replicates kept for
+        paired differences. Returns the intervals."""
+        out = {}
         for metric, row in rows.items():
-            row["ci_low"], row["ci_high"] = self.boot.interval(reps.get(metric))
+            low, high = self.boot.interval(reps.get(metric)) if bounds is None else map(float, bounds[metric])
+            row["ci_low"], row["ci_high"] = out[metric] = low, high
             self.replicates[(row["dataset"], row["transform"], metric, row["model"])] = (
                 row["value"], reps[metric], row["n"])
+        return out
 
     def paired_differences(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Model A minus model B for every metric both have, with a paired-bootstrap interval (NaN without

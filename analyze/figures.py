@@ -313,7 +313,8 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     for k, (panel, (names, grid, low, high)) in enumerate(panels.items()):
         x0 = edge + k * (margin + side + bar) + margin
         ax = fig.add_axes((x0 / width, (edge + margin) / height, side / width, side / height))
-        image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis", aspect="auto")
+        image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis", aspect="auto",
+                          interpolation="nearest")  # one colour a cell, and no resampling pass
         ax.set_xticks([])
         ax.set_yticks([])
         below = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-3, units="points")  # x: column, y: axes

@@ -120,7 +120,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed),
                   summaries=disk.summaries() if disk else None, cache=disk)
     names = list(study_names) if study_names else studies.available()
-    modules = [studies.get(n) for n in names]
+    modules = [studies.get(n) for n in studies.run_order(names)]
     # Runs in the order the studies ask for them (study by study, each dataset in the manifest's order): the logits
     # pass runs in the background, and each study waits only for the runs it reads.
     entries = {d: reader.manifest_entry(d) for d in reader.datasets}
@@ -132,6 +132,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     ctx.summaries.prefetch(keys, progress=progress)
     with figures.painter(figure_workers):  # figures drawn by worker processes while the studies go on
         _run_studies(ctx, modules, progress)
+        ctx.sections.sort(key=lambda section: names.index(section.study))  # the report's order, not the run's
         results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
         ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
         for section in (paper, report_ranking(ctx, ranked, priorities)):
@@ -163,7 +164,10 @@ def _run_studies(ctx: Context, modules: list, progress: bool) -> None:
         for module in modules:
             if bar is not None:
                 bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+            start = len(ctx.sections)
             module.run(ctx)
+            for section in ctx.sections[start:]:
+                section.study = module.__name__.rsplit(".", 1)[-1]
             ctx.flush()
             if bar is not None:
                 bar.update()

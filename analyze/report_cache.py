@@ -6,22 +6,24 @@ manifest entry and sample digest, and the analysis version (the source of ``anal
 bundled tables, numpy's and scikit-learn's versions). Runs without checksums (written before them) are never
 cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 
-- ``summary.npz``: the run's per-sample summary (pred, confidence, p_true, valid, its logit kind, cue-conflict
+- ``summary.arrays``: the run's per-sample summary (pred, confidence, p_true, valid, its logit kind, cue-conflict
   category probabilities and decisions) and the notes reading it gave, so the logits are not read again;
-- ``derived-<name>.npz``: per-run results that need more than the logits (the VTAB probe's test-set correctness);
-- ``stats/<hash>.npz``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
+- ``derived-<name>.arrays``: per-run results that need more than the logits (the VTAB probe's test-set correctness);
+- ``stats/<hash>.arrays``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
   the run token, the result's dataset, the resampled population and its size, the metric names, the number of
-  replicates and the seed. The point estimates are recomputed from the summary (cheap); the replicates, the
-  costly part, are reused. They are those of a report without the cache (the bootstrap weights depend only on
+  replicates and the seed, with each metric's interval. The point estimates are recomputed from the summary
+  (cheap); the replicates and intervals, the costly part, are reused. They are those of a report without the cache (the bootstrap weights depend only on
   the seed, the population and its size) up to float32 rounding: the one matrix product per population sums in
   an order that depends on how many statistics share it, i.e. on the other runs in the report;
 
-and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.npz``: one pair of runs' CKA (value, replicates,
+and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.arrays``: one pair of runs' CKA (value, replicates,
 image count), keyed by both run tokens, the metric, its population and the bootstrap, so that a report after adding
-one model computes the new model's pairs only; and ``DIR/columns/<hash>.npz``: per dataset, population and
+one model computes the new model's pairs only; and ``DIR/columns/<hash>.arrays``: per dataset, population and
 bootstrap, the sums of error consistency's 0/1 columns (point and replicates), each named by the content of the two
 rows it ANDs, so that the new model's columns are the only ones summed (one file a dataset: a file per pair would
-cost more to read than the sums).
+cost more to read than the sums), and each pair's intervals, named by its four columns.
+
+Each file holds named arrays and their CRC-32C (``analyze/array_file.py``: one read, no copies).
 
 Every file is written to a temporary name and renamed, so a report stopped halfway, or two reports at once,
 leave only whole entries. An entry that cannot be read is deleted and computed again.
@@ -38,11 +40,13 @@ from typing import Callable
 
 import numpy as np
 
+from .array_file import read_arrays, write_arrays
 from .bootstrap import Bootstrap
 from .store import RunKey, StoreReader
 from .summaries import RunSummary, SummaryCache
 
 MARKER = "CACHE.txt"
+_BOUNDS = "interval:"  # a replicates file's key prefix for a metric's interval
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,10 +121,10 @@ class ReportCache:
     # -- files -----------------------------------------------------------------------------------------------
     def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".arrays")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                write_arrays(f, arrays)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -131,8 +135,7 @@ class ReportCache:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
+            return read_arrays(path)
         except Exception:  # noqa: BLE001 - a damaged entry is computed again
             path.unlink(missing_ok=True)
             return None
@@ -144,12 +147,12 @@ class ReportCache:
     # -- run summaries ---------------------------------------------------------------------------------------
     def has_summary(self, key: RunKey) -> bool:
         token = self.token(key)
-        return token is not None and (self._dir(token) / "summary.npz").exists()
+        return token is not None and (self._dir(token) / "summary.arrays").exists()
 
     def load_summary(self, key: RunKey) -> RunSummary | None:
         """The cached summary, its notes added to the reader's as reading the run would; None when absent."""
         token = self.token(key)
-        data = None if token is None else self._read(self._dir(token) / "summary.npz")
+        data = None if token is None else self._read(self._dir(token) / "summary.arrays")
         if data is None:
             return None
         self.reader.notes.extend(str(n) for n in data["notes"])
@@ -167,13 +170,13 @@ class ReportCache:
         for name in ("category_probs", "category"):  # cue-conflict only
             if getattr(summary, name) is not None:
                 arrays[name] = getattr(summary, name)
-        self._write(self._dir(token) / "summary.npz", arrays)
+        self._write(self._dir(token) / "summary.arrays", arrays)
 
     # -- results derived from more than the logits -------------------------------------------------------------
     def derived(self, key: RunKey, name: str, compute: Callable[[], tuple | None]) -> tuple | None:
         """``compute()`` (a tuple of arrays, or None), kept under the run's token; notes it adds are replayed."""
         token = self.token(key)
-        path = None if token is None else self._dir(token) / f"derived-{name}.npz"
+        path = None if token is None else self._dir(token) / f"derived-{name}.arrays"
         data = None if path is None else self._read(path)
         if data is not None:
             self.reader.notes.extend(str(n) for n in data["notes"])
@@ -186,12 +189,20 @@ class ReportCache:
         return out
 
     # -- bootstrap replicates ----------------------------------------------------------------------------------
-    def load_replicates(self, token: str) -> dict[str, np.ndarray] | None:
-        return self._read(self.folder / token[:2] / f"{token}.npz")
+    def load_replicates(self, token: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+        """Each metric's replicates and its interval ``[low, high]`` as kept (the interval is what costs: a
+        percentile per statistic); None when absent or written without intervals."""
+        data = self._read(self.folder / token[:2] / f"{token}.arrays")
+        if data is None:
+            return None
+        reps = {m: v for m, v in data.items() if not m.startswith(_BOUNDS)}
+        bounds = {m[len(_BOUNDS):]: v for m, v in data.items() if m.startswith(_BOUNDS)}
+        return (reps, bounds) if set(bounds) == set(reps) else None
 
-    def save_replicates(self, token: str, reps: dict[str, np.ndarray]) -> None:
-        self._write(self.folder / token[:2] / f"{token}.npz",
-                    {m: np.asarray(v, dtype=np.float64) for m, v in reps.items()})
+    def save_replicates(self, token: str, reps: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]]) -> None:
+        self._write(self.folder / token[:2] / f"{token}.arrays",
+                    {**{m: np.asarray(v, dtype=np.float64) for m, v in reps.items()},
+                     **{_BOUNDS + m: np.asarray(b, dtype=np.float64) for m, b in bounds.items()}})
 
     # -- pairs of runs (the agreement study's CKA) ---------------------------------------------------------
     def pair_token(self, a: RunKey, b: RunKey, boot: Bootstrap, *what) -> str | None:
@@ -203,7 +214,7 @@ class ReportCache:
         return _digest(ta, tb, boot.n_boot, boot.seed, *what)
 
     def _pair_path(self, token: str) -> Path:
-        return self.folder / "pairs" / token[:2] / f"{token}.npz"
+        return self.folder / "pairs" / token[:2] / f"{token}.arrays"
 
     def load_pair(self, token: str) -> dict[str, np.ndarray] | None:
         return self._read(self._pair_path(token))
@@ -213,7 +224,7 @@ class ReportCache:
 
     # -- error consistency's column sums (analyze/studies/_pairs.py) -------------------------------------------
     def _columns_path(self, what: tuple) -> Path:
-        return self.folder / "columns" / f"{_digest(analysis_version(), *what)}.npz"
+        return self.folder / "columns" / f"{_digest(analysis_version(), *what)}.arrays"
 
     def load_columns(self, *what) -> dict[str, np.ndarray] | None:
         """The column sums kept for one dataset's population and bootstrap (``what``), or None."""

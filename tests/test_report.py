@@ -90,6 +90,18 @@ def test_differences_are_a_minus_b_on_the_results(synthetic):
         assert r["ci_low"] <= r["ci_high"]
 
 
+def test_sections_keep_the_report_order_when_studies_run_in_another(synthetic):
+    """Agreement runs first (its figures take the longest to draw) and its sections still come after the others'."""
+    from analyze import studies
+
+    order = studies.available()
+    assert studies.run_order(order)[0] == "agreement" != order[0]
+    titles = [line[3:] for line in (synthetic["out"] / "report.md").read_text().splitlines() if line.startswith("## ")]
+    owners = [n for t in titles for n in order if t.startswith(studies.get(n).TITLE)]  # a study's titles start so
+    assert "agreement" in owners and "robustness" in owners
+    assert owners == sorted(owners, key=order.index)
+
+
 def test_report_md_warns_and_lists_missing_data(synthetic):
     from schemas.manifest import load_manifest
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 import schemas
+from analyze.array_file import write_arrays
 from analyze.report import build_report
 from analyze.store import StoreReader
 from analyze.synthetic import build_synthetic_store
@@ -121,7 +122,7 @@ def test_damaged_entries_are_recomputed_and_foreign_folders_refused(kit, tmp_pat
     store, cache = tmp_path / "store.zarr", tmp_path / "cache"
     add_models(kit, store, {"convnext-sup": 0.8, "vit-sup": 0.7})
     report(store, tmp_path / "first", cache)
-    entries = sorted(cache.rglob("*.npz"))
+    entries = sorted(cache.rglob("*.arrays"))
     for path in entries[::3]:
         path.write_bytes(path.read_bytes()[:40])  # cut short
     report(store, tmp_path / "again", cache)
@@ -157,9 +158,11 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     monkeypatch.setattr(_pairs._PairCache, "keep", lambda self, found: (
         computed.extend({(p.a.dataset, p.a.model, p.b.model, p.metric) for p in found}), keep(self, found))[1])
     summed = []  # (columns summed, columns in all) of each dataset's error consistency
+    fresh = []  # (pairs whose intervals were computed, pairs in all) of each dataset's error consistency
     keep_columns = _pairs._KeptColumns.keep
-    monkeypatch.setattr(_pairs._KeptColumns, "keep", lambda self, todo, point, reps: (
-        summed.append((len(todo), len(point))), keep_columns(self, todo, point, reps))[1])
+    monkeypatch.setattr(_pairs._KeptColumns, "keep", lambda self, todo, point, reps, where, bounds, new: (
+        summed.append((len(todo), len(point))), fresh.append((new, len(where))),
+        keep_columns(self, todo, point, reps, where, bounds, new))[-1])
     store, cache = tmp_path / "store.zarr", tmp_path / "cache"
     with_features({"convnext-sup": 0.8, "vit-sup": 0.7, "vit-clip": 0.6})
     agreement = lambda out, cache=None: build_report(store, out, study_names=["agreement"], n_boot=30,  # noqa: E731
@@ -169,11 +172,14 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     assert len(pairs("cka")) == 2 * 3  # two datasets, three pairs each
     first = [every for done, every in summed]
     assert len(first) == 2 and all(done == every for done, every in summed)
+    assert fresh == [(3, 3), (3, 3)]
     with_features({"newcomer": 0.75})
     computed.clear()
     counting.clear()
     summed.clear()
+    fresh.clear()
     agreement(tmp_path / "again", cache)
+    assert fresh == [(3, 6), (3, 6)]  # the old pairs' intervals are kept, the newcomer's three computed
     # The three old runs' columns are kept: the newcomer's hits against each row, and nothing else, are summed.
     assert [(done, every) for done, every in summed] == [(every - old, every) for old, (_, every) in zip(first, summed)]
     assert all(0 < done < every for done, every in summed)
@@ -189,9 +195,11 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
         np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=1e-6, atol=2.0**-22, equal_nan=True)
     kappa = lambda t: t.filter(pl.col("metric") != "cka").sort(["dataset", "model_a", "model_b", "metric"])  # noqa: E731
     assert kappa(x).equals(kappa(y))  # integer sums: kept and recomputed are the same numbers
-    kept = sorted((cache / "columns").glob("*.npz"))
+    kept = sorted((cache / "columns").glob("*.arrays"))
     assert len(kept) == 2  # one file a dataset
-    for path in kept:  # whole files, but not as a report writes them: every column is summed again
-        np.savez(path, names=np.array([b"x" * 32, b"y" * 32]), point=np.zeros(3))
+    for path in kept:  # whole files, but not as a report writes them: every column and interval computed again
+        with open(path, "wb") as f:
+            write_arrays(f, {"names": np.array([b"x" * 32, b"y" * 32]), "point": np.zeros(3),
+                             "pair_names": np.array([b"z" * 128]), "pair_bounds": np.zeros((2, 3, 2))})
     agreement(tmp_path / "odd", cache)
     assert kappa(pl.read_csv(tmp_path / "odd" / "agreement.csv")).equals(kappa(y))

@@ -13,6 +13,14 @@ def group_means(values: np.ndarray, groups: np.ndarray, weights: np.ndarray | No
     """``(group_keys, means)`` with ``means [G]`` or ``[B, G]``; ``groups [n]`` any sortable labels."""
     check_same_length(values=values, groups=groups)
     keys, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    sums = group_sums(inverse, len(keys), [values], weights)
+    return keys, coded_group_means(values, inverse, len(keys), weights)
+
+
+def coded_group_means(values: np.ndarray, codes: np.ndarray, n_groups: int,
+                      weights: np.ndarray | None = None) -> np.ndarray:
+    """``means [n_groups]`` or ``[B, n_groups]`` of groups given as codes ``0 .. n_groups - 1`` (codes found once
+    serve many calls)."""
+    check_same_length(values=values, codes=codes)
+    sums = group_sums(codes, n_groups, [values], weights)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return keys, sums[..., len(keys):] / sums[..., :len(keys)]
+        return sums[..., n_groups:] / sums[..., :n_groups]

@@ -18,6 +18,16 @@ from schemas.registry import unknown_name
 ORDER = ("robustness", "imagenet_x", "shape_bias", "calibration", "pug", "invariance", "transfer", "agreement")
 
 
+# Studies run before the others (their sections stay in report order): agreement draws a matrix a dataset, the most
+# drawing of any study, and its figures are drawn while the other studies compute rather than after them all.
+DRAW_EARLY = ("agreement",)
+
+
+def run_order(names: list[str]) -> list[str]:
+    """The order to run ``names`` in: the ``DRAW_EARLY`` ones first, the rest as given."""
+    return [n for n in names if n in DRAW_EARLY] + [n for n in names if n not in DRAW_EARLY]
+
+
 def available() -> list[str]:
     found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
     return [s for s in ORDER if s in found] + sorted(found - set(ORDER))

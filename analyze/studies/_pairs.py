@@ -17,7 +17,7 @@ from ..metrics.accuracy import correct_multi, correct_single
 from ..metrics.agreement import KAPPA_METRICS, centred_gram, cka_from_hsic, consistency_from_sums, weighted_hsic
 from ..store import RunKey
 from ..summaries import labels_in_logit_space
-from ._common import PER_IMAGE, population
+from ._common import PER_IMAGE, is_human, population
 
 # CKA compares Gram matrices over a fixed random subset of the images (the same for every model of a dataset):
 # its replicates cost B * n^2 per pair (2 GFLOP at n = 1000, B = 1000), while linear CKA on n images reads high
@@ -35,8 +35,9 @@ class Pair:
     b: RunKey
     metric: str
     value: float
-    reps: np.ndarray | None
+    reps: np.ndarray | None  # None also where the interval was kept (--cache) and no mean needs the replicates
     n: int
+    bounds: np.ndarray | None = None  # [low, high] when known already (else from ``reps``)
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,22 @@ class _PairCache:
             data = ctx.cache.load_pair(token) if token else None
             if data is not None:
                 self.known[(a, b)] = Pair(a, b, str(data["metric"]), float(data["value"]), data.get("reps"),
-                                          int(data["n"]))
+                                          int(data["n"]), data.get("bounds"))
         self.todo = [p for p in pairs if p not in self.known]
 
     def keep(self, found: list[Pair]) -> None:
-        """Cache the computed pairs."""
+        """Cache the computed pairs, with their intervals."""
+        with_reps = [p for p in found if p.reps is not None]
+        if with_reps:
+            for pair, bounds in zip(with_reps, self.ctx.boot.intervals(np.stack([p.reps for p in with_reps]))):
+                pair.bounds = bounds
         for pair in found:
             token = self.tokens.get((pair.a, pair.b))
             if token:
                 arrays = {"metric": np.array(pair.metric), "value": np.array(pair.value), "n": np.array(pair.n)}
                 if pair.reps is not None:
                     arrays["reps"] = np.asarray(pair.reps, dtype=np.float64)
+                    arrays["bounds"] = np.asarray(pair.bounds, dtype=np.float64)
                 self.ctx.cache.save_pair(token, arrays)
             self.known[(pair.a, pair.b)] = pair
 
@@ -105,7 +111,9 @@ class _PairCache:
 class _KeptColumns:
     """``analyze report --cache``: error consistency's column sums of an earlier report. A column is named by the
     content of the two rows it ANDs (a hash of each), so a report after adding a model sums only the columns its
-    runs bring; the sums are integers, exact in float32 whatever the batch, so kept and recomputed sums are equal."""
+    runs bring; the sums are integers, exact in float32 whatever the batch, so kept and recomputed sums are equal.
+    A pair is named by its four columns, and its metrics' intervals are kept under that name: their percentiles
+    cost more than the new model's columns."""
 
     def __init__(self, ctx: Context, base: np.ndarray, columns: np.ndarray, weight_key: str, n_units: int,
                  image: np.ndarray | None):
@@ -116,7 +124,9 @@ class _KeptColumns:
         i, j = np.divmod(columns, len(base))
         self.names = np.array([min(row[a], row[b]) + max(row[a], row[b]) for a, b in zip(i, j)], dtype="S32")
         grouping = None if image is None else hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
-        self.what = ("error-consistency", weight_key, n_units, grouping, ctx.boot.n_boot, ctx.boot.seed)
+        self.what = ("error-consistency", weight_key, n_units, grouping, ctx.boot.n_boot, ctx.boot.seed,
+                     ctx.boot.level)
+        self.old: dict[str, np.ndarray] = {}
 
     def fill(self, point: np.ndarray, reps: np.ndarray | None) -> np.ndarray:
         """Fill the kept columns in; the indices of the columns still to sum."""
@@ -127,6 +137,7 @@ class _KeptColumns:
         if not m or old.get("point", np.zeros(0)).shape != (m,) or (reps is not None) != ("reps" in old) or (
                 reps is not None and old["reps"].shape != (len(reps), m)):  # none kept, or not as written
             return np.arange(len(point))
+        self.old = old
         at = {name: k for k, name in enumerate(old["names"].tolist())}
         found = np.array([at.get(name, -1) for name in self.names.tolist()], dtype=np.int64)
         have = found >= 0
@@ -135,10 +146,29 @@ class _KeptColumns:
             reps[:, have] = old["reps"][:, found[have]]
         return np.flatnonzero(~have)
 
-    def keep(self, summed: np.ndarray, point: np.ndarray, reps: np.ndarray | None) -> None:
-        if self.cache is not None and len(summed):
+    def pair_names(self, where: np.ndarray) -> np.ndarray:
+        """``[pairs]`` names: the names of each pair's four columns (``where``: ``[pairs, 4]`` column indices)."""
+        return np.ascontiguousarray(self.names[where]).view("S128").ravel()
+
+    def bounds(self, where: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (``[pairs, metrics, 2]``) with the kept intervals; which pairs had them."""
+        if self.cache is None or not {"pair_names", "pair_bounds"} <= set(self.old) or (
+                self.old["pair_bounds"].shape != (len(self.old["pair_names"]), *out.shape[1:])):
+            return np.zeros(len(out), bool)
+        at = {name: k for k, name in enumerate(self.old["pair_names"].tolist())}
+        found = np.array([at.get(name, -1) for name in self.pair_names(where).tolist()], dtype=np.int64)
+        out[found >= 0] = self.old["pair_bounds"][found[found >= 0]]
+        return found >= 0
+
+    def keep(self, summed: np.ndarray, point: np.ndarray, reps: np.ndarray | None, where: np.ndarray,
+             bounds: np.ndarray | None, fresh: int) -> None:
+        """Keep the column sums and the pairs' intervals when any were computed (``summed`` columns, ``fresh``
+        pairs)."""
+        if self.cache is not None and (len(summed) or fresh):
             arrays = {"names": self.names, "point": point}
-            self.cache.save_columns(arrays if reps is None else {**arrays, "reps": reps}, *self.what)
+            if reps is not None:
+                arrays.update(reps=reps, pair_names=self.pair_names(where), pair_bounds=bounds)
+            self.cache.save_columns(arrays, *self.what)
 
 
 def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
@@ -180,13 +210,26 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
         point[batch] = x.sum(axis=0, dtype=np.float64)
         if reps is not None:
             reps[:, batch] = weighted_product(counts, x)
-    kept.keep(todo, point, reps)
     where = where.reshape(left.shape)
     value = consistency_from_sums(point[where])
-    rep = None if reps is None else consistency_from_sums(reps[:, where])
     n = point[where[:, 0]].astype(int)  # the rows both decided (an image's cells all count)
-    return [Pair(keys[i], keys[j], m, float(value[m][p]), None if rep is None else rep[m][:, p], int(n[p]))
-            for p, (i, j) in enumerate(zip(a, b)) for m in KAPPA_METRICS]
+    if reps is None:
+        kept.keep(todo, point, None, where, None, 0)
+        return [Pair(keys[i], keys[j], m, float(value[m][p]), None, int(n[p]))
+                for p, (i, j) in enumerate(zip(a, b)) for m in KAPPA_METRICS]
+    bounds = np.full((len(where), len(KAPPA_METRICS), 2), np.nan)
+    known = kept.bounds(where, bounds)
+    human = np.array([is_human(k.model) for k in keys])
+    wanted = np.flatnonzero(~known | human[a] | human[b])  # replicates: new pairs, and the means over observers
+    rep = consistency_from_sums(reps[:, where[wanted]])
+    fresh = np.flatnonzero(~known[wanted])
+    if len(fresh):
+        stacked = np.concatenate([rep[m][:, fresh].T for m in KAPPA_METRICS])
+        bounds[wanted[fresh]] = ctx.boot.intervals(stacked).reshape(len(KAPPA_METRICS), len(fresh), 2).swapaxes(0, 1)
+    kept.keep(todo, point, reps, where, bounds, len(fresh))
+    column = {p: c for c, p in enumerate(wanted.tolist())}
+    return [Pair(keys[i], keys[j], m, float(value[m][p]), rep[m][:, column[p]] if p in column else None, int(n[p]),
+                 bounds[p, k]) for p, (i, j) in enumerate(zip(a, b)) for k, m in enumerate(KAPPA_METRICS)]
 
 
 def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.ndarray:

@@ -69,8 +69,8 @@ def _row(ctx: Context, a: str, b: str, dataset: str, metric: str, value: float, 
 
 def _pair_rows(ctx: Context, dataset: str, pairs: list[Pair]) -> list[dict]:
     """One row per pair and metric; the intervals of all of them at once (thousands of pairs at 50 models)."""
-    bounds = np.full((len(pairs), 2), np.nan)
-    with_reps = [i for i, p in enumerate(pairs) if p.reps is not None]
+    bounds = np.array([np.full(2, np.nan) if p.bounds is None else p.bounds for p in pairs]).reshape(-1, 2)
+    with_reps = [i for i, p in enumerate(pairs) if p.bounds is None and p.reps is not None]
     if with_reps:
         bounds[with_reps] = ctx.boot.intervals(np.stack([pairs[i].reps for i in with_reps]))
     return [_row(ctx, p.a.model, p.b.model, dataset, p.metric, p.value, p.reps, p.n, (float(lo), float(hi)))

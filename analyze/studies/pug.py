@@ -12,7 +12,7 @@ from .. import labels
 from ..context import Context, Section, select
 from ..figures import lines
 from ..metrics.accuracy import accuracy
-from ..metrics.grouped import group_means
+from ..metrics.grouped import coded_group_means
 from ..store import RunKey
 from ..tables import by_model
 from ._common import CENTER, for_each_dataset, listed, order_models, tagged
@@ -79,6 +79,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     samples = ctx.reader.samples(dataset)
     declared = list(ctx.reader.manifest_entry(dataset).get("columns", {})) or sorted(samples.columns)
     groups = factor_groups(samples.columns, declared)
+    # Each value column's distinct values and codes, found once for every model (a sort of the whole column).
+    coded = {col: np.unique(samples.columns[col], return_inverse=True) for col in {col for _, _, col in groups}}
     panels: dict[str, dict] = {}
     for key in keys:
         summary = ctx.summaries(key)
@@ -91,11 +93,13 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
             rows = rows & ok
             if not rows.any():
                 continue
-            values = samples.columns[col][rows]
-            group_keys, counts = np.unique(values, return_counts=True)
+            keys, inverse = coded[col]
+            counts = np.bincount(inverse[rows], minlength=len(keys))
+            present = counts > 0  # the values these rows hold, numbered in sorted order as np.unique of them would
+            group_keys, counts, codes = keys[present], counts[present], (np.cumsum(present) - 1)[inverse[rows]]
 
-            def stat(w, correct=correct, rows=rows, values=values, factor=factor, group_keys=group_keys):
-                _, means = group_means(correct[rows], values, select(w, rows))
+            def stat(w, correct=correct, rows=rows, codes=codes, factor=factor, group_keys=group_keys):
+                means = coded_group_means(correct[rows], codes, len(group_keys), select(w, rows))
                 return {f"top1:{factor}={k}": means[..., j] for j, k in enumerate(group_keys)}
 
             result = ctx.record(key, stat, {f"top1:{factor}={k}": int(c) for k, c in zip(group_keys, counts)})
