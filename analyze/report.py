@@ -117,7 +117,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
         if mark:
             reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
                                 f"(extracted with --allow-partial); every number from it is flagged partial")
-    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed),
+    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed, kept=disk),
                   summaries=disk.summaries() if disk else None, cache=disk)
     names = list(study_names) if study_names else studies.available()
     modules = [studies.get(n) for n in studies.run_order(names)]

@@ -21,7 +21,9 @@ image count), keyed by both run tokens, the metric, its population and the boots
 one model computes the new model's pairs only; and ``DIR/columns/<hash>.arrays``: per dataset, population and
 bootstrap, the sums of error consistency's 0/1 columns (point and replicates), each named by the content of the two
 rows it ANDs, so that the new model's columns are the only ones summed (one file a dataset: a file per pair would
-cost more to read than the sums), and each pair's intervals, named by its four columns.
+cost more to read than the sums), and each pair's intervals, named by its four columns; and
+``DIR/counts/<hash>.arrays``: each population's bootstrap counts (``[B, n]`` bytes), keyed by the seed, the
+population, its size and B: drawing them costs more than reading them.
 
 Each file holds named arrays and their CRC-32C (``analyze/array_file.py``: one read, no copies).
 
@@ -232,6 +234,17 @@ class ReportCache:
 
     def save_columns(self, arrays: dict[str, np.ndarray], *what) -> None:
         self._write(self._columns_path(what), arrays)
+
+    # -- the bootstrap's counts (analyze/bootstrap.py) ------------------------------------------------------------
+    def _counts_path(self, what: tuple) -> Path:
+        return self.folder / "counts" / f"{_digest(analysis_version(), *what)}.arrays"
+
+    def load_counts(self, what: tuple) -> np.ndarray | None:
+        data = self._read(self._counts_path(what))
+        return None if data is None else data.get("counts")
+
+    def save_counts(self, what: tuple, counts: np.ndarray) -> None:
+        self._write(self._counts_path(what), {"counts": counts})
 
     def summaries(self) -> "CachedSummaries":
         return CachedSummaries(self.reader, self, self.reader.io_threads)

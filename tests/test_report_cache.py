@@ -76,14 +76,22 @@ def same_outputs(a, b) -> None:
                 assert x[col].to_list() == y[col].to_list(), f"{name}: {col}"
 
 
-def test_after_adding_a_model_only_its_runs_are_read(kit, tmp_path, counting):
+def test_after_adding_a_model_only_its_runs_are_read(kit, tmp_path, counting, monkeypatch):
+    from analyze import bootstrap
+
+    drawn = []  # the shapes of the bootstrap counts drawn rather than read from the cache
+    draw = bootstrap.poisson1
+    monkeypatch.setattr(bootstrap, "poisson1", lambda rng, shape: (drawn.append(shape), draw(rng, shape))[1])
     store, cache = tmp_path / "store.zarr", tmp_path / "cache"
     add_models(kit, store, {"convnext-sup": 0.8, "vit-sup": 0.7})
     first = report(store, tmp_path / "first", cache)
     assert first["cache"] == {"from_cache": 0, "read": len(StoreReader(store).runs()) - 2}  # VTAB: features only
+    assert drawn and len(list((cache / "counts").iterdir())) == len(drawn)
     add_models(kit, store, {"newcomer": 0.75})
     counting.clear()
+    drawn.clear()
     again = report(store, tmp_path / "again", cache)
+    assert drawn == []  # the same populations: their counts are read back
     read = {path.split("#")[0] for path in counting}
     assert read and all(path.endswith("/newcomer") for path in read), sorted(read)
     assert "vtab-aa/center/newcomer#features" in counting
