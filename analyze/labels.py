@@ -7,7 +7,6 @@ Loaded lazily and cached: importing the analysis costs nothing.
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 from dataclasses import dataclass
@@ -68,17 +67,19 @@ class ImageNetX:
 
 @lru_cache(maxsize=None)
 def imagenet_x() -> ImageNetX:
-    with gzip.open(label_path("imagenet_x_val_top_factor.csv.gz"), "rt", newline="") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], rows[1:]
+    import polars as pl  # its CSV reader: a fifth of the time of csv.reader and numpy's conversions
+
+    with gzip.open(label_path("imagenet_x_val_top_factor.csv.gz"), "rb") as f:
+        table = pl.read_csv(f.read(), infer_schema_length=0)  # every column as text, converted below
+    header = table.columns
     if tuple(header[3:]) != IMAGENET_X_FACTORS:
         raise ValueError(f"imagenet_x_val_top_factor.csv.gz: factor columns {header[3:]}, expected {IMAGENET_X_FACTORS}")
-    table = np.asarray(body, dtype=object)
+    numbers = lambda names: table.select(names).cast(pl.Int64).to_numpy()  # noqa: E731
     return ImageNetX(
-        file_name=table[:, 0].astype(str),
-        label=table[:, 1].astype(np.int64),
-        prototype=table[:, 2].astype(np.int64).astype(bool),
-        factors=table[:, 3:].astype(np.int64).astype(bool),
+        file_name=table[header[0]].to_numpy().astype(str),
+        label=numbers(header[1])[:, 0],
+        prototype=numbers(header[2])[:, 0].astype(bool),
+        factors=numbers(header[3:]).astype(bool),
     )
 
 
