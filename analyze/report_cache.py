@@ -11,10 +11,11 @@ cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 - ``derived-<name>.arrays``: per-run results that need more than the logits (the VTAB probe's test-set correctness);
 - ``stats/<hash>.arrays``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
   the run token, the result's dataset, the resampled population and its size, the metric names, the number of
-  replicates and the seed, with each metric's interval. The point estimates are recomputed from the summary
-  (cheap); the replicates and intervals, the costly part, are reused. They are those of a report without the cache (the bootstrap weights depend only on
-  the seed, the population and its size) up to float32 rounding: the one matrix product per population sums in
-  an order that depends on how many statistics share it, i.e. on the other runs in the report;
+  replicates, the seed and the interval's level, with each metric's interval. The point estimates are
+  recomputed from the summary (cheap); the replicates and intervals, the costly part, are reused. They are those
+  of a report without the cache (the bootstrap weights depend only on the seed, the population and its size) up
+  to float32 rounding: the one matrix product per population sums in an order that depends on how many
+  statistics share it, i.e. on the other runs in the report;
 
 and, outside the runs' folders, ``DIR/pairs/<hash[:2]>/<hash>.arrays``: one pair of runs' CKA (value, replicates,
 image count), keyed by both run tokens, the metric, its population and the bootstrap, so that a report after adding
@@ -118,7 +119,7 @@ class ReportCache:
         run = self.token(key)
         if run is None:
             return None
-        return f"{run}/stats/{_digest(dataset, weight_key, n_rows, sorted(metrics), boot.n_boot, boot.seed)}"
+        return f"{run}/stats/{_digest(dataset, weight_key, n_rows, sorted(metrics), boot.n_boot, boot.seed, boot.level)}"
 
     # -- files -----------------------------------------------------------------------------------------------
     def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -199,7 +200,8 @@ class ReportCache:
             return None
         reps = {m: v for m, v in data.items() if not m.startswith(_BOUNDS)}
         bounds = {m[len(_BOUNDS):]: v for m, v in data.items() if m.startswith(_BOUNDS)}
-        return (reps, bounds) if set(bounds) == set(reps) else None
+        whole = set(bounds) == set(reps) and all(b.shape == (2,) for b in bounds.values())
+        return (reps, bounds) if whole else None
 
     def save_replicates(self, token: str, reps: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]]) -> None:
         self._write(self.folder / token[:2] / f"{token}.arrays",

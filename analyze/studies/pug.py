@@ -93,10 +93,10 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
             rows = rows & ok
             if not rows.any():
                 continue
-            keys, inverse = coded[col]
-            counts = np.bincount(inverse[rows], minlength=len(keys))
+            distinct, inverse = coded[col]
+            counts = np.bincount(inverse[rows], minlength=len(distinct))
             present = counts > 0  # the values these rows hold, numbered in sorted order as np.unique of them would
-            group_keys, counts, codes = keys[present], counts[present], (np.cumsum(present) - 1)[inverse[rows]]
+            group_keys, counts, codes = distinct[present], counts[present], (np.cumsum(present) - 1)[inverse[rows]]
 
             def stat(w, correct=correct, rows=rows, codes=codes, factor=factor, group_keys=group_keys):
                 means = coded_group_means(correct[rows], codes, len(group_keys), select(w, rows))
