@@ -346,6 +346,17 @@ def cmd_ls(args) -> int:
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "verify": cmd_verify, "ls": cmd_ls}
 
 
+class _NetworkLeftovers(logging.Filter):
+    """Drops asyncio's report of a request task whose network error nobody awaited: when the object storage goes
+    away, aiohttp's pending writes end so (with a traceback) while the run itself stops with the fault in one
+    line (schemas/remote.py). Every other asyncio message passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        network = isinstance(error, OSError) or type(error).__module__.split(".")[0] == "aiohttp"
+        return not (network and "exception was never retrieved" in record.getMessage())
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -353,6 +364,9 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    asyncio_log = logging.getLogger("asyncio")
+    if not verbose and not any(isinstance(f, _NetworkLeftovers) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_NetworkLeftovers())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -451,3 +451,38 @@ def test_damaged_run_metadata_is_named_by_every_command(tmp_path, data, complete
     rc, _, err = cli(capsys, extract_main, *run_args(complete_store, data, "--allow-partial"))
     one_error_line(rc, err, 2, "extract run", named)
     assert files(complete_store) == before
+
+
+def test_a_network_error_nobody_awaited_is_not_printed_with_its_traceback(caplog):
+    """When the object storage goes away, aiohttp's pending writes end in errors nobody awaits, which asyncio
+    reports with a traceback beside the run's one error line; the command line drops those, and only those."""
+    import asyncio
+    import gc
+    import logging
+
+    from aiohttp.client_exceptions import ClientConnectionResetError
+
+    from extract.cli import _NetworkLeftovers, _setup_logging
+
+    async def fail(error: Exception) -> None:
+        raise error
+
+    async def leave_unawaited() -> None:
+        for error in (ClientConnectionResetError("Cannot write to closing transport"), ValueError("a bug")):
+            task = asyncio.ensure_future(fail(error))
+            await asyncio.sleep(0)
+            del task
+            gc.collect()
+
+    _setup_logging(verbose=False, quiet=False)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run(leave_unawaited())
+            gc.collect()
+    finally:
+        asyncio_log = logging.getLogger("asyncio")
+        for f in [f for f in asyncio_log.filters if isinstance(f, _NetworkLeftovers)]:
+            asyncio_log.removeFilter(f)
+    reported = [r for r in caplog.records if r.name == "asyncio"]
+    assert [type(r.exc_info[1]).__name__ for r in reported] == ["ValueError"]
+    assert "never retrieved" in reported[0].getMessage()
