@@ -23,6 +23,11 @@ ALIGN = 64
 _LEAD = len(MAGIC) + 4  # the magic and the checksum
 
 
+def _aligned(size: int) -> int:
+    """``size`` rounded up to a multiple of ``ALIGN``."""
+    return -(-size // ALIGN) * ALIGN
+
+
 def write_arrays(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` (any shapes, fixed-size dtypes) to the binary file ``f``."""
     parts, header, at = [], [], 0
@@ -33,15 +38,15 @@ def write_arrays(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
             raise ValueError(f"array {name!r}: dtype {a.dtype} holds Python objects; only fixed-size dtypes are kept")
         parts.append(a)
         header.append([name, a.dtype.str, list(a.shape), at])
-        at += -(-a.nbytes // ALIGN) * ALIGN
+        at += _aligned(a.nbytes)
     text = json.dumps(header).encode()
-    start = -(-(4 + len(text)) // ALIGN) * ALIGN  # the first array's offset from the header length
+    start = _aligned(4 + len(text))  # the first array's offset from the header length
     head = len(text).to_bytes(4, "little") + text + bytes(start - 4 - len(text))
     crc = google_crc32c.value(head)
     body = [head]
-    for a, (_, _, _, offset) in zip(parts, header):
+    for a in parts:
         data = a.reshape(-1).view(np.uint8) if a.nbytes else np.zeros(0, np.uint8)
-        pad = np.zeros(-(-a.nbytes // ALIGN) * ALIGN - a.nbytes, np.uint8)
+        pad = np.zeros(_aligned(a.nbytes) - a.nbytes, np.uint8)
         for piece in (data, pad):
             crc = google_crc32c.extend(crc, piece)
         body += [data, pad]
@@ -66,7 +71,7 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: checksum mismatch (damaged or cut short)")
     length = int.from_bytes(buf[:4].tobytes(), "little")
     header = json.loads(buf[4:4 + length].tobytes())
-    start = -(-(4 + length) // ALIGN) * ALIGN
+    start = _aligned(4 + length)
     out = {}
     for name, dtype, shape, offset in header:
         dtype = np.dtype(dtype)

@@ -39,7 +39,6 @@ class Section:
     title: str
     body: str
     figures: list[str] = field(default_factory=list)
-    study: str = ""  # the study that wrote it (report.py orders the sections by study)
 
 
 class _Sections(list):

@@ -131,8 +131,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
     ctx.summaries.prefetch(keys, progress=progress)
     with figures.painter(figure_workers):  # figures drawn by worker processes while the studies go on
-        _run_studies(ctx, modules, progress)
-        ctx.sections.sort(key=lambda section: names.index(section.study))  # the report's order, not the run's
+        _run_studies(ctx, modules, progress, names)
         results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
         ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
         for section in (paper, report_ranking(ctx, ranked, priorities)):
@@ -153,8 +152,10 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
             "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
 
 
-def _run_studies(ctx: Context, modules: list, progress: bool) -> None:
-    """Each study in turn, then every queued run (its notes count even if no study asked for it)."""
+def _run_studies(ctx: Context, modules: list, progress: bool, report_order: list[str]) -> None:
+    """Each study in turn, then every queued run (its notes count even if no study asked for it); the sections
+    are then put in ``report_order`` (the studies may run in another: ``studies.run_order``)."""
+    first, written = len(ctx.sections), {}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -162,16 +163,17 @@ def _run_studies(ctx: Context, modules: list, progress: bool) -> None:
         bar = tqdm(total=len(modules), desc="studies", unit="study", position=1)
     try:
         for module in modules:
+            name = module.__name__.rsplit(".", 1)[-1]
             if bar is not None:
-                bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+                bar.set_postfix_str(name)
             start = len(ctx.sections)
             module.run(ctx)
-            for section in ctx.sections[start:]:
-                section.study = module.__name__.rsplit(".", 1)[-1]
+            written[name] = ctx.sections[start:]
             ctx.flush()
             if bar is not None:
                 bar.update()
         ctx.summaries.finish()
+        ctx.sections[first:] = [section for name in report_order for section in written.get(name, [])]
     finally:
         ctx.summaries.close()  # the logits bar closes first, above the studies bar
         if bar is not None:

@@ -68,6 +68,12 @@ def correctness(ctx: Context, key: RunKey) -> Correctness | None:
     return Correctness(correct_single(summary.pred, label), summary.valid & (label >= 0))
 
 
+def _positions(kept: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Where each of ``names`` lies in ``kept`` (-1 where it does not)."""
+    at = {name: k for k, name in enumerate(kept.tolist())}
+    return np.array([at.get(name, -1) for name in names.tolist()], dtype=np.int64)
+
+
 def _batches(pairs: list, size: int = PAIR_BATCH) -> Iterator[list]:
     for start in range(0, len(pairs), size):
         yield pairs[start:start + size]
@@ -138,8 +144,7 @@ class _KeptColumns:
                 reps is not None and old["reps"].shape != (len(reps), m)):  # none kept, or not as written
             return np.arange(len(point))
         self.old = old
-        at = {name: k for k, name in enumerate(old["names"].tolist())}
-        found = np.array([at.get(name, -1) for name in self.names.tolist()], dtype=np.int64)
+        found = _positions(old["names"], self.names)
         have = found >= 0
         point[have] = old["point"][found[have]]
         if reps is not None:
@@ -155,13 +160,12 @@ class _KeptColumns:
         if self.cache is None or not {"pair_names", "pair_bounds"} <= set(self.old) or (
                 self.old["pair_bounds"].shape != (len(self.old["pair_names"]), *out.shape[1:])):
             return np.zeros(len(out), bool)
-        at = {name: k for k, name in enumerate(self.old["pair_names"].tolist())}
-        found = np.array([at.get(name, -1) for name in self.pair_names(where).tolist()], dtype=np.int64)
+        found = _positions(self.old["pair_names"], self.pair_names(where))
         out[found >= 0] = self.old["pair_bounds"][found[found >= 0]]
         return found >= 0
 
     def keep(self, summed: np.ndarray, point: np.ndarray, reps: np.ndarray | None, where: np.ndarray,
-             bounds: np.ndarray | None, fresh: int) -> None:
+             bounds: np.ndarray, fresh: int) -> None:
         """Keep the column sums and the pairs' intervals when any were computed (``summed`` columns, ``fresh``
         pairs)."""
         if self.cache is not None and (len(summed) or fresh):
@@ -213,23 +217,22 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     where = where.reshape(left.shape)
     value = consistency_from_sums(point[where])
     n = point[where[:, 0]].astype(int)  # the rows both decided (an image's cells all count)
-    if reps is None:
-        kept.keep(todo, point, None, where, None, 0)
-        return [Pair(keys[i], keys[j], m, float(value[m][p]), None, int(n[p]))
-                for p, (i, j) in enumerate(zip(a, b)) for m in KAPPA_METRICS]
     bounds = np.full((len(where), len(KAPPA_METRICS), 2), np.nan)
-    known = kept.bounds(where, bounds)
-    human = np.array([is_human(k.model) for k in keys])
-    wanted = np.flatnonzero(~known | human[a] | human[b])  # replicates: new pairs, and the means over observers
-    rep = consistency_from_sums(reps[:, where[wanted]])
-    fresh = np.flatnonzero(~known[wanted])
-    if len(fresh):
-        stacked = np.concatenate([rep[m][:, fresh].T for m in KAPPA_METRICS])
-        bounds[wanted[fresh]] = ctx.boot.intervals(stacked).reshape(len(KAPPA_METRICS), len(fresh), 2).swapaxes(0, 1)
+    rep, column, fresh = {}, {}, np.zeros(0, np.intp)
+    if reps is not None:
+        known = kept.bounds(where, bounds)
+        human = np.array([is_human(k.model) for k in keys])
+        wanted = np.flatnonzero(~known | human[a] | human[b])  # replicates: new pairs, and the means over observers
+        rep, column = consistency_from_sums(reps[:, where[wanted]]), {p: c for c, p in enumerate(wanted.tolist())}
+        fresh = np.flatnonzero(~known[wanted])
+        if len(fresh):
+            stacked = np.concatenate([rep[m][:, fresh].T for m in KAPPA_METRICS])
+            found = ctx.boot.intervals(stacked).reshape(len(KAPPA_METRICS), len(fresh), 2)
+            bounds[wanted[fresh]] = found.swapaxes(0, 1)
     kept.keep(todo, point, reps, where, bounds, len(fresh))
-    column = {p: c for c, p in enumerate(wanted.tolist())}
     return [Pair(keys[i], keys[j], m, float(value[m][p]), rep[m][:, column[p]] if p in column else None, int(n[p]),
-                 bounds[p, k]) for p, (i, j) in enumerate(zip(a, b)) for k, m in enumerate(KAPPA_METRICS)]
+                 None if reps is None else bounds[p, k])
+            for p, (i, j) in enumerate(zip(a, b)) for k, m in enumerate(KAPPA_METRICS)]
 
 
 def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.ndarray:
