@@ -13,6 +13,7 @@ left to zarr, so what a read returns, and every error a damaged block raises, st
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
 
 from schemas.local_arrays import EMPTY, ZSTD, local_shards, shard_index
+
+from .scratch import thread_buffer
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -65,20 +68,19 @@ class ShardBlocks:
             return None  # a shard or chunk not spanning every column, or not whole chunks of rows
         return cls(folder, array)
 
-    def read(self, rows: slice) -> np.ndarray | None:
-        """The values of ``rows`` when they are exactly one shard, whole and clean on disk; None for zarr to read."""
+    def read(self, rows: slice, reuse: bool = False) -> np.ndarray | None:
+        """The values of ``rows`` when they are exactly one shard, whole and clean on disk; None for zarr to read.
+        ``reuse``: the values are returned in this thread's buffer, valid until its next read with ``reuse``."""
         start, stop = rows.start, rows.stop
         if rows.step not in (None, 1) or start % self.shard_rows or stop != min(start + self.shard_rows, self.rows):
             return None
-        try:
-            data = (self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0))).read_bytes()
-        except OSError:
-            return None
-        index = shard_index(data, self.per_shard)
+        data = _read_file(self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0)))
+        index = shard_index(data, self.per_shard) if data is not None else None
         if index is None:
             return None
         table, body = index
-        out = np.empty((stop - start, self.columns), self.dtype)
+        shape = (stop - start, self.columns)
+        out = thread_buffer("block", shape, self.dtype) if reuse else np.empty(shape, self.dtype)
         chunk_bytes = self.chunk_rows * self.columns * self.dtype.itemsize
         frames = memoryview(data)
         for first in range(0, len(out), self.chunk_rows):
@@ -98,3 +100,19 @@ class ShardBlocks:
             if padded:
                 out[first:] = into[: len(out) - first]
         return out
+
+
+def _read_file(path: Path) -> np.ndarray | None:
+    """The file's bytes in this thread's buffer (valid until its next call), or None when it cannot be read."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            data = thread_buffer("shard file", (os.fstat(f.fileno()).st_size,), np.uint8)
+            got = 0
+            while got < len(data):
+                n = f.readinto(data[got:])
+                if not n:
+                    return None  # shorter than it was a moment ago: being replaced; zarr reads it
+                got += n
+    except OSError:
+        return None
+    return data

@@ -234,9 +234,11 @@ class StoreReader:
         """The run's row blocks: reading block by block keeps memory bounded whatever the store's size."""
         return L.Blocks(self.n_samples(key.dataset))
 
-    def logits(self, key: RunKey, rows: slice) -> np.ndarray:
+    def logits(self, key: RunKey, rows: slice, reuse: bool = False) -> np.ndarray:
+        """The run's logits of ``rows``. ``reuse``: they may be returned in this thread's buffer, valid until its
+        next read with ``reuse`` (a block summarised and let go needs no memory of its own)."""
         shards = self._shards.get(key)
-        values = shards.read(rows) if shards is not None else None
+        values = shards.read(rows, reuse) if shards is not None else None
         try:
             if values is None:
                 values = self._logits[key][rows]

@@ -90,7 +90,7 @@ class _Pending:
                 self._done.set()
 
     def _reduce(self, rows: slice) -> None:
-        block = self.reader.logits(self.key, rows)  # an AnalysisError naming the rows when damaged
+        block = self.reader.logits(self.key, rows, reuse=True)  # an AnalysisError naming the rows when damaged
         out = summarize(block, self.label[rows], self.subset)
         # A NaN or +inf logit makes the row's softmax sum NaN: no separate pass over the block is needed.
         ok = np.isfinite(out["confidence"])

@@ -40,6 +40,29 @@ def test_every_block_is_zarrs_bit_for_bit(kit, tmp_path, dtype):
         np.testing.assert_array_equal(_bits(reader.logits(KEY, rows)), _bits(logits[rows]))
 
 
+def test_a_reused_buffer_holds_each_block_read_into_it_and_is_this_threads_own(kit, tmp_path):
+    """``reuse``: every block decoded into one buffer of the reading thread (no fresh memory a block), the same
+    values as a read into new memory; another thread reads into a buffer of its own."""
+    import threading
+
+    store, logits = _store(kit, tmp_path, np.float32)
+    shards = ShardBlocks.of(zarr.open_group(store, mode="r")[f"{KEY.path}/logits"])
+    blocks = list(StoreReader(store).blocks(KEY))
+    first = shards.read(blocks[0], reuse=True)
+    np.testing.assert_array_equal(first, logits[blocks[0]])
+    for rows in blocks[1:]:
+        got = shards.read(rows, reuse=True)
+        assert np.shares_memory(got, first), rows
+        np.testing.assert_array_equal(got, logits[rows])
+    assert not np.shares_memory(shards.read(blocks[0]), first)  # without reuse: memory of its own
+    other = []
+    thread = threading.Thread(target=lambda: other.append(shards.read(blocks[0], reuse=True)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], first)
+    np.testing.assert_array_equal(other[0], logits[blocks[0]])
+
+
 def test_rows_that_are_not_one_shard_are_left_to_zarr(kit, tmp_path):
     store, _ = _store(kit, tmp_path, np.float32)
     shards = ShardBlocks.of(zarr.open_group(store, mode="r")[f"{KEY.path}/logits"])

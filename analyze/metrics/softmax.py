@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import logging
 
-import threading
-
 import numpy as np
+
+from ..scratch import thread_buffer
 
 # Rows summarised per pass: 256 x 1000 float64 (2 MB) stays in cache from the exp through the sum,
 # where whole 10,000-row blocks (80 MB) would stream through memory several times.
 PASS_ROWS = 256
 
-_local = threading.local()
 _exp_kernel = None
 _half_kernel = None
-
-
-def _buffer(name: str, shape: tuple[int, int], dtype=np.float64) -> np.ndarray:
-    """A scratch buffer per thread and name, reused across passes (fresh allocations page-fault)."""
-    buf = getattr(_local, name, None)
-    if buf is None or buf.size < shape[0] * shape[1] or buf.dtype != dtype:
-        buf = np.empty(shape[0] * shape[1], dtype)
-        setattr(_local, name, buf)
-    return buf[: shape[0] * shape[1]].reshape(shape)
 
 
 def _compiled(name: str, build) -> object | None:
@@ -111,7 +101,7 @@ def _widened(logits: np.ndarray, scratch: str | None = None) -> np.ndarray:
     kernel = _widen_kernel() if logits.dtype == np.float16 and logits.ndim == 2 else None
     if kernel is None:
         return logits.astype(np.float32)
-    out = _buffer(scratch, logits.shape, np.float32) if scratch else np.empty(logits.shape, np.float32)
+    out = thread_buffer(scratch, logits.shape, np.float32) if scratch else np.empty(logits.shape, np.float32)
     return kernel(logits, out)
 
 
@@ -152,7 +142,7 @@ def summarize(logits: np.ndarray, label: np.ndarray, subset: np.ndarray | None =
         # alike); its logit is the row max (NaN when the row holds one), so one pass gives both.
         index = np.arange(len(part))
         arg[rows] = part.argmax(axis=1)
-        e, total[rows] = _exp_rows(part, part[index, arg[rows]], _buffer("exp", (len(part), width)))
+        e, total[rows] = _exp_rows(part, part[index, arg[rows]], thread_buffer("exp", (len(part), width)))
         e_true[rows] = e[index, col[rows]]
     pred = arg if subset is None else subset[arg]
     with np.errstate(invalid="ignore"):
