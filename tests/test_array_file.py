@@ -37,6 +37,9 @@ def test_arrays_read_back_as_written(tmp_path):
     assert str(got["kind"]) == "classifier"
     got["pred"][0] = 5  # the arrays are the caller's to change
     assert got["pred"][0] == 5
+    assert read_arrays(tmp_path / "a.arrays")["pred"][0] == ARRAYS["pred"][0]  # ... and the file is not
+    for name, a in got.items():  # each array starts on a multiple of 64 bytes in memory
+        assert a.flags.aligned and (a.nbytes == 0 or a.ctypes.data % 64 == 0), name
 
 
 def test_every_damaged_byte_is_detected(tmp_path):

@@ -43,9 +43,9 @@ def counting(monkeypatch):
     reads = Counter()
     logits, features = StoreReader.logits, StoreReader.features
 
-    def count_logits(self, key, rows):
+    def count_logits(self, key, rows, reuse=False):
         reads[key.path] += 1
-        return logits(self, key, rows)
+        return logits(self, key, rows, reuse)
 
     def count_features(self, key):
         reads[key.path + "#features"] += 1

@@ -11,6 +11,8 @@ import hashlib
 
 import numpy as np
 
+from ..scratch import thread_buffer
+
 
 class ProductBatch:
     """One matrix product ``W @ X`` for many statistics of one sample population.
@@ -57,13 +59,13 @@ class ProductBatch:
 
 def weighted_product(weights: np.ndarray, x: np.ndarray, slice_rows: int = 4096) -> np.ndarray:
     """``weights @ x`` in float32 for ``[n]`` or ``[B, n]`` weights of any numeric dtype: a ``[B, n]`` matrix
-    that is not float32 (uint8 bootstrap counts) is converted a slice of samples at a time into one
+    that is not float32 (uint8 bootstrap counts) is converted a slice of samples at a time into this thread's
     reused buffer, never as a whole float32 copy."""
     weights = np.asarray(weights)
     if weights.dtype == np.float32 or weights.ndim == 1:
         return weights.astype(np.float32, copy=False) @ x
     out = np.zeros((weights.shape[0], x.shape[1]), np.float32)
-    buf = np.empty((weights.shape[0], min(slice_rows, weights.shape[1])), np.float32)
+    buf = thread_buffer("weights", (weights.shape[0], min(slice_rows, weights.shape[1])), np.float32)
     for start in range(0, weights.shape[1], slice_rows):
         part = weights[:, start:start + slice_rows]
         chunk = buf[:, :part.shape[1]]
