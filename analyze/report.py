@@ -1,12 +1,16 @@
 """``analyze report``: every study over a store -> tidy results, paired differences, report.md and figures."""
 from __future__ import annotations
 
+import gc
+import os
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from . import figures
 from . import pairs as pairing
@@ -130,7 +134,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     # would take gigabytes for nothing (their image counts are drawn when first asked for).
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
     ctx.summaries.prefetch(keys, progress=progress)
-    with figures.painter(figure_workers):  # figures drawn by worker processes while the studies go on
+    with _beside_readers(reader.io_threads), figures.painter(figure_workers):  # figures drawn while the studies go on
         _run_studies(ctx, modules, progress, names)
         results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
         ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
@@ -150,6 +154,21 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
             "notes": list(reader.notes), "out": str(out),
             "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else [],
             "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
+
+
+@contextmanager
+def _beside_readers(io_threads: int) -> Iterator[None]:
+    """Settings for the studies while the reading threads work: BLAS on the cores those threads leave (its idle
+    threads spin, taking processor time from them; the products here are small), and full garbage collections
+    rarer (each walks every object; a report keeps many long-lived ones and makes few reference cycles)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threshold = gc.get_threshold()
+    gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 100))
+    try:
+        with threadpool_limits(max(1, cores - io_threads), user_api="blas"):
+            yield
+    finally:
+        gc.set_threshold(*threshold)
 
 
 def _run_studies(ctx: Context, modules: list, progress: bool, report_order: list[str]) -> None:

@@ -230,3 +230,23 @@ def test_logits_are_queued_in_the_order_the_studies_ask_for_them(tmp_path, monke
     assert datasets(first_asked)[0] == "imagenet-val"  # the robustness table starts with ImageNet itself
     assert set(queued) == set(first_asked)
     assert datasets(queued) == datasets(first_asked)
+
+
+def test_blas_threads_and_full_collections_are_held_back_only_while_the_studies_run():
+    import gc
+
+    from threadpoolctl import threadpool_info
+
+    from analyze.report import _beside_readers
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    collections, threads = gc.get_threshold(), blas()
+    assert threads  # numpy's BLAS is loaded
+    with pytest.raises(RuntimeError):
+        with _beside_readers(io_threads=10**6):  # the reading threads leave no core: BLAS on one thread
+            assert blas() == [1] * len(threads)
+            assert gc.get_threshold()[:2] == collections[:2] and gc.get_threshold()[2] >= 100
+            raise RuntimeError("a study failed")
+    assert gc.get_threshold() == collections and blas() == threads
