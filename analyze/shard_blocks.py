@@ -3,9 +3,11 @@
 The extractor writes a run's logits as one shard a block (schemas.layout: 10,000 rows of 1,000-row zstd
 chunks, every class in each chunk). zarr reads such a block through its event loop: the file, then every chunk
 decoded into a buffer of its own and copied into the result on the loop's single thread, which a report's
-reading threads all wait on. Here the calling thread reads the file, checks the shard index's crc32c and
-decompresses each chunk into its rows of the result: about a third less processor time a byte, and the reading
-threads work side by side.
+reading threads all wait on. Here the calling thread reads the shard's index (checking its crc32c), then each
+chunk's frame, and decompresses it into its rows of the result: about a third less processor time a byte, and the
+reading threads work side by side. ``parts`` decompresses a chunk at a time into a buffer of the thread's own
+instead: a report summarises a block without holding it whole, each reading thread reusing a few megabytes rather
+than taking a block's worth of fresh memory (which the system must zero, page by page) for every block.
 
 Only that layout, in a store on the local file system, is read this way. A shard that is not whole and clean
 (no file, a chunk left empty because it held only the fill value, an index or a frame that does not check) is
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import zarr
@@ -68,51 +71,74 @@ class ShardBlocks:
             return None  # a shard or chunk not spanning every column, or not whole chunks of rows
         return cls(folder, array)
 
-    def read(self, rows: slice, reuse: bool = False) -> np.ndarray | None:
-        """The values of ``rows`` when they are exactly one shard, whole and clean on disk; None for zarr to read.
-        ``reuse``: the values are returned in this thread's buffer, valid until its next read with ``reuse``."""
+    def read(self, rows: slice) -> np.ndarray | None:
+        """The values of ``rows`` when they are exactly one shard, whole and clean on disk; None for zarr to read."""
+        found = self._frames(rows)
+        if found is None:
+            return None
+        out = np.empty((rows.stop - rows.start, self.columns), self.dtype)
+        try:
+            for part, values in self._decoded(*found, len(out), out):
+                if not np.shares_memory(values, out):  # the padded last chunk
+                    out[part] = values
+        except NotReadHere:
+            return None
+        return out
+
+    def parts(self, rows: slice) -> Iterator[tuple[slice, np.ndarray]] | None:
+        """The values of ``rows`` a chunk at a time, as ``(rows within them, values)``, each in this thread's buffer
+        (valid until the next part), when ``rows`` are exactly one shard whose index checks; None for zarr to read.
+        A frame that does not decode raises ``NotReadHere`` when its turn comes: zarr reads the block then."""
+        found = self._frames(rows)
+        return None if found is None else self._decoded(*found, rows.stop - rows.start)
+
+    def _frames(self, rows: slice) -> tuple[int, list[tuple[int, int, int]]] | None:
+        """An open descriptor of the shard file of ``rows`` and each chunk's (first row, offset, size), from the
+        shard's index; None when ``rows`` are not one shard, or the file or its index cannot be read."""
         start, stop = rows.start, rows.stop
         if rows.step not in (None, 1) or start % self.shard_rows or stop != min(start + self.shard_rows, self.rows):
             return None
-        data = _read_file(self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0)))
-        index = shard_index(data, self.per_shard) if data is not None else None
-        if index is None:
+        try:
+            fd = os.open(self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0)), os.O_RDONLY)
+        except OSError:
             return None
-        table, body = index
-        shape = (stop - start, self.columns)
-        out = thread_buffer("block", shape, self.dtype) if reuse else np.empty(shape, self.dtype)
+        try:
+            size, tail = os.fstat(fd).st_size, 16 * self.per_shard + 4
+            index = shard_index(os.pread(fd, tail, size - tail), self.per_shard) if size >= tail else None
+            if index is None:
+                raise NotReadHere
+            frames = []
+            for first in range(0, stop - start, self.chunk_rows):
+                offset, length = (int(v) for v in index[0][first // self.chunk_rows])
+                if offset == EMPTY or offset + length > size - tail:
+                    raise NotReadHere
+                frames.append((first, offset, length))
+        except (OSError, NotReadHere):
+            os.close(fd)
+            return None
+        return fd, frames
+
+    def _decoded(self, fd: int, frames: list[tuple[int, int, int]], n: int,
+                 out: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+        """Each chunk's rows and values, decoded into ``out``'s rows or else this thread's buffer; closes ``fd``."""
         chunk_bytes = self.chunk_rows * self.columns * self.dtype.itemsize
-        frames = memoryview(data)
-        for first in range(0, len(out), self.chunk_rows):
-            offset, size = (int(v) for v in table[first // self.chunk_rows])
-            if offset == EMPTY or offset + size > body:
-                return None
-            frame = frames[offset:offset + size]
-            if frame_content_size(frame) != chunk_bytes:
-                return None
-            # The last shard's last chunk may reach past the array's end: it is stored whole, padded.
-            padded = first + self.chunk_rows > len(out)
-            into = np.empty((self.chunk_rows, self.columns), self.dtype) if padded else out[first:first + self.chunk_rows]
-            try:
-                ZSTD.decode(frame, out=into)
-            except (RuntimeError, ValueError):  # a damaged frame: zarr reads it again and names the damage
-                return None
-            if padded:
-                out[first:] = into[: len(out) - first]
-        return out
+        try:
+            for first, offset, length in frames:
+                frame = thread_buffer("frame", (length,), np.uint8)
+                if os.preadv(fd, [frame], offset) != length or frame_content_size(memoryview(frame)) != chunk_bytes:
+                    raise NotReadHere
+                stop = min(first + self.chunk_rows, n)
+                # The last shard's last chunk may reach past the array's end: it is stored whole, padded.
+                into = (out[first:stop] if out is not None and stop - first == self.chunk_rows else
+                        thread_buffer("chunk", (self.chunk_rows, self.columns), self.dtype))
+                try:
+                    ZSTD.decode(frame, out=into)
+                except (RuntimeError, ValueError) as error:  # a damaged frame: zarr reads it again and names it
+                    raise NotReadHere from error
+                yield slice(first, stop), into[: stop - first]
+        finally:
+            os.close(fd)
 
 
-def _read_file(path: Path) -> np.ndarray | None:
-    """The file's bytes in this thread's buffer (valid until its next call), or None when it cannot be read."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            data = thread_buffer("shard file", (os.fstat(f.fileno()).st_size,), np.uint8)
-            got = 0
-            while got < len(data):
-                n = f.readinto(data[got:])
-                if not n:
-                    return None  # shorter than it was a moment ago: being replaced; zarr reads it
-                got += n
-    except OSError:
-        return None
-    return data
+class NotReadHere(Exception):
+    """The shard is not whole and clean after all (a frame did not decode as its index said): zarr reads the block."""

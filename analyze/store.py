@@ -5,7 +5,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import zarr
@@ -18,7 +18,7 @@ from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
 
-from .shard_blocks import ShardBlocks
+from .shard_blocks import NotReadHere, ShardBlocks
 
 
 class AnalysisError(ValueError):
@@ -234,11 +234,9 @@ class StoreReader:
         """The run's row blocks: reading block by block keeps memory bounded whatever the store's size."""
         return L.Blocks(self.n_samples(key.dataset))
 
-    def logits(self, key: RunKey, rows: slice, reuse: bool = False) -> np.ndarray:
-        """The run's logits of ``rows``. ``reuse``: they may be returned in this thread's buffer, valid until its
-        next read with ``reuse`` (a block summarised and let go needs no memory of its own)."""
+    def logits(self, key: RunKey, rows: slice) -> np.ndarray:
         shards = self._shards.get(key)
-        values = shards.read(rows, reuse) if shards is not None else None
+        values = shards.read(rows) if shards is not None else None
         try:
             if values is None:
                 values = self._logits[key][rows]
@@ -249,6 +247,30 @@ class StoreReader:
                                 f"{integrity.run_repair_hint(self.url, key.path)}") from error
         self._verify(key, L.LOGITS, rows, values)
         return values
+
+    def logit_parts(self, key: RunKey, rows: slice) -> Iterator[tuple[slice, np.ndarray]]:
+        """The run's logits of ``rows`` as ``(rows within them, values)``: a chunk at a time, each in this thread's
+        buffer and valid until the next part, where the block is one shard on local disk (ShardBlocks.parts); else
+        the block at once. The block's recorded checksum is checked over the parts after the last one, and a
+        mismatch raises then: a caller keeps nothing from the parts until the iteration has ended. After a frame
+        that does not decode, the whole block follows as ``logits`` reads it (the parts before it are given again)."""
+        shards = self._shards.get(key)
+        parts = shards.parts(rows) if shards is not None else None
+        if parts is not None:
+            recorded, crc = self._recorded_checksum(key, L.LOGITS, rows), 0
+            try:
+                for part, values in parts:
+                    if recorded is not None:
+                        crc = integrity.extend_checksum(crc, values)
+                    yield part, values
+            except NotReadHere:
+                pass
+            else:
+                if recorded is not None:
+                    self._match(key, L.LOGITS, rows, recorded, crc)
+                return
+        values = self.logits(key, rows)
+        yield slice(0, len(values)), values
 
     def invalid_reasons(self, key: RunKey, valid: np.ndarray) -> dict[str, int]:
         """Why the run's invalid rows are invalid: reason -> count (empty for runs written before reasons)."""
@@ -296,16 +318,24 @@ class StoreReader:
 
     def _verify(self, key: RunKey, name: str, rows: slice, values: np.ndarray) -> None:
         """Refuse a block whose values are not those whose checksum was recorded when it was written."""
+        recorded = self._recorded_checksum(key, name, rows)
+        if recorded is not None:
+            self._match(key, name, rows, recorded, integrity.checksum(values))
+
+    def _recorded_checksum(self, key: RunKey, name: str, rows: slice) -> int | None:
+        """The checksum recorded for ``rows`` of the run's array ``name``; None when there is none to check against
+        (written before checksums, or not a whole block)."""
         table, unchecked = self._checksums.get(key, (None, frozenset()))
         blocks = self.blocks(key)
         b = rows.start // blocks.rows
         if table is None or b in unchecked or blocks.slice(b) != rows or name not in table.attrs["arrays"]:
-            return  # written before checksums, or not a whole block
-        recorded = int(self._recorded(key, table)[b, list(table.attrs["arrays"]).index(name)])
-        found = integrity.checksum(values)
+            return None
+        return int(self._recorded(key, table)[b, list(table.attrs["arrays"]).index(name)])
+
+    def _match(self, key: RunKey, name: str, rows: slice, recorded: int, found: int) -> None:
         if found != recorded:
-            damage = integrity.Damage(f"{key.path}/{name}", b, (rows.start, rows.stop),
-                                      integrity.mismatch(recorded, found))
+            damage = integrity.Damage(f"{key.path}/{name}", rows.start // self.blocks(key).rows,
+                                      (rows.start, rows.stop), integrity.mismatch(recorded, found))
             raise AnalysisError(self._damaged(key, [damage]))
 
     def _recorded(self, key: RunKey, table: zarr.Array) -> np.ndarray:

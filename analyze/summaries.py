@@ -90,15 +90,17 @@ class _Pending:
                 self._done.set()
 
     def _reduce(self, rows: slice) -> None:
-        block = self.reader.logits(self.key, rows, reuse=True)  # an AnalysisError naming the rows when damaged
-        out = summarize(block, self.label[rows], self.subset)
-        # A NaN or +inf logit makes the row's softmax sum NaN: no separate pass over the block is needed.
-        ok = np.isfinite(out["confidence"])
-        self.pred[rows], self.conf[rows], self.p_true[rows] = out["pred"], out["confidence"], out["p_true"]
-        self.finite[rows] = ok
-        if self.cat is not None:
-            e, total = stable_exp(np.where(ok[:, None], block, 0.0))
-            self.cat[rows] = sb.category_probabilities(e / total[:, None], self.categories)
+        # A chunk at a time; an AnalysisError naming the rows, after the last part, when the block is damaged.
+        for part, block in self.reader.logit_parts(self.key, rows):
+            at = slice(rows.start + part.start, rows.start + part.stop)
+            out = summarize(block, self.label[at], self.subset)
+            # A NaN or +inf logit makes the row's softmax sum NaN: no separate pass over the block is needed.
+            ok = np.isfinite(out["confidence"])
+            self.pred[at], self.conf[at], self.p_true[at] = out["pred"], out["confidence"], out["p_true"]
+            self.finite[at] = ok
+            if self.cat is not None:
+                e, total = stable_exp(np.where(ok[:, None], block, 0.0))
+                self.cat[at] = sb.category_probabilities(e / total[:, None], self.categories)
 
     def cancel(self) -> None:
         if not self._done.is_set():

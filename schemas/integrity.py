@@ -46,12 +46,18 @@ WRITE_ALL = {"write_empty_chunks": True}
 
 def checksum(values: np.ndarray) -> int:
     """crc32c of an array's values: their C-order, little-endian bytes in the array's own dtype."""
+    return extend_checksum(0, values)
+
+
+def extend_checksum(crc: int, values: np.ndarray) -> int:
+    """``crc`` extended by ``values``' bytes as ``checksum`` takes them: the checksum of a block is that of its
+    consecutive row ranges, each extending the one before."""
     a = np.ascontiguousarray(values)
     if a.dtype.kind in "OTU":
         raise TypeError(f"checksum: numeric or bool values expected, got dtype {a.dtype}")
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
-    return int(google_crc32c.value(a.reshape(-1).view(np.uint8)))
+    return int(google_crc32c.extend(crc, a.reshape(-1).view(np.uint8)))
 
 
 def storage_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:

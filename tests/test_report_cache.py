@@ -41,17 +41,17 @@ def add_models(kit, store, models: dict[str, float]) -> None:
 def counting(monkeypatch):
     """Counts the logits blocks and feature arrays the analysis reads, per run path."""
     reads = Counter()
-    logits, features = StoreReader.logits, StoreReader.features
+    logits, features = StoreReader.logit_parts, StoreReader.features
 
-    def count_logits(self, key, rows, reuse=False):
+    def count_logits(self, key, rows):
         reads[key.path] += 1
-        return logits(self, key, rows, reuse)
+        yield from logits(self, key, rows)
 
     def count_features(self, key):
         reads[key.path + "#features"] += 1
         return features(self, key)
 
-    monkeypatch.setattr(StoreReader, "logits", count_logits)
+    monkeypatch.setattr(StoreReader, "logit_parts", count_logits)
     monkeypatch.setattr(StoreReader, "features", count_features)
     return reads
 

@@ -40,27 +40,33 @@ def test_every_block_is_zarrs_bit_for_bit(kit, tmp_path, dtype):
         np.testing.assert_array_equal(_bits(reader.logits(KEY, rows)), _bits(logits[rows]))
 
 
-def test_a_reused_buffer_holds_each_block_read_into_it_and_is_this_threads_own(kit, tmp_path):
-    """``reuse``: every block decoded into one buffer of the reading thread (no fresh memory a block), the same
-    values as a read into new memory; another thread reads into a buffer of its own."""
+def test_parts_are_the_blocks_chunks_in_one_buffer_of_the_reading_thread(kit, tmp_path):
+    """``parts``: each block a chunk at a time, decoded into one buffer the reading thread keeps (no fresh memory a
+    block), the values of a whole read; another thread decodes into a buffer of its own."""
     import threading
 
     store, logits = _store(kit, tmp_path, np.float32)
+    reader = StoreReader(store)
     shards = ShardBlocks.of(zarr.open_group(store, mode="r")[f"{KEY.path}/logits"])
-    blocks = list(StoreReader(store).blocks(KEY))
-    first = shards.read(blocks[0], reuse=True)
-    np.testing.assert_array_equal(first, logits[blocks[0]])
-    for rows in blocks[1:]:
-        got = shards.read(rows, reuse=True)
-        assert np.shares_memory(got, first), rows
-        np.testing.assert_array_equal(got, logits[rows])
-    assert not np.shares_memory(shards.read(blocks[0]), first)  # without reuse: memory of its own
+    first = None
+    for rows in reader.blocks(KEY):
+        got = []
+        for part, values in shards.parts(rows):
+            assert values.shape == (part.stop - part.start, K) and len(values) <= 1000
+            first = values if first is None else first
+            assert np.shares_memory(values, first), (rows, part)
+            got.append((part, values.copy()))
+        assert [p.start for p, _ in got] == list(range(0, rows.stop - rows.start, 1000))
+        np.testing.assert_array_equal(np.concatenate([v for _, v in got]), logits[rows])
+        np.testing.assert_array_equal(np.concatenate([v.copy() for _, v in reader.logit_parts(KEY, rows)]), logits[rows])
+    assert not np.shares_memory(shards.read(slice(0, 10000)), first)  # a whole read: memory of its own
     other = []
-    thread = threading.Thread(target=lambda: other.append(shards.read(blocks[0], reuse=True)))
+    thread = threading.Thread(target=lambda: other.extend((np.shares_memory(v, first), v.copy())
+                                                          for _, v in shards.parts(slice(0, 10000))))
     thread.start()
     thread.join()
-    assert not np.shares_memory(other[0], first)
-    np.testing.assert_array_equal(other[0], logits[blocks[0]])
+    assert not any(shared for shared, _ in other)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in other]), logits[:10000])
 
 
 def test_rows_that_are_not_one_shard_are_left_to_zarr(kit, tmp_path):
@@ -105,7 +111,7 @@ def _shard_file(store, b: int):
     return store / KEY.path / "logits" / "c" / str(b) / "0"
 
 
-@pytest.mark.parametrize("where", ["frame", "index", "truncated", "missing"])
+@pytest.mark.parametrize("where", ["frame", "last frame", "index", "truncated", "missing"])
 def test_damage_is_refused_naming_the_rows(kit, tmp_path, where):
     store, _ = _store(kit, tmp_path, np.float32)
     reader = StoreReader(store)  # opened first: the damage comes after the store's chunks were listed
@@ -113,6 +119,8 @@ def test_damage_is_refused_naming_the_rows(kit, tmp_path, where):
     data = bytearray(path.read_bytes())
     if where == "frame":
         data[40] ^= 0xFF
+    elif where == "last frame":  # the parts before it were given: the whole block is read again, and refused
+        data[len(data) - 16 * 10 - 4 - 100] ^= 0xFF
     elif where == "index":
         data[-10] ^= 0xFF
     elif where == "truncated":
@@ -123,6 +131,9 @@ def test_damage_is_refused_naming_the_rows(kit, tmp_path, where):
         path.write_bytes(bytes(data))
     with pytest.raises(AnalysisError, match=r"imagenet-val/center/m/logits.*10000"):
         reader.logits(KEY, slice(10000, 20000))
+    with pytest.raises(AnalysisError, match=r"imagenet-val/center/m/logits.*10000"):
+        for _ in reader.logit_parts(KEY, slice(10000, 20000)):
+            pass
     np.testing.assert_array_equal(reader.logits(KEY, slice(0, 10000)), zarr.open_array(store / KEY.path / "logits")[:10000])
 
 

@@ -46,16 +46,17 @@ def build(store: Path, features: int) -> float:
 def read_only(store: Path, threads: int, through_zarr: bool = False) -> tuple[float, int]:
     """Seconds to read every logits block of every run the report reads, with the report's thread pool
     and task layout (one task per block, all runs in one pool), and the bytes read: by the report's own
-    reader (its shard reads into each thread's reused buffer, and checksums), or ``through_zarr``: by zarr's array
-    indexing, as any script would."""
+    reader (its shards a chunk at a time into each thread's reused buffer, and checksums), or ``through_zarr``: by
+    zarr's array indexing, as any script would."""
     reader = StoreReader(store)
     keys = [k for k in reader.runs() if not k.dataset.startswith("vtab-")]
     tasks = [(key, rows) for key in keys for rows in reader.blocks(key)]
     arrays = {key: reader.root[f"{key.path}/logits"] for key in keys}
-    read = (lambda task: arrays[task[0]][task[1]]) if through_zarr else (lambda task: reader.logits(*task, reuse=True))
+    read = ((lambda task: arrays[task[0]][task[1]].nbytes) if through_zarr else
+            (lambda task: sum(values.nbytes for _, values in reader.logit_parts(*task))))
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        total = sum(pool.map(lambda task: read(task).nbytes, tasks))
+        total = sum(pool.map(read, tasks))
     return time.perf_counter() - t0, total
 
 
