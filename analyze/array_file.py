@@ -8,7 +8,8 @@ Entries are only ever replaced whole (``os.replace``), so a mapped file is never
 
 Layout: ``MAGIC`` (8 bytes) | CRC-32C of everything after it and itself (4 bytes, little-endian) | header length
 (4) | header: JSON ``[[name, dtype, shape, offset], ...]`` | the arrays' bytes, each at a multiple of ``ALIGN``
-from the file's start (a mapping starts on a page, so the arrays are aligned in memory too). Object arrays are refused: nothing is unpickled.
+from the file's start (a mapping starts on a page, so the arrays are aligned in memory too). Object arrays are
+refused: nothing is unpickled.
 """
 from __future__ import annotations
 

@@ -141,8 +141,8 @@ class _KeptColumns:
         old = self.cache.load_columns(*self.what) or {}
         m = len(old.get("names", ()))
         if not m or old.get("point", np.zeros(0)).shape != (m,) or (reps is not None) != ("reps" in old) or (
-                reps is not None and old["reps"].shape != (len(reps), m)):  # none kept, or not as written
-            return np.arange(len(point))
+                reps is not None and (old["reps"].shape, old["reps"].dtype) != ((len(reps), m), reps.dtype)):
+            return np.arange(len(point))  # none kept, or not as written
         self.old = old
         found = _positions(old["names"], self.names)
         have = found >= 0
@@ -203,7 +203,7 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     right = np.stack([row_set[b], row_set[b], row_set[a], hit[b]], axis=1)
     columns, where = np.unique(np.minimum(left, right) * len(base) + np.maximum(left, right), return_inverse=True)
     point = np.empty(len(columns))
-    reps = None if counts is None else np.empty((len(counts), len(columns)))
+    reps = None if counts is None else np.empty((len(counts), len(columns)), np.float32)  # integer sums: exact
     kept = _KeptColumns(ctx, base, columns, weight_key, n_units, image)
     todo = kept.fill(point, reps)
     for batch in _batches(todo, max(8, min(PAIR_BATCH, BATCH_VALUES // counted.shape[1]))):
