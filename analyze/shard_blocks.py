@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import zarr
@@ -92,19 +92,23 @@ class ShardBlocks:
         found = self._frames(rows)
         return None if found is None else self._decoded(*found, rows.stop - rows.start)
 
-    def _frames(self, rows: slice) -> tuple[int, list[tuple[int, int, int]]] | None:
-        """An open descriptor of the shard file of ``rows`` and each chunk's (first row, offset, size), from the
-        shard's index; None when ``rows`` are not one shard, or the file or its index cannot be read."""
+    def _frames(self, rows: slice) -> tuple[BinaryIO, list[tuple[int, int, int]]] | None:
+        """The open shard file of ``rows`` and each chunk's (first row, offset, size), from the shard's index; None
+        when ``rows`` are not one shard, or the file or its index cannot be read."""
         start, stop = rows.start, rows.stop
         if rows.step not in (None, 1) or start % self.shard_rows or stop != min(start + self.shard_rows, self.rows):
             return None
         try:
-            fd = os.open(self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0)), os.O_RDONLY)
+            f = open(self.folder / self.array.metadata.encode_chunk_key((start // self.shard_rows, 0)), "rb",
+                     buffering=0)
         except OSError:
             return None
         try:
-            size, tail = os.fstat(fd).st_size, 16 * self.per_shard + 4
-            index = shard_index(os.pread(fd, tail, size - tail), self.per_shard) if size >= tail else None
+            size, tail = os.fstat(f.fileno()).st_size, 16 * self.per_shard + 4
+            data = bytearray(tail)
+            if size < tail or not _read_at(f, size - tail, data):
+                raise NotReadHere
+            index = shard_index(bytes(data), self.per_shard)
             if index is None:
                 raise NotReadHere
             frames = []
@@ -114,18 +118,18 @@ class ShardBlocks:
                     raise NotReadHere
                 frames.append((first, offset, length))
         except (OSError, NotReadHere):
-            os.close(fd)
+            f.close()
             return None
-        return fd, frames
+        return f, frames
 
-    def _decoded(self, fd: int, frames: list[tuple[int, int, int]], n: int,
+    def _decoded(self, f: BinaryIO, frames: list[tuple[int, int, int]], n: int,
                  out: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
-        """Each chunk's rows and values, decoded into ``out``'s rows or else this thread's buffer; closes ``fd``."""
+        """Each chunk's rows and values, decoded into ``out``'s rows or else this thread's buffer; closes ``f``."""
         chunk_bytes = self.chunk_rows * self.columns * self.dtype.itemsize
         try:
             for first, offset, length in frames:
                 frame = thread_buffer("frame", (length,), np.uint8)
-                if os.preadv(fd, [frame], offset) != length or frame_content_size(memoryview(frame)) != chunk_bytes:
+                if not _read_at(f, offset, frame) or frame_content_size(memoryview(frame)) != chunk_bytes:
                     raise NotReadHere
                 stop = min(first + self.chunk_rows, n)
                 # The last shard's last chunk may reach past the array's end: it is stored whole, padded.
@@ -137,7 +141,19 @@ class ShardBlocks:
                     raise NotReadHere from error
                 yield slice(first, stop), into[: stop - first]
         finally:
-            os.close(fd)
+            f.close()
+
+
+def _read_at(f: BinaryIO, offset: int, into: np.ndarray | bytearray) -> bool:
+    """Fill ``into`` with the file's bytes from ``offset``; False when the file ends first (it is being replaced)."""
+    f.seek(offset)
+    view, got = memoryview(into).cast("B"), 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            return False
+        got += n
+    return True
 
 
 class NotReadHere(Exception):
