@@ -104,12 +104,11 @@ def local_shards(array: zarr.Array) -> tuple[Path, ShardingCodec] | None:
     return folder, sharding
 
 
-def shard_index(data: bytes | np.ndarray, chunks: int) -> tuple[np.ndarray, int] | None:
+def shard_index(data: bytes, chunks: int) -> tuple[np.ndarray, int] | None:
     """A shard's index (``bytes``, ``crc32c``, at its end): each of its ``chunks``' (offset, size) and where the
-    chunks' bytes end; None when the shard is too short to hold it or the index does not give its crc32c.
-    ``data``: the shard's bytes, or a uint8 array holding them."""
+    chunks' bytes end; None when the shard is too short to hold it or the index does not give its crc32c."""
     body = len(data) - 16 * chunks - 4
-    if body < 0 or google_crc32c.value(data[body:-4]) != int.from_bytes(bytes(data[-4:]), "little"):
+    if body < 0 or google_crc32c.value(data[body:-4]) != int.from_bytes(data[-4:], "little"):
         return None
     return np.frombuffer(data, "<u8", 2 * chunks, body).reshape(chunks, 2), body
 
