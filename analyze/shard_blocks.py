@@ -79,7 +79,7 @@ class ShardBlocks:
         out = np.empty((rows.stop - rows.start, self.columns), self.dtype)
         try:
             for part, values in self._decoded(*found, len(out), out):
-                if not np.shares_memory(values, out):  # the padded last chunk
+                if not np.may_share_memory(values, out):  # the padded last chunk
                     out[part] = values
         except NotReadHere:
             return None
