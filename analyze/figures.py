@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+
+from schemas.host import usable_cores
 
 
 _pool: ProcessPoolExecutor | None = None
@@ -58,7 +59,7 @@ def _warm(pool: ProcessPoolExecutor, workers: int) -> None:
 def default_workers() -> int:
     """Processes drawing beside the analysis: none on one core (drawing inline costs the same), else one a core
     up to 4 (the analysis itself waits on the figures at the end)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return 0 if cores < 2 else min(4, cores)
 
 

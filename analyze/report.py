@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -11,6 +10,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 from threadpoolctl import threadpool_limits
+
+from schemas.host import usable_cores
 
 from . import figures
 from . import pairs as pairing
@@ -161,11 +162,10 @@ def _beside_readers(io_threads: int) -> Iterator[None]:
     """Settings for the studies while the reading threads work: BLAS on the cores those threads leave (its idle
     threads spin, taking processor time from them; the products here are small), and full garbage collections
     rarer (each walks every object; a report keeps many long-lived ones and makes few reference cycles)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threshold = gc.get_threshold()
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 100))
     try:
-        with threadpool_limits(max(1, cores - io_threads), user_api="blas"):
+        with threadpool_limits(max(1, usable_cores() - io_threads), user_api="blas"):
             yield
     finally:
         gc.set_threshold(*threshold)

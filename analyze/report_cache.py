@@ -26,7 +26,7 @@ cost more to read than the sums), and each pair's intervals, named by its four c
 ``DIR/counts/<hash>.arrays``: each population's bootstrap counts (``[B, n]`` bytes), keyed by the seed, the
 population, its size and B: drawing them costs more than reading them.
 
-Each file holds named arrays and their CRC-32C (``analyze/array_file.py``: one read, no copies).
+Each file holds named arrays and their CRC-32C (``analyze/array_file.py``: mapped into memory, not copied).
 
 Every file is written to a temporary name and renamed, so a report stopped halfway, or two reports at once,
 leave only whole entries. An entry that cannot be read is deleted and computed again.
@@ -135,10 +135,10 @@ class ReportCache:
 
     @staticmethod
     def _read(path: Path) -> dict[str, np.ndarray] | None:
-        if not path.exists():
-            return None
         try:
             return read_arrays(path)
+        except FileNotFoundError:
+            return None
         except Exception:  # noqa: BLE001 - a damaged entry is computed again
             path.unlink(missing_ok=True)
             return None
@@ -226,27 +226,27 @@ class ReportCache:
     def save_pair(self, token: str, arrays: dict[str, np.ndarray]) -> None:
         self._write(self._pair_path(token), arrays)
 
+    def _shared_path(self, folder: str, what: tuple) -> Path:
+        """The file of an entry shared by the runs (not under any run's token), named by ``what`` and the analysis
+        version."""
+        return self.folder / folder / f"{_digest(analysis_version(), *what)}.arrays"
+
     # -- error consistency's column sums (analyze/studies/_pairs.py) -------------------------------------------
-    def _columns_path(self, what: tuple) -> Path:
-        return self.folder / "columns" / f"{_digest(analysis_version(), *what)}.arrays"
 
     def load_columns(self, *what) -> dict[str, np.ndarray] | None:
         """The column sums kept for one dataset's population and bootstrap (``what``), or None."""
-        return self._read(self._columns_path(what))
+        return self._read(self._shared_path("columns", what))
 
     def save_columns(self, arrays: dict[str, np.ndarray], *what) -> None:
-        self._write(self._columns_path(what), arrays)
+        self._write(self._shared_path("columns", what), arrays)
 
     # -- the bootstrap's counts (analyze/bootstrap.py) ------------------------------------------------------------
-    def _counts_path(self, what: tuple) -> Path:
-        return self.folder / "counts" / f"{_digest(analysis_version(), *what)}.arrays"
-
     def load_counts(self, what: tuple) -> np.ndarray | None:
-        data = self._read(self._counts_path(what))
+        data = self._read(self._shared_path("counts", what))
         return None if data is None else data.get("counts")
 
     def save_counts(self, what: tuple, counts: np.ndarray) -> None:
-        self._write(self._counts_path(what), {"counts": counts})
+        self._write(self._shared_path("counts", what), {"counts": counts})
 
     def summaries(self) -> "CachedSummaries":
         return CachedSummaries(self.reader, self, self.reader.io_threads)

@@ -105,10 +105,8 @@ class ShardBlocks:
             return None
         try:
             size, tail = os.fstat(f.fileno()).st_size, 16 * self.per_shard + 4
-            data = bytearray(tail)
-            if size < tail or not _read_at(f, size - tail, data):
-                raise NotReadHere
-            index = shard_index(bytes(data), self.per_shard)
+            f.seek(max(0, size - tail))
+            index = shard_index(f.read(tail), self.per_shard)  # None when the file is too short or does not check
             if index is None:
                 raise NotReadHere
             frames = []
@@ -144,7 +142,7 @@ class ShardBlocks:
             f.close()
 
 
-def _read_at(f: BinaryIO, offset: int, into: np.ndarray | bytearray) -> bool:
+def _read_at(f: BinaryIO, offset: int, into: np.ndarray) -> bool:
     """Fill ``into`` with the file's bytes from ``offset``; False when the file ends first (it is being replaced)."""
     f.seek(offset)
     view, got = memoryview(into).cast("B"), 0

@@ -236,7 +236,11 @@ class StoreReader:
 
     def logits(self, key: RunKey, rows: slice) -> np.ndarray:
         shards = self._shards.get(key)
-        values = shards.read(rows) if shards is not None else None
+        return self._checked_logits(key, rows, shards.read(rows) if shards is not None else None)
+
+    def _checked_logits(self, key: RunKey, rows: slice, values: np.ndarray | None = None) -> np.ndarray:
+        """``values`` of ``rows`` (zarr's read where None, an error naming the rows when it fails) once they match
+        the block's recorded checksum."""
         try:
             if values is None:
                 values = self._logits[key][rows]
@@ -253,7 +257,7 @@ class StoreReader:
         buffer and valid until the next part, where the block is one shard on local disk (ShardBlocks.parts); else
         the block at once. The block's recorded checksum is checked over the parts after the last one, and a
         mismatch raises then: a caller keeps nothing from the parts until the iteration has ended. After a frame
-        that does not decode, the whole block follows as ``logits`` reads it (the parts before it are given again)."""
+        that does not decode, the whole block follows as zarr reads it (the parts before it are given again)."""
         shards = self._shards.get(key)
         parts = shards.parts(rows) if shards is not None else None
         if parts is not None:
@@ -269,7 +273,7 @@ class StoreReader:
                 if recorded is not None:
                     self._match(key, L.LOGITS, rows, recorded, crc)
                 return
-        values = self.logits(key, rows)
+        values = self._checked_logits(key, rows)  # the shard read failed already: zarr's read names the damage
         yield slice(0, len(values)), values
 
     def invalid_reasons(self, key: RunKey, valid: np.ndarray) -> dict[str, int]:

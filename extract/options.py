@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from extract.errors import ExtractError
+from schemas.host import usable_cores
 
 
 @dataclass
@@ -138,8 +139,7 @@ def default_precision(device: str) -> str:
 
 
 def default_workers(device: str) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus - 1, 16)) if is_cuda(device) else 0
+    return max(1, min(usable_cores() - 1, 16)) if is_cuda(device) else 0
 
 
 DECODE_PATHS = ("pil", "gpu")
