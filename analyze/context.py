@@ -181,7 +181,8 @@ class Context:
         partners: dict[str, list[str]] = {}  # by model A: linear in the results, however many pairs
         for a, b in pairs:
             partners.setdefault(a, []).append(b)
-        for (a, dataset, transform, metric), row in sorted(self._index.items(), key=lambda item: item[0][1:]):
+        mine = (item for item in self._index.items() if item[0][0] in partners)  # not every row of every model
+        for (a, dataset, transform, metric), row in sorted(mine, key=lambda item: item[0][1:]):
             for b in partners.get(a, ()):
                 other = self._index.get((b, dataset, transform, metric))
                 if other is None:

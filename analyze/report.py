@@ -19,6 +19,7 @@ from . import studies
 from .bootstrap import Bootstrap
 from .context import DIFF_COLUMNS, RESULT_COLUMNS, Context
 from .html_page import write_page
+from .metrics.softmax import prepare_kernel
 from .paper_check import report_check
 from .ranking import check_priorities, report_ranking
 from .report_cache import ReportCache
@@ -105,6 +106,7 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     import the caller's main script again, which a script without an ``if __name__ == "__main__"`` guard
     does not survive."""
     t0 = time.perf_counter()
+    prepare_kernel()  # ready when the first logits arrive
     out = Path(out_dir)
     priorities = check_priorities(priorities or {})
     reader = StoreReader(store, storage_options=storage_options)

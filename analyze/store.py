@@ -102,8 +102,8 @@ class StoreReader:
         return node
 
     def _discover(self) -> list[RunKey]:
-        """Every complete run, in sorted order. Runs are inspected concurrently: on object storage each
-        inspection is a dozen small requests (metadata, listings, done flags) whose latency dominates."""
+        """Every complete run, in sorted order. On object storage runs are inspected concurrently: each inspection
+        is a dozen small requests (metadata, listings, done flags) whose latency dominates."""
         found: list[tuple[RunKey, zarr.Group, int]] = []
         for name, dataset in sorted(self.root.groups()):
             if name.startswith("_"):
@@ -120,8 +120,12 @@ class StoreReader:
                     key = RunKey(name, tname, mname)
                     found.append((key, run, n))
                     self._attrs.setdefault(key.path, dict(run.attrs))  # listing read them: not asked for again
-        with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="discover") as pool:
-            incomplete = list(pool.map(lambda item: self._inspect_run(*item), found))  # in order: the first error wins
+        inspect = lambda item: self._inspect_run(*item)  # noqa: E731
+        if is_url(self.url):
+            with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="discover") as pool:
+                incomplete = list(pool.map(inspect, found))  # in order: the first error wins
+        else:  # a local inspection is Python work on small files: threads only contend for the interpreter
+            incomplete = list(map(inspect, found))
         self.notes += [note for note in incomplete if note]
         return [key for (key, _, _), note in zip(found, incomplete) if not note]
 

@@ -2,7 +2,10 @@
 
 Opening a store asks every run for its children (``Group.members``: logits, valid, done flags, checksums...). Through
 zarr's event loop that costs about 2.7 ms a run, most of opening a store of 400 runs; read here, each child is
-one small file read and ``zarr.Array.from_dict`` on its document, as zarr builds it.
+one small file read and zarr's parse of its document, as ``zarr.Array.from_dict`` builds it. The runs of a store
+hold a few dozen distinct documents among thousands (every model's ``valid`` array of a dataset is described
+alike), so each distinct document is parsed once; zarr's array metadata is immutable (a change of attributes
+makes a new one), which lets arrays share it.
 
 Only the plain case is taken: a zarr v3 group on the local file system, without consolidated metadata, whose every
 entry is a folder holding an array's ``zarr.json``. Anything else (a sub-group, a stray file, a document that does
@@ -12,11 +15,36 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
 
 import zarr
+from zarr.core.array import AsyncArray
+from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.storage import LocalStore, StorePath
 
 METADATA = "zarr.json"
+_PARSED: OrderedDict[bytes, ArrayV3Metadata] = OrderedDict()  # by document, the most recently used last
+_PARSED_MAX = 4096
+_PARSED_LOCK = threading.Lock()
+
+
+def _metadata(raw: bytes) -> ArrayV3Metadata:
+    """The parsed array metadata of one ``zarr.json`` document (shared by equal documents)."""
+    with _PARSED_LOCK:
+        meta = _PARSED.get(raw)
+        if meta is not None:
+            _PARSED.move_to_end(raw)
+            return meta
+    document = json.loads(raw)
+    if not isinstance(document, dict) or document.get("node_type") != "array":
+        raise ValueError("not an array's metadata")
+    meta = ArrayV3Metadata.from_dict(document)
+    with _PARSED_LOCK:
+        _PARSED[raw] = meta
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return meta
 
 
 def local_members(group: zarr.Group) -> dict[str, zarr.Array] | None:
@@ -31,11 +59,9 @@ def local_members(group: zarr.Group) -> dict[str, zarr.Array] | None:
             if name == METADATA:
                 continue
             with open(os.path.join(folder, name, METADATA), "rb") as f:
-                document = json.loads(f.read())
-            if not isinstance(document, dict) or document.get("node_type") != "array":
-                return None
+                meta = _metadata(f.read())
             path = f"{group.path}/{name}" if group.path else name
-            members[name] = zarr.Array.from_dict(StorePath(store, path), document)
+            members[name] = zarr.Array(AsyncArray(metadata=meta, store_path=StorePath(store, path)))
     except Exception:  # noqa: BLE001 - not the plain case: zarr opens the group and reports what is wrong
         return None
     return members

@@ -139,3 +139,27 @@ def test_float16_summaries_equal_the_widened_float32_ones():
     fast, plain = sm.summarize(half, label), sm.summarize(half.astype(np.float32), label)
     for name in ("pred", "confidence", "p_true"):
         np.testing.assert_array_equal(fast[name], plain[name])
+
+
+def test_the_kernel_prepared_in_the_background_is_built_once_for_every_thread(monkeypatch):
+    import threading
+    import time
+
+    builds = []
+
+    def slow_build():
+        builds.append(threading.current_thread().name)
+        time.sleep(0.2)  # the reading threads ask while it is being built
+        return exp_shifted
+
+    monkeypatch.setattr(sm, "_exp_kernel", None)
+    monkeypatch.setattr(sm, "_build_exp", slow_build)
+    background = sm.prepare_kernel()
+    got = []
+    readers = [threading.Thread(target=lambda: got.append(sm._kernel())) for _ in range(3)]
+    time.sleep(0.05)
+    for reader in readers:
+        reader.start()
+    for thread in (background, *readers):
+        thread.join(5)
+    assert builds == ["exp-kernel"] and got == [exp_shifted] * 3

@@ -83,3 +83,26 @@ def test_the_listing_names_every_stored_object_relative_to_the_node(kit, tmp_pat
         want = sorted(os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/")
                       for folder, _, names in os.walk(base) for name in names)
         assert sorted(integrity._listed(node)) == want and want
+
+
+def test_runs_described_alike_share_one_parse_and_keep_their_own_paths(kit, tmp_path):
+    store = _run_store(kit, tmp_path)
+    rng = np.random.default_rng(4)
+    kit.write(store, "imagenet-val", "center", "other", rng.standard_normal((2_500, 4)).astype(np.float32),
+              rng.standard_normal((2_500, 3)).astype(np.float32), sample_id=kit.val_ids(2_500),
+              label=zarr.open_group(store, mode="r")["imagenet-val/label"][...])
+    root = zarr.open_group(store, mode="r")
+    first, second = local_members(root[RUN]), local_members(root["imagenet-val/center/other"])
+    assert (store / RUN / "valid" / "zarr.json").read_bytes() == (
+        store / "imagenet-val/center/other/valid/zarr.json").read_bytes()
+    assert first["valid"].metadata is second["valid"].metadata  # one parse
+    assert second["valid"].path == "imagenet-val/center/other/valid" and first["valid"].path == f"{RUN}/valid"
+    for name in ("valid", "logits"):
+        np.testing.assert_array_equal(second[name][...], root[f"imagenet-val/center/other/{name}"][...])
+    # A document that differs (here its attributes) is parsed on its own.
+    document = json.loads((store / RUN / "valid" / "zarr.json").read_text())
+    document["attributes"] = {"note": "changed"}
+    (store / RUN / "valid" / "zarr.json").write_text(json.dumps(document))
+    changed = local_members(zarr.open_group(store, mode="r")[RUN])
+    assert changed["valid"].metadata is not second["valid"].metadata and dict(changed["valid"].attrs) == {
+        "note": "changed"}

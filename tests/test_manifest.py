@@ -223,9 +223,17 @@ def test_env_var_overrides_path(tmp_path, monkeypatch):
 
 def test_bad_yaml(tmp_path):
     p = tmp_path / "m.yaml"
-    p.write_text("datasets: [unclosed\n")
-    with pytest.raises(ManifestError, match=str(p)):
+    p.write_text("datasets: [unclosed\n  other: 1\n")
+    with pytest.raises(ManifestError, match=str(p)) as error:
         load_manifest(p)
+    assert "other: 1" in str(error.value)  # the offending line quoted
+
+
+def test_the_manifest_reads_as_pyyamls_pure_python_parser_reads_it(manifest):
+    from schemas.manifest.load import parse_manifest
+
+    pure = parse_manifest(yaml.load(M.MANIFEST_PATH.read_text(), Loader=yaml.SafeLoader), M.MANIFEST_PATH)
+    assert manifest.model_dump() == pure.model_dump()
 
 
 # ---------------------------------------------------------------- label files, spaces, subsets

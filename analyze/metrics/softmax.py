@@ -7,6 +7,7 @@ A row holding NaN or +inf, or only -inf, has a NaN sum, which callers read as in
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -18,6 +19,7 @@ PASS_ROWS = 256
 
 _exp_kernel = None
 _half_kernel = None
+_building = threading.Lock()  # one build of each kernel, whichever thread asks first; the others wait for it
 
 
 def _compiled(name: str, build) -> object | None:
@@ -26,13 +28,26 @@ def _compiled(name: str, build) -> object | None:
     compiler error): numpy is used then."""
     kernel = globals()[name]
     if kernel is None:
-        try:
-            kernel = build()
-        except Exception as e:  # noqa: BLE001 - any failure to build it only costs speed
-            logging.getLogger(__name__).info("%s unavailable (%s: %s); using numpy", name, type(e).__name__, e)
-            kernel = False
-        globals()[name] = kernel
+        with _building:
+            kernel = globals()[name]
+            if kernel is None:
+                try:
+                    kernel = build()
+                except Exception as e:  # noqa: BLE001 - any failure to build it only costs speed
+                    logging.getLogger(__name__).info("%s unavailable (%s: %s); using numpy", name,
+                                                     type(e).__name__, e)
+                    kernel = False
+                globals()[name] = kernel
     return kernel or None
+
+
+def prepare_kernel() -> threading.Thread:
+    """Build the exp kernel on a background thread (started and returned): importing numba and loading the kernel
+    from its cache take about half a second, which would otherwise come before the first block's summary. Much
+    of the loading is LLVM's, which runs without holding the interpreter, beside whatever the caller does."""
+    thread = threading.Thread(target=_kernel, name="exp-kernel", daemon=True)
+    thread.start()
+    return thread
 
 
 def _build_exp():
