@@ -137,22 +137,23 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     # would take gigabytes for nothing (their image counts are drawn when first asked for).
     ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
     ctx.summaries.prefetch(keys, progress=progress)
-    with _beside_readers(reader.io_threads), figures.painter(figure_workers):  # figures drawn while the studies go on
-        _run_studies(ctx, modules, progress, names)
-        results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
-        ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
-        for section in (paper, report_ranking(ctx, ranked, priorities)):
-            if section is not None:
-                ctx.sections.append(section)
-    plan = pairing.plan(pairs, reader.models)
-    diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
-    plan = plan.settle(diffs, ctx.rows)
-    for name, frame in (("results", results), ("differences", diffs)):
-        frame.write_parquet(out / f"{name}.parquet")
-        frame.write_csv(out / f"{name}.csv")
-    markdown = render(reader, ctx, diffs, n_boot, seed, plan)
-    (out / "report.md").write_text(markdown)
-    write_page(out, markdown)  # report.html: the same text, figures inlined, sortable tables
+    with figures.painter(figure_workers):  # figures drawn while the studies go on, and the tables are written
+        with _beside_readers(reader.io_threads):
+            _run_studies(ctx, modules, progress, names)
+            results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
+            ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
+            for section in (paper, report_ranking(ctx, ranked, priorities)):
+                if section is not None:
+                    ctx.sections.append(section)
+        plan = pairing.plan(pairs, reader.models)
+        diffs = _table(ctx.paired_differences(plan.formed), DIFF_COLUMNS)
+        plan = plan.settle(diffs, ctx.rows)
+        for name, frame in (("results", results), ("differences", diffs)):
+            frame.write_parquet(out / f"{name}.parquet")
+            frame.write_csv(out / f"{name}.csv")
+        markdown = render(reader, ctx, diffs, n_boot, seed, plan)
+        (out / "report.md").write_text(markdown)
+    write_page(out, markdown)  # report.html: the same text, the figures (all drawn now) inlined, sortable tables
     return {"results": len(results), "differences": len(diffs), "seconds": time.perf_counter() - t0,
             "notes": list(reader.notes), "out": str(out),
             "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else [],
