@@ -107,41 +107,38 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
     does not survive."""
     t0 = time.perf_counter()
     prepare_kernel()  # ready when the first logits arrive
-    out = Path(out_dir)
-    priorities = check_priorities(priorities or {})
-    reader = StoreReader(store, storage_options=storage_options)
-    local = _local_path(reader.url)
-    for flag, path in (("--out", out), ("--cache", None if cache is None else Path(cache))):
-        if local is not None and path is not None and (path.resolve() == local or path.resolve().is_relative_to(local)):
-            raise ValueError(f"{flag} {path}: must not lie inside the store {reader.url} (the analysis never writes "
-                             "into it)")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
-    disk = ReportCache(cache, reader) if cache is not None else None  # refuses a folder that is not a cache
-    out.mkdir(parents=True, exist_ok=True)
-    for dataset in reader.datasets:
-        mark = reader.partial(dataset)
-        if mark:
-            reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
-                                f"(extracted with --allow-partial); every number from it is flagged partial")
-    ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed, kept=disk),
-                  summaries=disk.summaries() if disk else None, cache=disk)
-    names = list(study_names) if study_names else studies.available()
-    modules = [studies.get(n) for n in studies.run_order(names)]
-    # Runs in the order the studies ask for them (study by study, each dataset in the manifest's order): the logits
-    # pass runs in the background, and each study waits only for the runs it reads.
-    entries = {d: reader.manifest_entry(d) for d in reader.datasets}
-    runs = [k for d in manifest_order(reader.datasets) for k in reader.runs(d)]
-    keys = list(dict.fromkeys(k for m in modules for k in runs if m.wants(k, entries[k.dataset])))
-    # Per-image datasets resample their images, not their rows: drawing [B, rows] counts for ImageNet-C's 3.75 M rows
-    # would take gigabytes for nothing (their image counts are drawn when first asked for).
-    ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys if k.dataset not in PER_IMAGE}))
-    ctx.summaries.prefetch(keys, progress=progress)
-    with figures.painter(figure_workers):  # figures drawn while the studies go on, and the tables are written
+    # The figure workers start (a process that imports the analysis and matplotlib, then forks them) while the store
+    # is opened, so that the first figure finds them ready.
+    with figures.painter(figure_workers):
+        out = Path(out_dir)
+        priorities = check_priorities(priorities or {})
+        reader = StoreReader(store, storage_options=storage_options)
+        _refuse_paths(reader, out, cache)
+        disk = ReportCache(cache, reader) if cache is not None else None  # refuses a folder that is not a cache
+        out.mkdir(parents=True, exist_ok=True)
+        for dataset in reader.datasets:
+            mark = reader.partial(dataset)
+            if mark:
+                reader.notes.append(f"{dataset}: partial dataset, {mark['found']} of its {mark['expected']} samples "
+                                    f"(extracted with --allow-partial); every number from it is flagged partial")
+        ctx = Context(reader=reader, out_dir=out, boot=Bootstrap(n_boot=n_boot, seed=seed, kept=disk),
+                      summaries=disk.summaries() if disk else None, cache=disk)
+        names = list(study_names) if study_names else studies.available()
+        modules = [studies.get(n) for n in studies.run_order(names)]
+        # Runs in the order the studies ask for them (study by study, each dataset in the manifest's order): the
+        # logits pass runs in the background, and each study waits only for the runs it reads.
+        entries = {d: reader.manifest_entry(d) for d in reader.datasets}
+        runs = [k for d in manifest_order(reader.datasets) for k in reader.runs(d)]
+        keys = list(dict.fromkeys(k for m in modules for k in runs if m.wants(k, entries[k.dataset])))
+        # Per-image datasets resample their images, not their rows: drawing [B, rows] counts for ImageNet-C's 3.75 M
+        # rows would take gigabytes for nothing (their image counts are drawn when first asked for).
+        ctx.boot.prepare(sorted({(k.dataset, reader.n_samples(k.dataset)) for k in keys
+                                 if k.dataset not in PER_IMAGE}))
+        ctx.summaries.prefetch(keys, progress=progress)
         with _beside_readers(reader.io_threads):
             _run_studies(ctx, modules, progress, names)
             results, paper = report_check(_table(ctx.rows, RESULT_COLUMNS), reader.models)
-            ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers are compared, not ranked
+            ranked = [m for m in order_models(reader.models) if not is_human(m)]  # observers: compared, not ranked
             for section in (paper, report_ranking(ctx, ranked, priorities)):
                 if section is not None:
                     ctx.sections.append(section)
@@ -158,6 +155,17 @@ def build_report(store: Any, out_dir: str | Path, *, study_names: Iterable[str] 
             "notes": list(reader.notes), "out": str(out),
             "pairs_not_formed": [f"{a}:{b}: {why}" for a, b, why in plan.not_formed] if plan.requested else [],
             "cache": {"from_cache": len(disk.hits), "read": len(disk.misses)} if disk else None}
+
+
+def _refuse_paths(reader: StoreReader, out: Path, cache: str | Path | None) -> None:
+    """``--out`` and ``--cache`` outside the store (the analysis never writes into it); ``--out`` a folder."""
+    local = _local_path(reader.url)
+    for flag, path in (("--out", out), ("--cache", None if cache is None else Path(cache))):
+        if local is not None and path is not None and (path.resolve() == local or path.resolve().is_relative_to(local)):
+            raise ValueError(f"{flag} {path}: must not lie inside the store {reader.url} (the analysis never writes "
+                             "into it)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
 
 
 @contextmanager

@@ -105,7 +105,8 @@ def run_dataset(ctx: Context, dataset: str, tag: str, explain: bool = True) -> l
     rows = _pair_rows(ctx, dataset, pairs)
     kappas = [p for p in pairs if p.metric == "error_consistency"]
     with_humans = {}
-    for m in (m for m in names if m not in humans):
+    compared = [m for m in names if m not in humans] if humans else []  # each walks every pair: none without humans
+    for m in compared:
         mean = _mean(ctx, m, HUMANS, dataset, [p for p in kappas if _partner(p, m) in humans])
         if mean is not None:
             with_humans[m] = mean
