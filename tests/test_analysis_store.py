@@ -685,11 +685,15 @@ def test_out_inside_the_store_is_refused_and_the_store_untouched(kit, tmp_path, 
     assert kit.tree_hash(small_store) == before
 
 
-def test_out_inside_the_store_refused_by_build_report(tmp_path, small_store):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_out_inside_the_store_refused_by_build_report(tmp_path, small_store, workers):
+    from analyze import figures
     from analyze.report import build_report
 
     with pytest.raises(ValueError, match="must not lie inside the store"):
-        build_report(small_store, small_store / "imagenet-val" / "x", n_boot=0, progress=False)
+        build_report(small_store, small_store / "imagenet-val" / "x", n_boot=0, progress=False,
+                     figure_workers=workers)
+    assert figures._pool is None  # the figure workers, started before the store was opened, are gone
 
 
 def test_store_given_as_a_file_url(small_store, tmp_path, results_of):
