@@ -8,6 +8,7 @@ no permission); 2 the store cannot be analysed as asked, a file cannot be import
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from schemas.cli_errors import OneLineParser, failed_path, int_at_least, os_error_message
@@ -164,5 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The console entry point: ``main()``, then exit. The objects the analysis kept are frozen first, so the
+    interpreter's last garbage collection does not walk them all (half a second after a 51-model report); the
+    process ends either way. Not in ``main``, which tests call in their own process."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

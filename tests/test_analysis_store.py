@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -762,3 +765,19 @@ def test_a_changed_sample_list_is_refused_before_its_runs_are_used(kit, small_st
             cache.summary(keys[1])
     finally:
         cache.close()
+
+
+def test_the_console_entry_point_exits_with_the_commands_code(small_store, tmp_path):
+    import tomllib
+
+    from analyze.cli import run
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["analyze"] == f"{run.__module__}:{run.__name__}"
+    for args, want in (([small_store, "--out", tmp_path / "ok", "--studies", "robustness", "--n-boot", "5"], 0),
+                       ([small_store, "--out", small_store], 2)):
+        done = subprocess.run([sys.executable, "-c", "import sys; from analyze.cli import run; "
+                               "sys.argv[1:] = sys.argv[2:]; run()", "x", "report", *map(str, args), "--quiet"],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+        assert done.returncode == want, done.stderr
+    assert (tmp_path / "ok" / "report.html").is_file()
