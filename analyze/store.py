@@ -5,6 +5,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from itertools import starmap
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -120,12 +121,11 @@ class StoreReader:
                     key = RunKey(name, tname, mname)
                     found.append((key, run, n))
                     self._attrs.setdefault(key.path, dict(run.attrs))  # listing read them: not asked for again
-        inspect = lambda item: self._inspect_run(*item)  # noqa: E731
         if is_url(self.url):
             with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="discover") as pool:
-                incomplete = list(pool.map(inspect, found))  # in order: the first error wins
+                incomplete = list(pool.map(lambda item: self._inspect_run(*item), found))  # in order: first error wins
         else:  # a local inspection is Python work on small files: threads only contend for the interpreter
-            incomplete = list(map(inspect, found))
+            incomplete = list(starmap(self._inspect_run, found))
         self.notes += [note for note in incomplete if note]
         return [key for (key, _, _), note in zip(found, incomplete) if not note]
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections import OrderedDict
+from functools import lru_cache
 
 import zarr
 from zarr.core.array import AsyncArray
@@ -24,27 +23,15 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.storage import LocalStore, StorePath
 
 METADATA = "zarr.json"
-_PARSED: OrderedDict[bytes, ArrayV3Metadata] = OrderedDict()  # by document, the most recently used last
-_PARSED_MAX = 4096
-_PARSED_LOCK = threading.Lock()
 
 
+@lru_cache(maxsize=4096)
 def _metadata(raw: bytes) -> ArrayV3Metadata:
     """The parsed array metadata of one ``zarr.json`` document (shared by equal documents)."""
-    with _PARSED_LOCK:
-        meta = _PARSED.get(raw)
-        if meta is not None:
-            _PARSED.move_to_end(raw)
-            return meta
     document = json.loads(raw)
     if not isinstance(document, dict) or document.get("node_type") != "array":
         raise ValueError("not an array's metadata")
-    meta = ArrayV3Metadata.from_dict(document)
-    with _PARSED_LOCK:
-        _PARSED[raw] = meta
-        if len(_PARSED) > _PARSED_MAX:
-            _PARSED.popitem(last=False)
-    return meta
+    return ArrayV3Metadata.from_dict(document)
 
 
 def local_members(group: zarr.Group) -> dict[str, zarr.Array] | None:
