@@ -181,10 +181,27 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], 
     return _save(fig, path)
 
 
+def _horizontal_bars(ax, y: np.ndarray, values: np.ndarray, height: float, xerr: np.ndarray | None) -> None:
+    """``ax.barh(y, values, height, xerr=xerr, capsize=1.5)`` drawn as one collection: barh adds a patch per bar,
+    and each patch's limits update was most of the time a panel of 51 bars took."""
+    from .pyplot_agg import PolyCollection
+
+    shown = np.isfinite(values)
+    low, high, v = y[shown] - height / 2, y[shown] + height / 2, values[shown]
+    bars = PolyCollection(np.stack([np.stack([np.zeros_like(v), low], 1), np.stack([np.zeros_like(v), high], 1),
+                                    np.stack([v, high], 1), np.stack([v, low], 1)], axis=1),
+                          facecolors="tab:blue", edgecolors="none")
+    bars.sticky_edges.x.append(0.0)  # as barh: no margin beyond the bars' common base
+    ax.add_collection(bars, autolim=True)
+    if xerr is not None:
+        ax.errorbar(values, y, xerr=xerr, fmt="none", ecolor="black", capsize=1.5)
+    ax.autoscale_view()
+
+
 def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *, xlabel: str, title: str,
                 errors: dict[str, list[tuple[float, float]]], vline: float | None) -> Path:
     """Many series: one panel per group, one horizontal bar per series (in the given order), CI whiskers."""
-    from .pyplot_agg import plt
+    from .pyplot_agg import offset_copy, plt
 
     names = list(series)
     cols = min(PANEL_COLUMNS, len(groups))
@@ -196,29 +213,30 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
         ax = axes[g // cols][g % cols]
         values = np.array([series[m][g] for m in names], dtype=float)
         lo_hi = [errors[m][g] for m in names] if all(m in errors for m in names) else None
-        ax.barh(y, values, 0.75, xerr=_yerr(values, lo_hi), capsize=1.5, color="tab:blue")
+        _horizontal_bars(ax, y, values, 0.75, _yerr(values, lo_hi))
         if vline is not None:
             ax.axvline(vline, color="gray", lw=0.8, ls="--")
         ax.set_title(group, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-        # The names once per row of panels, the first model on top. Not a shared y axis: sharing gives every panel
-        # its own tick for each name, most of the time a figure of 51 models took.
+        # The names once per row of panels, the first model on top, as plain texts beside the bars: a tick for each
+        # name (a shared y axis gives every panel its own) was most of the time a figure of 51 models took.
+        ax.set_yticks([])
         if g % cols == 0:
-            ax.set_yticks(y, names, fontsize=7)
-        else:
-            ax.set_yticks([])
+            beside = offset_copy(ax.get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
+            for i, name in enumerate(names):
+                ax.text(0, i, name, ha="right", va="center", fontsize=7, transform=beside)
         ax.set_ylim(len(names) - 0.5, -0.5)
     for g in range(len(groups), rows * cols):
         axes[g // cols][g % cols].set_visible(False)
-    fig.suptitle(title)
     # Margins from the longest name's measured width, not tight_layout: its measuring pass costs as much as
-    # drawing.
+    # drawing. The title sits in the top margin, above the first row's panel titles.
     width, height = fig.get_size_inches()
+    fig.suptitle(title, y=1 - 0.08 / height, va="top")
     left = 0.3 + label_inches(names, 7)
     fig.set_size_inches(width + left, height)
     fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
-                        top=1 - 0.55 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
+                        top=1 - 0.6 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
     return _save(fig, path)
 
 
@@ -261,7 +279,7 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
             fmt: str = "{:.2f}") -> Path:
     """One heat map per panel (``{panel label: [row, column] values}``, NaN blank), side by side with shared rows;
     the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
-    from .pyplot_agg import plt
+    from .pyplot_agg import offset_copy, plt
 
     limits = limits or {}
     n_rows, n_cols = len(rows), len(columns)
@@ -278,15 +296,21 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
         image = ax.imshow(np.clip(values, low, high), aspect="auto", interpolation="nearest", vmin=low, vmax=high,
                           cmap=cmap if isinstance(cmap, str) else cmap[label])
-        ax.set_xticks(range(n_cols), columns, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks([])  # not a shared y axis: every panel would hold a tick for each row
+        # Names as plain texts, not tick labels (a tick per name was most of the figure's time), the rows once.
+        ax.set_xticks([])
+        ax.set_yticks([])
+        below = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-3, units="points")  # x: column, y: axes
+        for j, name in enumerate(columns):
+            ax.text(j, 0, name, rotation=60, ha="right", va="top", fontsize=8, transform=below)
         if n_rows * n_cols <= 600:
             shade = image.to_rgba(np.clip(values, low, high))[..., :3] @ np.array([0.299, 0.587, 0.114])
             for i, j in zip(*np.nonzero(np.isfinite(values))):  # dark text on light cells, light on dark
                 ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=6.5,
                         color="black" if shade[i, j] > 0.5 else "white")
         fig.colorbar(image, ax=ax, label=label, shrink=min(1.0, 8 / max(n_rows, 1) + 0.3), pad=0.02)
-    axes[0][0].set_yticks(range(n_rows), rows, fontsize=row_font)
+    beside = offset_copy(axes[0][0].get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
+    for i, name in enumerate(rows):
+        axes[0][0].text(0, i, name, ha="right", va="center", fontsize=row_font, transform=beside)
     fig.suptitle(title)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
                         wspace=0.25)
@@ -308,11 +332,15 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     margin = 0.1 + label_inches((n for names, *_ in panels.values() for n in names), font)  # names, their gap
     side = max(2.6, 0.25 * m + 0.3)  # the matrix
     bar, top, edge = 0.85, 0.75, 0.15  # colour bar with its numbers; both titles; the picture's border
-    count = max(1, len(panels))
-    width, height = 2 * edge + count * (margin + side + bar), edge + top + side + margin
+    # A panel over the same names as the one to its left shares its row names: their texts are most of the drawing.
+    lists = [names for names, *_ in panels.values()]
+    named = [k == 0 or lists[k] != lists[k - 1] for k in range(len(lists))]
+    lefts = [margin if own else 0.2 for own in named] or [margin]
+    width, height = 2 * edge + sum(lefts) + len(lefts) * (side + bar), edge + top + side + margin
     fig = plt.figure(figsize=(width, height))
+    x0 = edge
     for k, (panel, (names, grid, low, high)) in enumerate(panels.items()):
-        x0 = edge + k * (margin + side + bar) + margin
+        x0 += lefts[k]
         ax = fig.add_axes((x0 / width, (edge + margin) / height, side / width, side / height))
         image = ax.imshow(np.ma.masked_invalid(grid), vmin=low, vmax=high, cmap="viridis", aspect="auto",
                           interpolation="nearest")  # one colour a cell, and no resampling pass
@@ -322,7 +350,8 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
         beside = offset_copy(ax.get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
         for i, name in enumerate(names):
             ax.text(i, 0, name, rotation=90, ha="center", va="top", fontsize=font, transform=below)
-            ax.text(0, i, name, ha="right", va="center", fontsize=font, transform=beside)
+            if named[k]:
+                ax.text(0, i, name, ha="right", va="center", fontsize=font, transform=beside)
         ax.set_title(panel)
         if len(names) <= 10:
             for (i, j), value in np.ndenumerate(grid):
@@ -332,5 +361,6 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
         bar_axes = fig.add_axes(((x0 + side + 0.12) / width, (edge + margin) / height, 0.15 / width,
                                  side / height))
         fig.colorbar(image, cax=bar_axes)
+        x0 += side + bar
     fig.suptitle(title, y=1 - edge / height, va="top")
     return _save(fig, path)

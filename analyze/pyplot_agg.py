@@ -11,9 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backends.backend_agg import RendererAgg  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
 RENDERER = RendererAgg(1, 1, 72)  # measures text only (72 dpi: its pixels are points)
 
-__all__ = ["FontProperties", "RENDERER", "offset_copy", "plt"]
+__all__ = ["FontProperties", "PolyCollection", "RENDERER", "offset_copy", "plt"]

@@ -53,6 +53,13 @@ def test_matrices_of_many_models(tmp_path, outside):
     assert outside == []
 
 
+def test_matrices_sharing_their_names(tmp_path, outside):
+    grid = np.random.default_rng(5).random((len(NAMES), len(NAMES)))
+    figures.matrices(tmp_path / "m.png", {"error consistency κ": (NAMES, grid, -1.0, 1.0),
+                                          "linear CKA": (list(NAMES), grid, 0.0, 1.0)}, title="Agreement")
+    assert outside == []
+
+
 def test_matrices_of_few_models_with_values(tmp_path, outside):
     names = WIDE[:2] + ["a", "b"]
     figures.matrices(tmp_path / "m.png", {"κ": (names, np.eye(4), -1.0, 1.0)}, title="Agreement")

@@ -75,3 +75,27 @@ def test_the_analysis_imports_matplotlib_only_to_draw():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_horizontal_bars_match_matplotlibs_barh():
+    """The bar panels' bars, drawn as one collection, have barh's rectangles (NaN left out), whiskers and limits."""
+    from matplotlib.figure import Figure
+
+    y = np.arange(6.0)
+    values = np.array([0.2, 0.9, np.nan, 0.5, 0.0, 0.7])
+    err = np.abs(np.stack([np.full(6, 0.05), np.full(6, 0.1)]))
+    ours, reference = Figure().subplots(1, 2)
+    figures._horizontal_bars(ours, y, values, 0.75, err)
+    bars = reference.barh(y, values, 0.75, xerr=err, capsize=1.5)
+    drawn = [p.vertices[:4] for p in ours.collections[0].get_paths()]
+    expected = [r.get_patch_transform().transform(r.get_path().vertices[:4])  # data coordinates
+                for r, v in zip(bars.patches, values) if np.isfinite(v)]
+    assert len(drawn) == len(expected) == 5
+    for a, b in zip(drawn, expected):
+        assert sorted(map(tuple, np.round(a, 12))) == sorted(map(tuple, np.round(b, 12)))
+    whiskers, expected_whiskers = ours.collections[1:], reference.collections
+    assert len(whiskers) == len(expected_whiskers) == 1
+    for a, b in zip(whiskers[0].get_segments(), expected_whiskers[0].get_segments(), strict=True):
+        assert np.array_equal(a, b)
+    assert ours.get_xlim() == pytest.approx(reference.get_xlim())
+    assert ours.get_ylim() == pytest.approx(reference.get_ylim())
