@@ -30,6 +30,9 @@ def kinds(models: int, rng: np.random.Generator) -> dict:
     return {
         "matrices (agreement, one panel)": lambda out: figures.matrices(
             out, {"error consistency κ": (names, grid, -1.0, 1.0)}, title="Agreement on imagenet-val"),
+        "matrices (agreement, two panels)": lambda out: figures.matrices(
+            out, {"error consistency κ": (names, grid, -1.0, 1.0), "linear CKA": (names, grid, 0.0, 1.0)},
+            title="Agreement on imagenet-val"),
         "grouped bars (robustness)": lambda out: figures.grouped_bars(
             out, list("abcdefg"), values, ylabel="top-1", title="bars",
             errors={m: [(v - 0.05, v + 0.05) for v in values[m]] for m in names}),
