@@ -77,13 +77,15 @@ def test_the_analysis_imports_matplotlib_only_to_draw():
     assert out.stdout.strip() == "False"
 
 
-def test_horizontal_bars_match_matplotlibs_barh():
-    """The bar panels' bars, drawn as one collection, have barh's rectangles (NaN left out), whiskers and limits."""
+@pytest.mark.parametrize("whiskers", [True, False])
+def test_horizontal_bars_match_matplotlibs_barh(whiskers):
+    """The bar panels' bars, drawn as one collection, have barh's rectangles (NaN left out), whiskers and limits
+    (without whiskers the axis starts at the bars' base, 0, as barh's does)."""
     from matplotlib.figure import Figure
 
     y = np.arange(6.0)
     values = np.array([0.2, 0.9, np.nan, 0.5, 0.0, 0.7])
-    err = np.abs(np.stack([np.full(6, 0.05), np.full(6, 0.1)]))
+    err = np.stack([np.full(6, 0.05), np.full(6, 0.1)]) if whiskers else None  # [low, high] whisker lengths
     ours, reference = Figure().subplots(1, 2)
     figures._horizontal_bars(ours, y, values, 0.75, err)
     bars = reference.barh(y, values, 0.75, xerr=err, capsize=1.5)
@@ -93,9 +95,10 @@ def test_horizontal_bars_match_matplotlibs_barh():
     assert len(drawn) == len(expected) == 5
     for a, b in zip(drawn, expected):
         assert sorted(map(tuple, np.round(a, 12))) == sorted(map(tuple, np.round(b, 12)))
-    whiskers, expected_whiskers = ours.collections[1:], reference.collections
-    assert len(whiskers) == len(expected_whiskers) == 1
-    for a, b in zip(whiskers[0].get_segments(), expected_whiskers[0].get_segments(), strict=True):
-        assert np.array_equal(a, b)
+    drawn_whiskers, expected_whiskers = ours.collections[1:], reference.collections
+    assert len(drawn_whiskers) == len(expected_whiskers) == (1 if whiskers else 0)
+    for ours_lines, reference_lines in zip(drawn_whiskers, expected_whiskers):
+        for a, b in zip(ours_lines.get_segments(), reference_lines.get_segments(), strict=True):
+            assert np.array_equal(a, b)
     assert ours.get_xlim() == pytest.approx(reference.get_xlim())
     assert ours.get_ylim() == pytest.approx(reference.get_ylim())
