@@ -126,6 +126,25 @@ def label_inches(labels: Iterable[str], size: float) -> float:
     return max(widths, default=0.0) / RENDERER.dpi
 
 
+def _row_names(ax, names: Iterable[str], size: float) -> None:
+    """``names`` as plain texts left of the rows (row ``i`` at y = i), in place of tick labels: a tick object per
+    name was most of the drawing of a figure at 51 models."""
+    from .pyplot_agg import offset_copy
+
+    beside = offset_copy(ax.get_yaxis_transform(), fig=ax.figure, x=-3, units="points")  # x: axes, y: row
+    for i, name in enumerate(names):
+        ax.text(0, i, name, ha="right", va="center", fontsize=size, transform=beside)
+
+
+def _column_names(ax, names: Iterable[str], size: float, rotation: float, ha: str) -> None:
+    """``names`` as plain texts under the columns (column ``j`` at x = j), in place of tick labels."""
+    from .pyplot_agg import offset_copy
+
+    below = offset_copy(ax.get_xaxis_transform(), fig=ax.figure, y=-3, units="points")  # x: column, y: axes
+    for j, name in enumerate(names):
+        ax.text(j, 0, name, rotation=rotation, ha=ha, va="top", fontsize=size, transform=below)
+
+
 def _yerr(values: np.ndarray, errors: list[tuple[float, float]] | None) -> np.ndarray | None:
     if errors is None:
         return None
@@ -188,9 +207,9 @@ def _horizontal_bars(ax, y: np.ndarray, values: np.ndarray, height: float, xerr:
 
     shown = np.isfinite(values)
     low, high, v = y[shown] - height / 2, y[shown] + height / 2, values[shown]
-    bars = PolyCollection(np.stack([np.stack([np.zeros_like(v), low], 1), np.stack([np.zeros_like(v), high], 1),
-                                    np.stack([v, high], 1), np.stack([v, low], 1)], axis=1),
-                          facecolors="tab:blue", edgecolors="none")
+    base = np.zeros_like(v)
+    corners = np.stack([base, low, base, high, v, high, v, low], axis=1).reshape(-1, 4, 2)  # [bar, corner, xy]
+    bars = PolyCollection(corners, facecolors="tab:blue", edgecolors="none")
     bars.sticky_edges.x.append(0.0)  # as barh: no margin beyond the bars' common base
     ax.add_collection(bars, autolim=True)
     if xerr is not None:
@@ -201,7 +220,7 @@ def _horizontal_bars(ax, y: np.ndarray, values: np.ndarray, height: float, xerr:
 def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *, xlabel: str, title: str,
                 errors: dict[str, list[tuple[float, float]]], vline: float | None) -> Path:
     """Many series: one panel per group, one horizontal bar per series (in the given order), CI whiskers."""
-    from .pyplot_agg import offset_copy, plt
+    from .pyplot_agg import plt
 
     names = list(series)
     cols = min(PANEL_COLUMNS, len(groups))
@@ -219,13 +238,10 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
         ax.set_title(group, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-        # The names once per row of panels, the first model on top, as plain texts beside the bars: a tick for each
-        # name (a shared y axis gives every panel its own) was most of the time a figure of 51 models took.
+        # The names once per row of panels, the first model on top (not a shared y axis: it names every panel's rows).
         ax.set_yticks([])
         if g % cols == 0:
-            beside = offset_copy(ax.get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
-            for i, name in enumerate(names):
-                ax.text(0, i, name, ha="right", va="center", fontsize=7, transform=beside)
+            _row_names(ax, names, 7)
         ax.set_ylim(len(names) - 0.5, -0.5)
     for g in range(len(groups), rows * cols):
         axes[g // cols][g % cols].set_visible(False)
@@ -279,7 +295,7 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
             fmt: str = "{:.2f}") -> Path:
     """One heat map per panel (``{panel label: [row, column] values}``, NaN blank), side by side with shared rows;
     the figure grows with rows and columns, and cells carry their value while there are few enough to read."""
-    from .pyplot_agg import offset_copy, plt
+    from .pyplot_agg import plt
 
     limits = limits or {}
     n_rows, n_cols = len(rows), len(columns)
@@ -296,21 +312,16 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
         low, high = limits.get(label, (np.nanmin(values), np.nanmax(values)))
         image = ax.imshow(np.clip(values, low, high), aspect="auto", interpolation="nearest", vmin=low, vmax=high,
                           cmap=cmap if isinstance(cmap, str) else cmap[label])
-        # Names as plain texts, not tick labels (a tick per name was most of the figure's time), the rows once.
         ax.set_xticks([])
         ax.set_yticks([])
-        below = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-3, units="points")  # x: column, y: axes
-        for j, name in enumerate(columns):
-            ax.text(j, 0, name, rotation=60, ha="right", va="top", fontsize=8, transform=below)
+        _column_names(ax, columns, 8, rotation=60, ha="right")
         if n_rows * n_cols <= 600:
             shade = image.to_rgba(np.clip(values, low, high))[..., :3] @ np.array([0.299, 0.587, 0.114])
             for i, j in zip(*np.nonzero(np.isfinite(values))):  # dark text on light cells, light on dark
                 ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=6.5,
                         color="black" if shade[i, j] > 0.5 else "white")
         fig.colorbar(image, ax=ax, label=label, shrink=min(1.0, 8 / max(n_rows, 1) + 0.3), pad=0.02)
-    beside = offset_copy(axes[0][0].get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
-    for i, name in enumerate(rows):
-        axes[0][0].text(0, i, name, ha="right", va="center", fontsize=row_font, transform=beside)
+    _row_names(axes[0][0], rows, row_font)  # once, left of the first panel
     fig.suptitle(title)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
                         wspace=0.25)
@@ -325,7 +336,7 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     The layout is set in inches from the names' measured widths, and the names are plain texts beside the rows and
     under the columns rather than tick labels: at 51 models a layout engine and 204 ticks were most of the time
     a report with every run cached spends drawing."""
-    from .pyplot_agg import offset_copy, plt
+    from .pyplot_agg import plt
 
     m = max((len(names) for names, *_ in panels.values()), default=1)
     font = 8 if m <= 16 else 6
@@ -346,12 +357,9 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
                           interpolation="nearest")  # one colour a cell, and no resampling pass
         ax.set_xticks([])
         ax.set_yticks([])
-        below = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-3, units="points")  # x: column, y: axes
-        beside = offset_copy(ax.get_yaxis_transform(), fig=fig, x=-3, units="points")  # x: axes, y: row
-        for i, name in enumerate(names):
-            ax.text(i, 0, name, rotation=90, ha="center", va="top", fontsize=font, transform=below)
-            if named[k]:
-                ax.text(0, i, name, ha="right", va="center", fontsize=font, transform=beside)
+        _column_names(ax, names, font, rotation=90, ha="center")
+        if named[k]:
+            _row_names(ax, names, font)
         ax.set_title(panel)
         if len(names) <= 10:
             for (i, j), value in np.ndenumerate(grid):
