@@ -8,7 +8,8 @@ cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 
 - ``summary.arrays``: the run's per-sample summary (pred, confidence, p_true, valid, its logit kind, cue-conflict
   category probabilities and decisions) and the notes reading it gave, so the logits are not read again;
-- ``derived-<name>.arrays``: per-run results that need more than the logits (the VTAB probe's test-set correctness);
+- ``derived-<name>.arrays``: per-run results that need more than the logits (the VTAB probe's test-set correctness,
+  CKA's Gram matrix of the run's features and its own HSIC);
 - ``stats/<hash>.arrays``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
   the run token, the result's dataset, the resampled population and its size, the metric names, the number of
   replicates, the seed and the interval's level, with each metric's interval. The point estimates are

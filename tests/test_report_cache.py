@@ -171,6 +171,10 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     monkeypatch.setattr(_pairs._KeptColumns, "keep", lambda self, todo, point, reps, where, bounds, new: (
         summed.append((len(todo), len(point))), fresh.append((new, len(where))),
         keep_columns(self, todo, point, reps, where, bounds, new))[-1])
+    own = []  # (dataset, model) of every run whose own HSIC (CKA's denominator) was computed
+    self_arrays = _pairs._Grams._self_arrays
+    monkeypatch.setattr(_pairs._Grams, "_self_arrays", lambda self, model, mask: (
+        own.append((self.key[model].dataset, model)), self_arrays(self, model, mask))[1])
     store, cache = tmp_path / "store.zarr", tmp_path / "cache"
     with_features({"convnext-sup": 0.8, "vit-sup": 0.7, "vit-clip": 0.6})
     agreement = lambda out, cache=None: build_report(store, out, study_names=["agreement"], n_boot=30,  # noqa: E731
@@ -181,7 +185,10 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     first = [every for done, every in summed]
     assert len(first) == 2 and all(done == every for done, every in summed)
     assert fresh == [(3, 3), (3, 3)]
+    assert sorted(own) == sorted((d, m) for d in ("imagenet-r", "imagenet-val")
+                                 for m in ("convnext-sup", "vit-sup", "vit-clip"))
     with_features({"newcomer": 0.75})
+    own.clear()
     computed.clear()
     counting.clear()
     summed.clear()
@@ -193,6 +200,7 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
     assert all(0 < done < every for done, every in summed)
     assert all("newcomer" in (a, b) for _, a, b, _ in computed), computed
     assert len(pairs("cka")) == 2 * 3  # two datasets, three old models each
+    assert sorted(own) == [("imagenet-r", "newcomer"), ("imagenet-val", "newcomer")]  # the old runs' are kept
     features_read = sorted(p for p in counting if p.endswith("#features"))
     assert features_read and all("/newcomer#" in p for p in features_read), features_read
     agreement(tmp_path / "plain")

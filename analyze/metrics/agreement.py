@@ -46,6 +46,8 @@ which is ``HSIC_w`` itself for weights in {0, 1}: the plain estimate is the usua
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import check_same_length, wsum
@@ -88,31 +90,70 @@ def centred_gram(features: np.ndarray) -> np.ndarray:
     return x @ x.T
 
 
-def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None, *, kw: np.ndarray | None = None,
-                  lw: np.ndarray | None = None) -> np.ndarray:
-    """``HSIC*_w(K, L)`` of the module docstring for weights ``None`` (all 1), ``[n]`` or ``[B, n]``.
+@dataclass(frozen=True)
+class HsicWeights:
+    """Weights ``w`` (``[n]`` or ``[B, n]``, in the Gram matrices' float dtype) with what every HSIC under them
+    shares: ``S = sum w`` (float64) and ``w (w - 1)``, the weight of an image's pairs with its own copies."""
 
-    ``kw``/``lw``: ``w K`` and ``w L`` when already computed (``[n]`` or ``[B, n]``; K, L are symmetric).
-    """
+    w: np.ndarray
+    total: np.ndarray
+    repeats: np.ndarray
+
+
+@dataclass(frozen=True)
+class GramSide:
+    """One Gram matrix under one :class:`HsicWeights`: ``K``, ``K w``, ``w^T K w`` (float64) and the centred
+    diagonal ``K~_ii``. Every HSIC of ``K`` with another Gram matrix under the same weights reuses them."""
+
+    gram: np.ndarray
+    kw: np.ndarray
+    wkw: np.ndarray
+    diagonal: np.ndarray
+
+
+def hsic_weights(weights, n: int, dtype=np.float64) -> HsicWeights:
+    """:class:`HsicWeights` of ``weights`` (``None``: all 1) over ``n`` images."""
+    w = np.ones(n, dtype) if weights is None else np.asarray(weights).astype(dtype, copy=False)
+    if w.shape[-1] != n:
+        raise ValueError(f"weights cover {w.shape[-1]} images, the Gram matrices {n}")
+    return HsicWeights(w, np.sum(w, axis=-1, dtype=np.float64), w * (w - 1))
+
+
+def gram_side(k: np.ndarray, weights: HsicWeights) -> GramSide:
+    """The :class:`GramSide` of the square Gram matrix ``k`` (its dtype: float32 halves the time) under ``weights``.
+    The ``[B, n]`` terms stay in that dtype (a float64 scalar would promote them); every sum runs in float64."""
+    k = np.asarray(k)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"a Gram matrix must be square, got shape {k.shape}")
+    w = weights.w
+    kw = w @ k
+    wkw = np.sum(w * kw, axis=-1, dtype=np.float64)
+    s = weights.total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diagonal = (np.diagonal(k) - np.asarray(2.0 / s, k.dtype)[..., None] * kw
+                    + np.asarray(wkw / s**2, k.dtype)[..., None])
+    return GramSide(k, kw, wkw, diagonal)
+
+
+def hsic_of_sides(a: GramSide, b: GramSide, weights: HsicWeights) -> np.ndarray:
+    """``HSIC*_w(K, L)`` of the module docstring from the two matrices' sides under the same ``weights``."""
+    if a.gram.shape != b.gram.shape:
+        raise ValueError(f"Gram matrices must be of one shape, got {a.gram.shape} and {b.gram.shape}")
+    w, s = weights.w, weights.total
+    first = np.sum((w @ (a.gram * b.gram)) * w, axis=-1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hsic = first - 2.0 / s * np.sum(w * a.kw * b.kw, axis=-1, dtype=np.float64) + a.wkw * b.wkw / s**2
+        return hsic - np.sum(weights.repeats * a.diagonal * b.diagonal, axis=-1, dtype=np.float64)
+
+
+def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None) -> np.ndarray:
+    """``HSIC*_w(K, L)`` of the module docstring for weights ``None`` (all 1), ``[n]`` or ``[B, n]``."""
     k, l = np.asarray(k), np.asarray(l)
     if k.shape != l.shape or k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"Gram matrices must be square and of one shape, got {k.shape} and {l.shape}")
-    w = np.ones(len(k)) if weights is None else np.asarray(weights)
-    if w.shape[-1] != len(k):
-        raise ValueError(f"weights cover {w.shape[-1]} images, the Gram matrices {len(k)}")
-    dtype = np.result_type(w.dtype, k.dtype, np.float32)
-    w = w.astype(dtype, copy=False)
-    kw = w @ k.astype(dtype, copy=False) if kw is None else kw
-    lw = w @ l.astype(dtype, copy=False) if lw is None else lw
-    first = np.sum((w @ (k * l).astype(dtype, copy=False)) * w, axis=-1, dtype=np.float64)
-    s = np.sum(w, axis=-1, dtype=np.float64)
-    wkw = np.sum(w * kw, axis=-1, dtype=np.float64)
-    wlw = np.sum(w * lw, axis=-1, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        hsic = first - 2.0 / s * np.sum(w * kw * lw, axis=-1, dtype=np.float64) + wkw * wlw / s**2
-        k_ii = np.diagonal(k) - 2.0 * kw / s[..., None] + (wkw / s**2)[..., None]  # the centred Gram's diagonals
-        l_ii = np.diagonal(l) - 2.0 * lw / s[..., None] + (wlw / s**2)[..., None]
-        return hsic - np.sum(w * (w - 1) * k_ii * l_ii, axis=-1, dtype=np.float64)
+    dtype = np.result_type(k.dtype, l.dtype, np.float32, *(() if weights is None else (np.asarray(weights).dtype,)))
+    hw = hsic_weights(weights, len(k), dtype)
+    return hsic_of_sides(gram_side(k.astype(dtype, copy=False), hw), gram_side(l.astype(dtype, copy=False), hw), hw)
 
 
 def cka_from_hsic(xy: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:

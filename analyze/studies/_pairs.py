@@ -14,7 +14,8 @@ import numpy as np
 from ..context import Context
 from ..metrics import weighted_product
 from ..metrics.accuracy import correct_multi, correct_single
-from ..metrics.agreement import KAPPA_METRICS, centred_gram, cka_from_hsic, consistency_from_sums, weighted_hsic
+from ..metrics.agreement import (KAPPA_METRICS, GramSide, HsicWeights, centred_gram, cka_from_hsic, consistency_from_sums,
+                                 gram_side, hsic_of_sides, hsic_weights)
 from ..store import RunKey
 from ..summaries import labels_in_logit_space
 from ._common import PER_IMAGE, is_human, population
@@ -245,6 +246,11 @@ def cka_subset(dataset: str, n: int, seed: int, size: int | None = None) -> np.n
     return np.sort(np.random.default_rng([seed, tag, n]).choice(n, size, replace=False))
 
 
+def _subset_tag(subset: np.ndarray) -> str:
+    """A name for the subset in the cache's entries: its size and a hash of its rows."""
+    return f"{len(subset)}-{hashlib.sha256(np.ascontiguousarray(subset).tobytes()).hexdigest()[:16]}"
+
+
 def run_gram(ctx: Context, key: RunKey, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The Gram matrix of the run's centred features on ``subset`` (float32) and which of its rows count (valid,
     finite features); ``--cache`` keeps them, so a later report reads no features of this run."""
@@ -256,48 +262,67 @@ def run_gram(ctx: Context, key: RunKey, subset: np.ndarray) -> tuple[np.ndarray,
         # float32 halves the memory of the Grams kept for every pair; the sums over them run in float64.
         return centred_gram(x).astype(np.float32), ok
 
-    name = f"cka-gram-{len(subset)}-{hashlib.sha256(np.ascontiguousarray(subset).tobytes()).hexdigest()[:16]}"
-    gram, ok = ctx.summaries.derived(key, name, compute)
+    gram, ok = ctx.summaries.derived(key, f"cka-gram-{_subset_tag(subset)}", compute)
     return gram, ok.astype(bool)
 
 
 class _Grams:
-    """Per model: the Gram matrix of its centred features on the subset, and ``w K`` per mask (cached)."""
+    """Per model: the Gram matrix of its centred features on the subset and which rows count; per model and mask
+    (the rows both runs of a pair count): its :class:`GramSide` for the point estimate and for the replicates,
+    and its own HSIC, which ``--cache`` keeps for the model's own mask (a later report computes it for the new
+    model only)."""
 
-    def __init__(self, counts: np.ndarray | None):
-        self.counts = counts  # [B, subset] uint8 bootstrap counts, or None
+    def __init__(self, ctx: Context, subset: str, counts: np.ndarray | None):
+        self.ctx, self.subset, self.counts = ctx, subset, counts  # counts: [B, subset] uint8, or None
+        self.key: dict[str, RunKey] = {}
         self.gram: dict[str, np.ndarray] = {}
         self.ok: dict[str, np.ndarray] = {}
-        self._weights: dict[bytes, np.ndarray] = {}
-        self._wk: dict[tuple, np.ndarray] = {}
+        self._weights: dict[bytes, tuple[HsicWeights, HsicWeights | None]] = {}
+        self._sides: dict[tuple, tuple[GramSide, GramSide | None]] = {}
         self._self: dict[tuple, tuple[float, np.ndarray | None]] = {}
 
-    def add(self, model: str, gram: np.ndarray, ok: np.ndarray) -> None:
-        self.gram[model], self.ok[model] = gram, ok
+    def add(self, key: RunKey, gram: np.ndarray, ok: np.ndarray) -> None:
+        self.key[key.model], self.gram[key.model], self.ok[key.model] = key, gram, ok
 
-    def weights(self, mask: np.ndarray) -> np.ndarray | None:
-        if self.counts is None:
-            return None
+    def weights(self, mask: np.ndarray) -> tuple[HsicWeights, HsicWeights | None]:
+        """The mask's weights for the point estimate, and for the replicates (None without a bootstrap)."""
         key = mask.tobytes()
         if key not in self._weights:
-            self._weights[key] = self.counts * mask.astype(np.float32)
+            n = len(mask)
+            reps = None if self.counts is None else hsic_weights(self.counts * mask.astype(np.float32), n, np.float32)
+            self._weights[key] = (hsic_weights(mask, n, np.float32), reps)
         return self._weights[key]
 
-    def wk(self, model: str, mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def sides(self, model: str, mask: np.ndarray) -> tuple[GramSide, GramSide | None]:
         key = (model, mask.tobytes())
-        if key not in self._wk:
-            self._wk[key] = weights @ self.gram[model]
-        return self._wk[key]
+        if key not in self._sides:
+            point, reps = self.weights(mask)
+            k = self.gram[model]
+            self._sides[key] = (gram_side(k, point), None if reps is None else gram_side(k, reps))
+        return self._sides[key]
+
+    def hsic(self, a: str, b: str, mask: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """HSIC of the two models' Gram matrices on ``mask`` (value, replicates)."""
+        (point_a, reps_a), (point_b, reps_b) = self.sides(a, mask), self.sides(b, mask)
+        point, reps = self.weights(mask)
+        return (float(hsic_of_sides(point_a, point_b, point)),
+                None if reps is None else hsic_of_sides(reps_a, reps_b, reps))
 
     def self_hsic(self, model: str, mask: np.ndarray) -> tuple[float, np.ndarray | None]:
         key = (model, mask.tobytes())
         if key not in self._self:
-            k = self.gram[model]
-            value = float(weighted_hsic(k.astype(np.float64), k.astype(np.float64), mask.astype(np.float64)))
-            w = self.weights(mask)
-            reps = None if w is None else weighted_hsic(k, k, w, kw=self.wk(model, mask, w), lw=self.wk(model, mask, w))
-            self._self[key] = (value, reps)
+            if np.array_equal(mask, self.ok[model]):  # its own rows: the same in every report, kept by --cache
+                boot = self.ctx.boot
+                name = f"cka-self-{self.subset}-{0 if self.counts is None else boot.n_boot}-{boot.seed}"
+                value, reps = self.ctx.summaries.derived(self.key[model], name, lambda: self._self_arrays(model, mask))
+                self._self[key] = (float(value), None if self.counts is None else reps)
+            else:
+                self._self[key] = self.hsic(model, model, mask)
         return self._self[key]
+
+    def _self_arrays(self, model: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        value, reps = self.hsic(model, model, mask)
+        return np.array(value), np.zeros(0) if reps is None else reps
 
 
 def cka_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
@@ -314,20 +339,15 @@ def cka_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     every = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
     cache = _PairCache(ctx, every, "cka", dataset, n, len(subset))
     counts = ctx.boot.counts(dataset, n) if cache.todo else None
-    grams = _Grams(None if counts is None else counts[:, subset])
+    grams = _Grams(ctx, _subset_tag(subset), None if counts is None else counts[:, subset])
     for key in dict.fromkeys(k for pair in cache.todo for k in pair):  # the runs still to compare
-        grams.add(key.model, *run_gram(ctx, key, subset))
+        grams.add(key, *run_gram(ctx, key, subset))
     out = []
     for a, b in cache.todo:
         mask = grams.ok[a.model] & grams.ok[b.model]
-        k, l = grams.gram[a.model], grams.gram[b.model]
-        xy = weighted_hsic(k.astype(np.float64), l.astype(np.float64), mask.astype(np.float64))
+        xy, xy_reps = grams.hsic(a.model, b.model, mask)
         (xx, xx_reps), (yy, yy_reps) = grams.self_hsic(a.model, mask), grams.self_hsic(b.model, mask)
-        reps = None
-        w = grams.weights(mask)
-        if w is not None:
-            xy_reps = weighted_hsic(k, l, w, kw=grams.wk(a.model, mask, w), lw=grams.wk(b.model, mask, w))
-            reps = cka_from_hsic(xy_reps, xx_reps, yy_reps)
+        reps = None if xy_reps is None else cka_from_hsic(xy_reps, xx_reps, yy_reps)
         out.append(Pair(a, b, "cka", float(cka_from_hsic(xy, xx, yy)), reps, int(mask.sum())))
     cache.keep(out)
     return cache.ordered(every)

@@ -7,6 +7,9 @@ ImageNet-C and VTAB, ImageNet val at the 13 invariance views), timing
   (2) the full report at 50 models with ``--cache DIR`` (it fills the cache),
   (3) the report after adding one model, with the same ``--cache``: target <= 10% of the full report's time.
 
+With ``--feature-dim D`` every run also stores D pooled features, as ``extract run`` writes them, and the agreement
+study computes linear CKA for every pair (on at most 1,000 images a dataset, whatever D).
+
 Part ``imagenet-c``: the paper suite at its real size plus ImageNet-C at its real size (3.75 M rows x 4 models,
 float16 logits, about 30 GB of logits): ``analyze report`` against a plain read of the same logits, by the
 report's own reader and by zarr's array indexing (target: within 1.5x), and its peak memory (target: under 4 GB). It needs about 45 GB of disk; on the 2-core development
@@ -80,11 +83,12 @@ def _report_once(store: Path, out: Path, n_boot: int, cache: Path | None) -> tup
     return seconds, usage.ru_maxrss / 1024**2
 
 
-def grow(store: Path, models: dict[str, float], sizes: dict[str, int], transforms: tuple[str, ...]) -> float:
+def grow(store: Path, models: dict[str, float], sizes: dict[str, int], transforms: tuple[str, ...],
+         feature_dim: int = 0) -> float:
     t0 = time.perf_counter()
     for name, accuracy in models.items():  # one at a time: each model's logits from a seed of its own
         build_synthetic_store(store, sizes=sizes, transforms=transforms, models={name: accuracy}, seed=0,
-                              run_seed=int(name.rsplit("-", 1)[1]))
+                              run_seed=int(name.rsplit("-", 1)[1]), feature_dim=feature_dim)
     return time.perf_counter() - t0
 
 
@@ -102,17 +106,18 @@ def part_many(args) -> dict:
         shutil.rmtree(path, ignore_errors=True)
     everything = model_names(counts[-1] + 1)
     names = list(everything)
-    out: dict = {"sizes": sizes, "transforms": list(transforms), "n_boot": args.n_boot, "by_models": {}}
+    out: dict = {"sizes": sizes, "transforms": list(transforms), "n_boot": args.n_boot,
+                 "feature_dim": args.feature_dim, "by_models": {}}
     have = 0
     for count in counts:
-        built = grow(store, {m: everything[m] for m in names[have:count]}, sizes, transforms)
+        built = grow(store, {m: everything[m] for m in names[have:count]}, sizes, transforms, args.feature_dim)
         have = count
         seconds, peak = report(store, work / f"out-{count}", args.n_boot)
         out["by_models"][count] = {"seconds": seconds, "peak_gb": peak}
         print(f"{count:4d} models: report {seconds:7.1f} s, peak {peak:5.2f} GB   (built in {built:.0f} s)", flush=True)
     full, full_peak = report(store, work / "out-cached-full", args.n_boot, cache)
     print(f"{counts[-1]:4d} models, --cache (cold, fills it): {full:7.1f} s, peak {full_peak:5.2f} GB", flush=True)
-    grow(store, {names[-1]: everything[names[-1]]}, sizes, transforms)
+    grow(store, {names[-1]: everything[names[-1]]}, sizes, transforms, args.feature_dim)
     added, added_peak = report(store, work / "out-cached-plus-one", args.n_boot, cache)
     plain, _ = report(store, work / f"out-{counts[-1] + 1}", args.n_boot)
     base = out["by_models"][counts[-1]]["seconds"]
@@ -194,6 +199,8 @@ def main() -> None:
     p.add_argument("--real-size", action="store_true", help="every dataset at its real size (--n-val ignored)")
     p.add_argument("--transforms", default="paper", help="ImageNet val views: 'paper' (13) or a comma list")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--feature-dim", type=int, default=0, help="pooled features per run, as `extract run` stores them "
+                   "(0: logits only, so the agreement study has no CKA to compute)")
     p.add_argument("--imagenet-c-images", type=int, default=50000, help="images per ImageNet-C cell (real: 50000)")
     p.add_argument("--repeat", type=int, default=1, help="time each report without --cache this many times, keep "
                                                         "the fastest")
