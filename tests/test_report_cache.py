@@ -219,3 +219,10 @@ def test_agreement_after_adding_a_model_compares_only_its_pairs(kit, tmp_path, c
                              "pair_names": np.array([b"z" * 128]), "pair_bounds": np.zeros((2, 3, 2))})
     agreement(tmp_path / "odd", cache)
     assert kappa(pl.read_csv(tmp_path / "odd" / "agreement.csv")).equals(kappa(y))
+    own.clear()  # another bootstrap: every run's own HSIC computed again, as a report without the cache has it
+    build_report(store, tmp_path / "b20", study_names=["agreement"], n_boot=20, seed=1, progress=False, cache=cache)
+    assert len(own) == 2 * 4 and len(set(own)) == 2 * 4
+    build_report(store, tmp_path / "b20-plain", study_names=["agreement"], n_boot=20, seed=1, progress=False)
+    x, y = (pl.read_csv(tmp_path / d / "agreement.csv").filter(pl.col("metric") == "cka") for d in ("b20", "b20-plain"))
+    for col in ("value", "ci_low", "ci_high"):
+        np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=1e-6, atol=2.0**-22)

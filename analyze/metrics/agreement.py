@@ -102,9 +102,11 @@ class HsicWeights:
 
 @dataclass(frozen=True)
 class GramSide:
-    """One Gram matrix under one :class:`HsicWeights`: ``K``, ``K w``, ``w^T K w`` (float64) and the centred
-    diagonal ``K~_ii``. Every HSIC of ``K`` with another Gram matrix under the same weights reuses them."""
+    """One Gram matrix ``K`` under one :class:`HsicWeights`: ``K w`` and the centred diagonal ``K~_ii`` (in K's
+    dtype), and ``w^T K w`` (float64). Every HSIC of ``K`` with another Gram matrix under the same weights
+    reuses them."""
 
+    weights: HsicWeights
     gram: np.ndarray
     kw: np.ndarray
     wkw: np.ndarray
@@ -132,13 +134,16 @@ def gram_side(k: np.ndarray, weights: HsicWeights) -> GramSide:
     with np.errstate(invalid="ignore", divide="ignore"):
         diagonal = (np.diagonal(k) - np.asarray(2.0 / s, k.dtype)[..., None] * kw
                     + np.asarray(wkw / s**2, k.dtype)[..., None])
-    return GramSide(k, kw, wkw, diagonal)
+    return GramSide(weights, k, kw, wkw, diagonal)
 
 
-def hsic_of_sides(a: GramSide, b: GramSide, weights: HsicWeights) -> np.ndarray:
-    """``HSIC*_w(K, L)`` of the module docstring from the two matrices' sides under the same ``weights``."""
+def hsic_of_sides(a: GramSide, b: GramSide) -> np.ndarray:
+    """``HSIC*_w(K, L)`` of the module docstring from the sides of ``K`` and ``L`` under the same weights."""
     if a.gram.shape != b.gram.shape:
         raise ValueError(f"Gram matrices must be of one shape, got {a.gram.shape} and {b.gram.shape}")
+    if a.weights is not b.weights:
+        raise ValueError("the two Gram matrices' sides were taken under different weights")
+    weights = a.weights
     w, s = weights.w, weights.total
     first = np.sum((w @ (a.gram * b.gram)) * w, axis=-1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -153,7 +158,7 @@ def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None) -> np.ndarray:
         raise ValueError(f"Gram matrices must be square and of one shape, got {k.shape} and {l.shape}")
     dtype = np.result_type(k.dtype, l.dtype, np.float32, *(() if weights is None else (np.asarray(weights).dtype,)))
     hw = hsic_weights(weights, len(k), dtype)
-    return hsic_of_sides(gram_side(k.astype(dtype, copy=False), hw), gram_side(l.astype(dtype, copy=False), hw), hw)
+    return hsic_of_sides(gram_side(k.astype(dtype, copy=False), hw), gram_side(l.astype(dtype, copy=False), hw))
 
 
 def cka_from_hsic(xy: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:

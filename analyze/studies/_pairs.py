@@ -14,8 +14,8 @@ import numpy as np
 from ..context import Context
 from ..metrics import weighted_product
 from ..metrics.accuracy import correct_multi, correct_single
-from ..metrics.agreement import (KAPPA_METRICS, GramSide, HsicWeights, centred_gram, cka_from_hsic, consistency_from_sums,
-                                 gram_side, hsic_of_sides, hsic_weights)
+from ..metrics.agreement import (KAPPA_METRICS, GramSide, HsicWeights, centred_gram, cka_from_hsic,
+                                 consistency_from_sums, gram_side, hsic_of_sides, hsic_weights)
 from ..store import RunKey
 from ..summaries import labels_in_logit_space
 from ._common import PER_IMAGE, is_human, population
@@ -267,18 +267,21 @@ def run_gram(ctx: Context, key: RunKey, subset: np.ndarray) -> tuple[np.ndarray,
 
 
 class _Grams:
-    """Per model: the Gram matrix of its centred features on the subset and which rows count; per model and mask
-    (the rows both runs of a pair count): its :class:`GramSide` for the point estimate and for the replicates,
-    and its own HSIC, which ``--cache`` keeps for the model's own mask (a later report computes it for the new
-    model only)."""
+    """Per model: the Gram matrix of its centred features on the subset and which rows count; its
+    :class:`GramSide` for the point estimate and for the replicates, kept for its own rows (what a pair with a
+    run that counts them all uses) and computed afresh for the rows of a pair with a run that counts fewer; and
+    its own HSIC (CKA's denominator), which ``--cache`` keeps for its own rows, so that a later report computes
+    the new model's only."""
 
-    def __init__(self, ctx: Context, subset: str, counts: np.ndarray | None):
-        self.ctx, self.subset, self.counts = ctx, subset, counts  # counts: [B, subset] uint8, or None
+    KEPT_MASKS = 8  # the weights of this many masks are kept: one a run with rows left out, at most
+
+    def __init__(self, ctx: Context, subset_tag: str, counts: np.ndarray | None):
+        self.ctx, self.subset_tag, self.counts = ctx, subset_tag, counts  # counts: [B, subset rows] uint8, or None
         self.key: dict[str, RunKey] = {}
         self.gram: dict[str, np.ndarray] = {}
         self.ok: dict[str, np.ndarray] = {}
         self._weights: dict[bytes, tuple[HsicWeights, HsicWeights | None]] = {}
-        self._sides: dict[tuple, tuple[GramSide, GramSide | None]] = {}
+        self._sides: dict[str, tuple[GramSide, GramSide | None]] = {}
         self._self: dict[tuple, tuple[float, np.ndarray | None]] = {}
 
     def add(self, key: RunKey, gram: np.ndarray, ok: np.ndarray) -> None:
@@ -288,32 +291,35 @@ class _Grams:
         """The mask's weights for the point estimate, and for the replicates (None without a bootstrap)."""
         key = mask.tobytes()
         if key not in self._weights:
+            if len(self._weights) >= self.KEPT_MASKS:
+                self._weights.pop(next(iter(self._weights)))
             n = len(mask)
             reps = None if self.counts is None else hsic_weights(self.counts * mask.astype(np.float32), n, np.float32)
             self._weights[key] = (hsic_weights(mask, n, np.float32), reps)
         return self._weights[key]
 
     def sides(self, model: str, mask: np.ndarray) -> tuple[GramSide, GramSide | None]:
-        key = (model, mask.tobytes())
-        if key not in self._sides:
-            point, reps = self.weights(mask)
-            k = self.gram[model]
-            self._sides[key] = (gram_side(k, point), None if reps is None else gram_side(k, reps))
-        return self._sides[key]
+        own = np.array_equal(mask, self.ok[model])
+        if own and model in self._sides:
+            return self._sides[model]
+        point, reps = self.weights(mask)
+        k = self.gram[model]
+        sides = (gram_side(k, point), None if reps is None else gram_side(k, reps))
+        if own:  # 8 MB a model at B = n = 1,000; another mask's sides are rarely asked for twice
+            self._sides[model] = sides
+        return sides
 
     def hsic(self, a: str, b: str, mask: np.ndarray) -> tuple[float, np.ndarray | None]:
         """HSIC of the two models' Gram matrices on ``mask`` (value, replicates)."""
         (point_a, reps_a), (point_b, reps_b) = self.sides(a, mask), self.sides(b, mask)
-        point, reps = self.weights(mask)
-        return (float(hsic_of_sides(point_a, point_b, point)),
-                None if reps is None else hsic_of_sides(reps_a, reps_b, reps))
+        return float(hsic_of_sides(point_a, point_b)), None if reps_a is None else hsic_of_sides(reps_a, reps_b)
 
     def self_hsic(self, model: str, mask: np.ndarray) -> tuple[float, np.ndarray | None]:
         key = (model, mask.tobytes())
         if key not in self._self:
             if np.array_equal(mask, self.ok[model]):  # its own rows: the same in every report, kept by --cache
                 boot = self.ctx.boot
-                name = f"cka-self-{self.subset}-{0 if self.counts is None else boot.n_boot}-{boot.seed}"
+                name = f"cka-self-{self.subset_tag}-{0 if self.counts is None else boot.n_boot}-{boot.seed}"
                 value, reps = self.ctx.summaries.derived(self.key[model], name, lambda: self._self_arrays(model, mask))
                 self._self[key] = (float(value), None if self.counts is None else reps)
             else:
