@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
+from schemas.host import usable_cores
 
 from ..context import Context
 from ..metrics import weighted_product
@@ -349,11 +352,14 @@ def cka_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     for key in dict.fromkeys(k for pair in cache.todo for k in pair):  # the runs still to compare
         grams.add(key, *run_gram(ctx, key, subset))
     out = []
-    for a, b in cache.todo:
-        mask = grams.ok[a.model] & grams.ok[b.model]
-        xy, xy_reps = grams.hsic(a.model, b.model, mask)
-        (xx, xx_reps), (yy, yy_reps) = grams.self_hsic(a.model, mask), grams.self_hsic(b.model, mask)
-        reps = None if xy_reps is None else cka_from_hsic(xy_reps, xx_reps, yy_reps)
-        out.append(Pair(a, b, "cka", float(cka_from_hsic(xy, xx, yy)), reps, int(mask.sum())))
+    # Agreement comes last: its runs are read by now, so the products may use every core (the report leaves BLAS
+    # one thread while runs are read beside the studies: its waiting threads spin).
+    with threadpool_limits(usable_cores(), user_api="blas"):
+        for a, b in cache.todo:
+            mask = grams.ok[a.model] & grams.ok[b.model]
+            xy, xy_reps = grams.hsic(a.model, b.model, mask)
+            (xx, xx_reps), (yy, yy_reps) = grams.self_hsic(a.model, mask), grams.self_hsic(b.model, mask)
+            reps = None if xy_reps is None else cka_from_hsic(xy_reps, xx_reps, yy_reps)
+            out.append(Pair(a, b, "cka", float(cka_from_hsic(xy, xx, yy)), reps, int(mask.sum())))
     cache.keep(out)
     return cache.ordered(every)
