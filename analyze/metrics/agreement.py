@@ -132,7 +132,7 @@ def gram_side(k: np.ndarray, weights: HsicWeights) -> GramSide:
     wkw = np.sum(w * kw, axis=-1, dtype=np.float64)
     s = weights.total
     with np.errstate(invalid="ignore", divide="ignore"):
-        diagonal = (np.diagonal(k).copy() - np.asarray(2.0 / s, k.dtype)[..., None] * kw  # (contiguous: per row)
+        diagonal = (np.diagonal(k).copy() - np.asarray(2.0 / s, k.dtype)[..., None] * kw  # (a copy: read once a row)
                     + np.asarray(wkw / s**2, k.dtype)[..., None])
     return GramSide(weights, k, kw, wkw, diagonal)
 

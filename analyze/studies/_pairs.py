@@ -276,7 +276,7 @@ class _Grams:
     its own HSIC (CKA's denominator), which ``--cache`` keeps for its own rows, so that a later report computes
     the new model's only."""
 
-    KEPT_MASKS = 8  # the weights of this many masks are kept: one a run with rows left out, at most
+    KEPT_MASKS = 8  # masks whose weights are kept (8 MB each at B = n = 1,000); a new one drops the oldest
 
     def __init__(self, ctx: Context, subset_tag: str, counts: np.ndarray | None):
         self.ctx, self.subset_tag, self.counts = ctx, subset_tag, counts  # counts: [B, subset rows] uint8, or None
