@@ -137,15 +137,17 @@ def gram_side(k: np.ndarray, weights: HsicWeights) -> GramSide:
     return GramSide(weights, k, kw, wkw, diagonal)
 
 
-def hsic_of_sides(a: GramSide, b: GramSide) -> np.ndarray:
-    """``HSIC*_w(K, L)`` of the module docstring from the sides of ``K`` and ``L`` under the same weights."""
+def hsic_of_sides(a: GramSide, b: GramSide, both: np.ndarray | None = None) -> np.ndarray:
+    """``HSIC*_w(K, L)`` of the module docstring from the sides of ``K`` and ``L`` under the same weights;
+    ``both``: ``K o L`` when already formed (the value and the replicates of a pair share it)."""
     if a.gram.shape != b.gram.shape:
         raise ValueError(f"Gram matrices must be of one shape, got {a.gram.shape} and {b.gram.shape}")
     if a.weights is not b.weights:
         raise ValueError("the two Gram matrices' sides were taken under different weights")
     weights = a.weights
     w, s = weights.w, weights.total
-    first = np.sum((w @ (a.gram * b.gram)) * w, axis=-1, dtype=np.float64)
+    both = a.gram * b.gram if both is None else both
+    first = np.sum((w @ both) * w, axis=-1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         hsic = first - 2.0 / s * np.sum(w * a.kw * b.kw, axis=-1, dtype=np.float64) + a.wkw * b.wkw / s**2
         return hsic - np.sum(weights.repeats * a.diagonal * b.diagonal, axis=-1, dtype=np.float64)
@@ -156,7 +158,7 @@ def weighted_hsic(k: np.ndarray, l: np.ndarray, weights=None) -> np.ndarray:
     k, l = np.asarray(k), np.asarray(l)
     if k.shape != l.shape or k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"Gram matrices must be square and of one shape, got {k.shape} and {l.shape}")
-    dtype = np.result_type(k.dtype, l.dtype, np.float32, *(() if weights is None else (np.asarray(weights).dtype,)))
+    dtype = np.result_type(k.dtype, l.dtype, np.float32, np.float32 if weights is None else np.asarray(weights).dtype)
     hw = hsic_weights(weights, len(k), dtype)
     return hsic_of_sides(gram_side(k.astype(dtype, copy=False), hw), gram_side(l.astype(dtype, copy=False), hw))
 

@@ -301,8 +301,12 @@ class _Grams:
             self._weights[key] = (hsic_weights(mask, n, np.float32), reps)
         return self._weights[key]
 
+    def _own(self, model: str, mask: np.ndarray) -> bool:
+        """Whether ``mask`` is the model's own rows: what is computed on them is kept."""
+        return np.array_equal(mask, self.ok[model])
+
     def sides(self, model: str, mask: np.ndarray) -> tuple[GramSide, GramSide | None]:
-        own = np.array_equal(mask, self.ok[model])
+        own = self._own(model, mask)
         if own and model in self._sides:
             return self._sides[model]
         point, reps = self.weights(mask)
@@ -315,12 +319,14 @@ class _Grams:
     def hsic(self, a: str, b: str, mask: np.ndarray) -> tuple[float, np.ndarray | None]:
         """HSIC of the two models' Gram matrices on ``mask`` (value, replicates)."""
         (point_a, reps_a), (point_b, reps_b) = self.sides(a, mask), self.sides(b, mask)
-        return float(hsic_of_sides(point_a, point_b)), None if reps_a is None else hsic_of_sides(reps_a, reps_b)
+        both = self.gram[a] * self.gram[b]
+        return (float(hsic_of_sides(point_a, point_b, both)),
+                None if reps_a is None else hsic_of_sides(reps_a, reps_b, both))
 
     def self_hsic(self, model: str, mask: np.ndarray) -> tuple[float, np.ndarray | None]:
         key = (model, mask.tobytes())
         if key not in self._self:
-            if np.array_equal(mask, self.ok[model]):  # its own rows: the same in every report, kept by --cache
+            if self._own(model, mask):  # the same rows in every report: kept by --cache
                 boot = self.ctx.boot
                 name = f"cka-self-{self.subset_tag}-{0 if self.counts is None else boot.n_boot}-{boot.seed}"
                 value, reps = self.ctx.summaries.derived(self.key[model], name, lambda: self._self_arrays(model, mask))
