@@ -72,7 +72,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode", choices=("pil", "gpu"), default="pil",
                    help="pil (default): Pillow decodes and resizes in the workers, the reference pipeline that "
                         "equals timm's and open_clip's; gpu: JPEGs decoded (nvJPEG on CUDA) and resized on the "
-                        "run's device in Pillow's arithmetic, other images by Pillow (README, Benchmarks)")
+                        "run's device in Pillow's arithmetic, other images by Pillow (docs/benchmarks.md)")
 
 
 def _device(text: str) -> str:

@@ -14,7 +14,7 @@ fails to decode falls back to Pillow, image by image, in the main process; if Pi
 is invalid, as on the Pillow path.
 
 On the CPU ``decode_jpeg`` is libjpeg-turbo, as in Pillow, and the pixels equal ``--decode pil`` bit for
-bit; nvJPEG's IDCT and chroma upsampling differ from libjpeg's by a few levels (README, "Benchmarks").
+bit; nvJPEG's IDCT and chroma upsampling differ from libjpeg's by a few levels (docs/benchmarks.md).
 """
 from __future__ import annotations
 
