@@ -358,9 +358,8 @@ def cka_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     for key in dict.fromkeys(k for pair in cache.todo for k in pair):  # the runs still to compare
         grams.add(key, *run_gram(ctx, key, subset))
     out = []
-    # Every core, although the report leaves BLAS one thread while runs are read beside the studies (its waiting
-    # threads spin) and agreement runs first, while other studies' runs are still read: a [B, n] @ [n, n] product
-    # is large enough that a second thread pays even so (design.md: "Beside the reading threads").
+    # Every core, though other studies' runs may still be read: a [B, n] @ [n, n] product keeps a second BLAS
+    # thread busy (design.md, "Beside the reading threads").
     with threadpool_limits(usable_cores(), user_api="blas"):
         for a, b in cache.todo:
             mask = grams.ok[a.model] & grams.ok[b.model]
