@@ -120,7 +120,42 @@ def collate_encoded(items: list) -> dict:
 
 def decode_jpegs(data: Sequence[torch.Tensor], device: str) -> list[torch.Tensor | None]:
     """uint8 [3, H, W] RGB images on ``device``, one ``decode_jpeg`` call for the lot; None where that
-    image alone fails (found by decoding one by one only when the batch call fails)."""
+    image alone fails (found by decoding one by one only when the batch call fails).
+
+    On CUDA the decoder's outputs are allocated on a stream of their own. torchvision's nvJPEG decoder
+    allocates them on the caller's stream but writes them from its private stream without waiting for
+    the caller's: a block the caching allocator recycles while the caller's queued kernels still read it
+    (the previous batch's pixels or activations) is overwritten under them. Allocated on a stream that
+    queues no kernels, recycled only once the caller's stream is done with them (``record_stream``), and
+    the caller's stream waits for the decode. The encoded bytes (pinned by the DataLoader, so copied
+    asynchronously) are held until the decode that reads them is known to be done.
+    """
+    if device_type(device) != "cuda":
+        return _decode_jpegs(data, device)
+    caller = torch.cuda.current_stream(device)
+    side = _SIDE_STREAMS.get(caller.device)
+    if side is None:
+        side = _SIDE_STREAMS[caller.device] = torch.cuda.Stream(device=caller.device)
+    with torch.cuda.stream(side):
+        out = _decode_jpegs(data, device)
+        done = torch.cuda.Event()
+        done.record(side)
+    caller.wait_stream(side)
+    for img in out:
+        if img is not None:
+            img.record_stream(caller)
+    previous = _HELD.get(caller.device)
+    if previous is not None:
+        previous[0].synchronize()  # done long ago in practice: its bytes may be freed now
+    _HELD[caller.device] = (done, list(data))
+    return out
+
+
+_SIDE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}  # the decoder's allocation stream, per device
+_HELD: dict[torch.device, tuple["torch.cuda.Event", list]] = {}  # the last decode's end and its encoded bytes
+
+
+def _decode_jpegs(data: Sequence[torch.Tensor], device: str) -> list[torch.Tensor | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     with warnings.catch_warnings():
@@ -175,7 +210,9 @@ class DeviceDecoder:
                     rows = [members[j] for j in sub]
                     x = stacked if len(sub) == len(members) else stacked[sub]
                     out = _resample(x, taps, rows, self.device, vertical_first)
-                    images[key][torch.as_tensor(pos[rows], device=self.device)] = out
+                    # a pageable copy without non_blocking would wait for every kernel queued so far
+                    index = torch.as_tensor(pos[rows]).to(self.device, non_blocking=True)
+                    images[key][index] = out
         return images
 
     def _pillow(self, batch: dict, images: dict, j: int, data: bytes) -> None:

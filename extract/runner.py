@@ -173,10 +173,18 @@ class UnitResult:
     decoded_on_device: int = 0        # --decode gpu: images decoded and resized on the device (the rest: Pillow)
     retried: int | None = None        # retry_invalid: rows stored invalid that were redone (None: not asked)
     still_invalid: int | None = None  # ... of which are invalid again
+    input_wait_seconds: float = 0.0   # the loop waited this long for the DataLoader's next batch
+    steady_images: int = 0            # images after the first block was written (workers' start, cuDNN's
+    steady_seconds: float = 0.0       # autotuning and --compile are behind it) and the time they took
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_s(self) -> float:
+        """Throughput after the first block: what a long run approaches."""
+        return self.steady_images / self.steady_seconds if self.steady_seconds > 0 else 0.0
 
 
 @dataclass
@@ -475,11 +483,12 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
     in_flight: list[Future] = []
     state: dict[int, dict] = {}
     t0 = time.perf_counter()
+    t_steady, images_steady = t0, 0
     log.info("%s/%s: %d blocks (%d images) x %d models, %d geometries, batch %d, %d workers on %s",
              unit.dataset, t.id, len(todo), n_images, len(runs), len(geometries), batch_size, workers, device)
     try:
         with torch.inference_mode():
-            for batch in loader:
+            for batch in _timed(loader, res):
                 idx = batch["index"]
                 b = int(idx[0]) // blocks.rows
                 st = state.get(b)
@@ -530,6 +539,8 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
                     del state[b]
                     in_flight.append(_flush_block(writer_pool, b, st, runs))
                     res.blocks_written += 1
+                    if res.blocks_written == 1:
+                        t_steady, images_steady = time.perf_counter(), res.images
                     # Bound the blocks in flight (memory; what a crash can lose).
                     while len(in_flight) > 2:
                         in_flight.pop(0).result()
@@ -540,12 +551,29 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
         if bar is not None:
             bar.close()
     res.seconds = time.perf_counter() - t0
+    if res.blocks_written > 1:
+        res.steady_images, res.steady_seconds = res.images - images_steady, t0 + res.seconds - t_steady
     res.decoded_on_device = feed.on_device if feed is not None else 0
     if opts.retry_invalid:
         res.still_invalid = len(retry_rows & invalid_rows)
-    log.info("%s/%s: %d images in %.1fs (%.1f img/s through %d models), %d invalid", unit.dataset, t.id,
-             res.images, res.seconds, res.images_per_s, len(runs), len(res.invalid))
+    steady = f", {res.steady_images_per_s:.1f} after the first block" if res.steady_seconds else ""
+    log.info("%s/%s: %d images in %.1fs (%.1f img/s through %d models%s; %.1fs waiting for decoded images), "
+             "%d invalid", unit.dataset, t.id, res.images, res.seconds, res.images_per_s, len(runs), steady,
+             res.input_wait_seconds, len(res.invalid))
     return res
+
+
+def _timed(loader, res: UnitResult):
+    """The loader's batches; the time spent waiting for each is added to ``res.input_wait_seconds``."""
+    it = iter(loader)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        res.input_wait_seconds += time.perf_counter() - t
+        yield batch
 
 
 def _stopped(dataset: str, transform: str, reader, sid: str, block: int, message: str) -> SampleError:
@@ -617,19 +645,40 @@ def _flush_block(pool: ThreadPoolExecutor, b: int, st: dict, runs: list[_Run]) -
     reasons = list(st["reasons"])
     seconds = time.perf_counter() - st["t0"]
     jobs = []
+    on_cuda = False
     for r in runs:
         if r.spec.id not in st["out"]:
             continue
         logits_list, feats_list = st["out"][r.spec.id]
-        logits = torch.cat(logits_list).cpu().numpy()
-        feats = None if feats_list[0] is None else torch.cat(feats_list).cpu().numpy()
-        jobs.append((r.writer, logits, feats))
+        on_cuda = logits_list[0].device.type == "cuda"
+        jobs.append((r.writer, _to_host(torch.cat(logits_list)),
+                     None if feats_list[0] is None else _to_host(torch.cat(feats_list))))
+    # On CUDA the copies are queued behind the block's last batch: the loop goes on feeding the device
+    # while the writer thread waits for them.
+    done = None
+    if on_cuda:
+        done = torch.cuda.Event()
+        done.record()
 
     def write():
+        if done is not None:
+            done.synchronize()
         for writer, logits, feats in jobs:
-            writer.write_block(b, logits, feats, valid, seconds=seconds, invalid_reason=reasons)
+            writer.write_block(b, logits.numpy(), None if feats is None else feats.numpy(), valid, seconds=seconds,
+                               invalid_reason=reasons)
 
     return pool.submit(write)
+
+
+def _to_host(t):
+    """A device tensor's copy in host memory: on CUDA pinned and queued (not yet there: see ``_flush_block``)."""
+    import torch
+
+    if t.device.type != "cuda":
+        return t.cpu()
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
 
 
 def _progress(opts: RunOptions, *, total: int, desc: str):

@@ -202,6 +202,19 @@ def test_end_to_end_bad_images_heads_and_rerun(tmp_path, small_blocks, few_templ
     assert_same_run(run_arrays(ref), run_arrays(store))
 
 
+def test_steady_throughput_counts_the_images_after_the_first_block(tmp_path, small_blocks):
+    data = make_imagenet_val(tmp_path / "data", 3 * ROWS)
+    unit = runner.run(opts(tmp_path / "s.zarr", data)).units[0]
+    assert unit.images == 3 * ROWS and unit.blocks_written == 3
+    assert unit.steady_images == 2 * ROWS
+    assert 0 < unit.steady_seconds < unit.seconds
+    assert 0 <= unit.input_wait_seconds < unit.seconds
+    assert unit.steady_images_per_s == pytest.approx(2 * ROWS / unit.steady_seconds)
+    # one block: nothing after it to measure
+    one = runner.run(opts(tmp_path / "one.zarr", make_imagenet_val(tmp_path / "one", ROWS))).units[0]
+    assert one.blocks_written == 1 and one.steady_images == 0 and one.steady_images_per_s == 0.0
+
+
 def test_strict_stops_naming_the_file(tmp_path, small_blocks):
     data = make_imagenet_val(tmp_path / "data", 12, bad={10: b"this is not an image"})
     store = tmp_path / "s.zarr"

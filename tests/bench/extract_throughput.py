@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
 
 from schemas.paper import PAPER_MODELS  # noqa: E402
 DATA_VERSION = "1"
+STEADY_AFTER = 4  # batches: one 1,000-row block at batch 250
 
 
 # ---------------------------------------------------------------- synthetic data
@@ -165,7 +166,10 @@ def bench_runner(specs, *, store: Path, data_root: Path, device: str, batch_size
 # ---------------------------------------------------------------- (c) one model at a time
 def bench_single_passes(specs, models, transform, *, data_root: Path, device: str, batch_size: int,
                         workers: int, n_images: int):
-    """The usual loop, once per model: DataLoader(read -> decode -> this model's preprocessing) -> forward."""
+    """The usual loop, once per model: DataLoader(read -> decode -> this model's preprocessing) -> forward.
+
+    Returns img/s through all the models, each model's seconds, and img/s after each loop's first
+    STEADY_AFTER batches (the workers' start behind it)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -177,6 +181,7 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
     reader = open_reader("imagenet-val", m.dataset("imagenet-val"), data_root)
     cuda = device.startswith("cuda")
     seconds: dict[str, float] = {}
+    steady: dict[str, tuple[int, float]] = {}
     for s, model in zip(specs, models):
         key = s.preprocess.geometry_key()
         from extract.tensors import normalize
@@ -189,14 +194,64 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
         outs = []
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for batch in loader:
+            for i, batch in enumerate(loader):
+                if i == STEADY_AFTER:
+                    sync(device)
+                    t1, seen = time.perf_counter(), sum(len(o[0]) for o in outs)
                 x = norm(batch["images"][key].to(device, non_blocking=True))
                 logits, feats = model.forward(x)
                 outs.append((logits.float().cpu(), feats.float().cpu()))
         sync(device)
-        seconds[s.id] = time.perf_counter() - t0
+        end = time.perf_counter()
+        seconds[s.id] = end - t0
+        if len(batches) > STEADY_AFTER:
+            steady[s.id] = (n_images - seen, end - t1)
     total = sum(seconds.values())
-    return n_images / total, seconds
+    steady_rate = (min(n for n, _ in steady.values()) / sum(t for _, t in steady.values())
+                   if len(steady) == len(specs) else 0.0)
+    return n_images / total, seconds, steady_rate
+
+
+# ---------------------------------------------------------------- (d) the input pipeline alone
+def bench_input(specs, transform, *, data_root: Path, device: str, batch_size: int, workers: int, n_images: int,
+                decode: str) -> tuple[float, float]:
+    """The run's DataLoader with no model: Pillow decoding and resizing in the workers (``decode="pil"``), or
+    bytes in the workers and nvJPEG + the device resize in this process (``"gpu"``). Returns img/s over
+    all batches and after the first STEADY_AFTER."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from extract import pipeline
+    from extract.readers import open_reader
+    from schemas.manifest import load_manifest
+
+    reader = open_reader("imagenet-val", load_manifest().dataset("imagenet-val"), data_root)
+    geometries = {}
+    for s in specs:
+        geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
+    if decode == "gpu":
+        from extract.gpu_decode import DeviceDecoder, EncodedImages, collate_encoded
+
+        data = EncodedImages(reader, transform, geometries)
+        collate, feed = collate_encoded, DeviceDecoder(data, device)
+    else:
+        data, collate, feed = pipeline.BlockImages(reader, transform, geometries), pipeline.collate, None
+    batches = [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
+    loader = DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=collate,
+                        pin_memory=device.startswith("cuda"), prefetch_factor=2 if workers else None,
+                        worker_init_fn=pipeline.worker_init if workers else None)
+    t0 = t1 = time.perf_counter()
+    seen = 0
+    for i, batch in enumerate(loader):
+        if i == STEADY_AFTER:
+            sync(device)
+            t1, seen = time.perf_counter(), i * batch_size
+        out = feed(batch) if feed is not None else {k: v.to(device, non_blocking=True)
+                                                    for k, v in batch["images"].items()}
+        del out
+    sync(device)
+    end = time.perf_counter()
+    return n_images / (end - t0), ((n_images - seen) / (end - t1) if seen else 0.0)
 
 
 # ---------------------------------------------------------------- main
@@ -279,8 +334,8 @@ def main(argv=None) -> int:
         print(f"(b) {b:.1f} img/s", flush=True)
         models = load_models(specs, cache, t)
     if "c" not in args.skip:
-        c, seconds = bench_single_passes(specs, models, t, data_root=data_root, device=device,
-                                         batch_size=batch_size, workers=workers, n_images=n_images)
+        c, seconds, _ = bench_single_passes(specs, models, t, data_root=data_root, device=device,
+                                            batch_size=batch_size, workers=workers, n_images=n_images)
         detail = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
         rows.append((f"(c) {len(specs)} single-model passes", c, detail))
         print(f"(c) {c:.1f} img/s", flush=True)
