@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     p.add_argument("--throughput", type=_positive, metavar="IMG_PER_S",
                    help="images per second through all the run's models, for the time estimate (default: "
-                        "measured from the store's done blocks, else a stated H100 figure)")
+                        "measured from the store's done blocks, else a stated H200 figure)")
 
     s = sub.add_parser("status", help="per run: blocks done / total, invalid samples")
     s.add_argument("store")

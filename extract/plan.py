@@ -35,11 +35,12 @@ from extract.options import (
 )
 from extract.status import open_store_read_only
 
-# The stated throughput when the store has measured none: the paper's four base models fed together by
-# Pillow-decoding workers on one H100 (random weights, bf16 backbone, batch 256, 14 workers): 713 img/s,
-# i.e. about 2,850 model-images per second. A stated figure, not a measurement of this machine.
-STATED_MODEL_IMAGES_PER_S = 2850.0
-STATED_SOURCE = "stated: the paper's four base models on one H100, Pillow decoding (713 img/s)"
+# The stated throughput when the store has measured none: `extract run` with the paper's four base models fed
+# together by Pillow-decoding workers on one H200 with 16 cores (random weights, bf16 backbone, batch 250, 15
+# workers), 1,271 img/s after the first block (tests/bench/gpu_check.py; docs/benchmarks.md), i.e. about 5,080
+# model-images per second. A figure of that machine, not a measurement of this one.
+STATED_MODEL_IMAGES_PER_S = 5084.0
+STATED_SOURCE = "stated: the paper's four base models on one H200 (16 cores), Pillow decoding (1,271 img/s)"
 
 
 @dataclass
