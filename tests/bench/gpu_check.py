@@ -26,6 +26,9 @@ Stages (each one's errors are caught and reported in its entry, so one failure d
   deviation     ``tests/bench/decode_deviation.py`` on the device (nvJPEG vs libjpeg-turbo + Pillow)
   compiled      ``extract run --decode gpu --compile`` (logits against the eager GPU-decoding store) and
                 (a) compiled: last, since compiling takes the longest
+  profile       only with --profile: ``extract run`` (--decode gpu and pil, eager) over PROFILE_IMAGES images
+                under torch.profiler; each run's operators by device time and by CPU time go to
+                ``profile_<decode>.txt`` beside --out, its top operators into the summary
   targets       --decode gpu --compile >= 0.9 x compiled forward-only and >= 5 x (c); Pillow >= 0.6 x eager
                 forward-only (meaningful on an H100/H200 with the paper's four). Judged on the rates after
                 the first 1,000-row block ("steady": the workers' start, cuDNN's autotuning and compiling
@@ -62,7 +65,8 @@ for _p in (str(REPO), str(HERE)):
 from schemas.paper import PAPER_MODELS  # noqa: E402
 
 DEMO = ["demo-convnext-sup", "demo-vit-sup", "demo-convnext-clip", "demo-vit-clip"]
-STAGES = ("environment", "correctness", "extract_run", "torchrun", "throughput", "deviation", "compiled")
+STAGES = ("environment", "correctness", "extract_run", "torchrun", "throughput", "deviation", "compiled", "profile")
+PROFILE_IMAGES = 2000
 TARGETS = {"gpu_compile_over_compiled_forward": 0.9, "gpu_compile_over_single_passes": 5.0,
            "pil_over_eager_forward": 0.6}
 # extract's CLI with the block size patched (CPU runs use small blocks so that two processes share the work)
@@ -395,6 +399,38 @@ def targets(summary: dict) -> dict:
     return out
 
 
+def profile(specs, cfg: dict, out_dir: Path, work: Path) -> dict:
+    """``extract run`` under torch.profiler (a smaller dataset: a trace of every kernel): where the device and the
+    main thread spend their time."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    from extract_throughput import make_dataset
+
+    n = min(cfg["n_images"], PROFILE_IMAGES)
+    data_root = make_dataset(work / f"data-{n}", n, procs=max(1, os.cpu_count() or 2))
+    sort = "device_time_total" if cuda(cfg["device"]) else "cpu_time_total"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda(cfg["device"]) else [])
+    out: dict = {"images": n}
+    for decode in ("gpu", "pil"):
+        with profiler(activities=activities) as prof:
+            run = extract_runs(specs, data_root, work / f"profile-{decode}", {**cfg, "n_images": n}, [decode])
+        averages = prof.key_averages()
+        text = "\n\n".join(f"sorted by {key}:\n" + averages.table(sort_by=key, row_limit=40)
+                            for key in dict.fromkeys([sort, "cpu_time_total"]))
+        path = out_dir / f"profile_{decode}.txt"
+        path.write_text(text + "\n")
+        top = sorted(averages, key=lambda e: getattr(e, sort), reverse=True)[:12]
+        out[decode] = {"run": run["runs"].get(decode), "table": path.name,
+                       "top": [{"name": e.key, "calls": e.count,
+                                "device_ms": round(e.device_time_total / 1e3, 1),
+                                "cpu_ms": round(e.cpu_time_total / 1e3, 1)} for e in top]}
+        log(f"  profile --decode {decode}: {path}")
+    out["ok"] = all((out[d]["run"] or {}).get("ok") for d in ("gpu", "pil"))
+    return out
+
+
 def deviation(data_root: Path, cfg: dict) -> dict:
     import torch
 
@@ -418,6 +454,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: as extract run on CUDA, 2 on the CPU)")
     ap.add_argument("--skip", nargs="*", default=[], choices=STAGES)
     ap.add_argument("--no-compile", action="store_true", help="leave out the --compile runs (as --skip compiled)")
+    ap.add_argument("--profile", action="store_true", help="also profile extract run (the profile stage)")
     ap.add_argument("--workdir", help="data and stores (default: a temp dir; the JPEGs are kept in ~/.cache)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -455,9 +492,10 @@ def main(argv=None) -> int:
              ("torchrun", lambda: torchrun(specs, data_root, work, cfg)),
              ("throughput", lambda: throughput(specs, data_root, cfg, compiled=False)),
              ("deviation", lambda: deviation(data_root, cfg)),
-             ("compiled", lambda: compiled(specs, data_root, work, cfg))]
+             ("compiled", lambda: compiled(specs, data_root, work, cfg)),
+             ("profile", lambda: profile(specs, cfg, Path(args.out).resolve().parent if args.out else work, work))]
     assert [n for n, _ in steps] == list(STAGES)
-    skip = set(args.skip) | ({"compiled"} if args.no_compile else set())
+    skip = set(args.skip) | ({"compiled"} if args.no_compile else set()) | (set() if args.profile else {"profile"})
 
     def finish(complete: bool) -> str:
         summary["targets"] = targets(summary)
