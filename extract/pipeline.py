@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -124,6 +124,23 @@ def worker_init(_: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def geometries(preprocesses: Iterable[Any]) -> dict[Any, Any]:
+    """One preprocessing per geometry key ``(resize, crop, interpolation)``: the resized tensors a batch holds."""
+    out: dict[Any, Any] = {}
+    for pre in preprocesses:
+        out.setdefault(pre.geometry_key(), pre)
+    return out
+
+
+def loader(data, batches: list[list[int]], collate_fn, workers: int, pin_memory: bool):
+    """The DataLoader of a run: given batches, one torch thread a worker, two batches ahead a worker."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn, pin_memory=pin_memory,
+                      worker_init_fn=worker_init if workers else None, prefetch_factor=2 if workers else None,
+                      persistent_workers=False)
 
 
 def block_batches(blocks: L.Blocks, todo: Sequence[int], batch_size: int) -> list[list[int]]:

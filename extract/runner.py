@@ -67,7 +67,8 @@ from extract.options import (
     shard_blocks,
     shard_from_env,
 )
-from extract.pipeline import BlockImages, block_batches, collate, worker_init
+from extract.pipeline import BlockImages, block_batches, collate, loader as make_loader
+from extract.pipeline import geometries as geometries_of
 from extract.spec.models import CLIP_LOGIT_SCALE
 from extract.spec.transforms import output_size, resolved_preprocess
 
@@ -397,7 +398,6 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
               device: str, precision: str, batch_size: int, workers: int, shard, repaired: list,
               decode_fp: str | None = None) -> UnitResult:
     import torch
-    from torch.utils.data import DataLoader
 
     from extract.tensors import normalize
 
@@ -450,23 +450,10 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
         return res
 
     # One decoded image feeds every model; one resized tensor per preprocessing geometry.
-    geometries: dict[Any, Any] = {}
-    for r in runs:
-        geometries.setdefault(r.pre.geometry_key(), r.pre)
-    if opts.decode == "gpu":
-        from extract.gpu_decode import DeviceDecoder, EncodedImages, collate_encoded
-
-        data = EncodedImages(reader, t, geometries)
-        collate_fn, feed = collate_encoded, DeviceDecoder(data, device)
-    else:
-        data, collate_fn, feed = BlockImages(reader, t, geometries), collate, None
+    geometries = geometries_of(r.pre for r in runs)
+    data, collate_fn, feed = input_pipeline(reader, t, geometries, opts.decode, device)
     batches = block_batches(blocks, todo, batch_size)
-    cuda = is_cuda(device)
-    loader = DataLoader(
-        data, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn, pin_memory=cuda,
-        worker_init_fn=worker_init if workers else None, prefetch_factor=2 if workers else None,
-        persistent_workers=False,
-    )
+    loader = make_loader(data, batches, collate_fn, workers, pin_memory=is_cuda(device))
     sample_ids = None  # read lazily: only to name bad images
 
     invalid_rows: set[int] = set()
@@ -561,6 +548,17 @@ def _run_unit(unit: Unit, sel: Selection, root, dgroup, reader, cache: ModelCach
              "%d invalid", unit.dataset, t.id, res.images, res.seconds, res.images_per_s, len(runs), steady,
              res.input_wait_seconds, len(res.invalid))
     return res
+
+
+def input_pipeline(reader, transform, geometries: dict, decode: str, device: str):
+    """(dataset, collate function, feed) of a decode path: ``--decode pil`` resizes in the workers and has no
+    feed; ``--decode gpu`` sends JPEG bytes, which ``feed(batch)`` decodes and resizes on ``device``."""
+    if decode == "gpu":
+        from extract.gpu_decode import DeviceDecoder, EncodedImages, collate_encoded
+
+        data = EncodedImages(reader, transform, geometries)
+        return data, collate_encoded, DeviceDecoder(data, device)
+    return BlockImages(reader, transform, geometries), collate, None
 
 
 def _timed(loader, res: UnitResult):

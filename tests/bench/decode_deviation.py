@@ -61,9 +61,7 @@ def pixels(data_root: Path, specs, n: int, device: str, batch_size: int = 32) ->
     from schemas.manifest import load_manifest
 
     reader = open_reader("imagenet-val", load_manifest().dataset("imagenet-val"), data_root)
-    geometries = {}
-    for s in specs:
-        geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
+    geometries = pipeline.geometries(s.preprocess for s in specs)
     out = {"pil": {}, "gpu": {}, "interp": {}}
     ref = pipeline.BlockImages(reader, "center", geometries)
     for batch in _loader(ref, pipeline.collate, n, batch_size):

@@ -114,10 +114,7 @@ def bench_forward(specs, models, transform, *, device: str, batch_size: int, n_i
 
     m = load_manifest()
     reader = open_reader("imagenet-val", m.dataset("imagenet-val"), data_root)
-    geometries = {}
-    for s in specs:
-        geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
-    data = pipeline.BlockImages(reader, transform, geometries)
+    data = pipeline.BlockImages(reader, transform, pipeline.geometries(s.preprocess for s in specs))
     # One real batch per geometry, reused: the forward pass does not care which pixels it sees.
     items = [data[i] for i in range(min(batch_size, n_images))]
     batch = pipeline.collate(items)["images"]
@@ -164,6 +161,11 @@ def bench_runner(specs, *, store: Path, data_root: Path, device: str, batch_size
 
 
 # ---------------------------------------------------------------- (c) one model at a time
+def _batches(n_images: int, batch_size: int) -> list[list[int]]:
+    return [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
+
+
+
 def bench_single_passes(specs, models, transform, *, data_root: Path, device: str, batch_size: int,
                         workers: int, n_images: int):
     """The usual loop, once per model: DataLoader(read -> decode -> this model's preprocessing) -> forward.
@@ -171,7 +173,6 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
     Returns img/s through all the models, each model's seconds, and img/s after each loop's first
     STEADY_AFTER batches (the workers' start behind it)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from extract import pipeline
     from extract.readers import open_reader
@@ -187,10 +188,8 @@ def bench_single_passes(specs, models, transform, *, data_root: Path, device: st
         from extract.tensors import normalize
         norm = functools.partial(normalize, pre=s.preprocess)
         data = pipeline.BlockImages(reader, transform, {key: s.preprocess})
-        batches = [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
-        loader = DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=pipeline.collate,
-                            pin_memory=cuda, prefetch_factor=2 if workers else None,
-                            worker_init_fn=pipeline.worker_init if workers else None)
+        batches = _batches(n_images, batch_size)
+        loader = pipeline.loader(data, batches, pipeline.collate, workers, pin_memory=cuda)
         outs = []
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -218,28 +217,16 @@ def bench_input(specs, transform, *, data_root: Path, device: str, batch_size: i
     """The run's DataLoader with no model: Pillow decoding and resizing in the workers (``decode="pil"``), or
     bytes in the workers and nvJPEG + the device resize in this process (``"gpu"``). Returns img/s over
     all batches and after the first STEADY_AFTER."""
-    import torch
-    from torch.utils.data import DataLoader
-
     from extract import pipeline
     from extract.readers import open_reader
+    from extract.runner import input_pipeline
     from schemas.manifest import load_manifest
 
     reader = open_reader("imagenet-val", load_manifest().dataset("imagenet-val"), data_root)
-    geometries = {}
-    for s in specs:
-        geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
-    if decode == "gpu":
-        from extract.gpu_decode import DeviceDecoder, EncodedImages, collate_encoded
-
-        data = EncodedImages(reader, transform, geometries)
-        collate, feed = collate_encoded, DeviceDecoder(data, device)
-    else:
-        data, collate, feed = pipeline.BlockImages(reader, transform, geometries), pipeline.collate, None
-    batches = [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
-    loader = DataLoader(data, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.startswith("cuda"), prefetch_factor=2 if workers else None,
-                        worker_init_fn=pipeline.worker_init if workers else None)
+    data, collate, feed = input_pipeline(reader, transform, pipeline.geometries(s.preprocess for s in specs), decode,
+                                         device)
+    loader = pipeline.loader(data, _batches(n_images, batch_size), collate, workers,
+                             pin_memory=device.startswith("cuda"))
     t0 = t1 = time.perf_counter()
     seen = 0
     for i, batch in enumerate(loader):

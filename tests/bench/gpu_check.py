@@ -157,10 +157,7 @@ def _pixels(specs, data_root: Path, n: int) -> dict:
     from schemas.manifest import load_manifest
 
     reader = open_reader("imagenet-val", load_manifest().dataset("imagenet-val"), data_root)
-    geometries = {}
-    for s in specs:
-        geometries.setdefault(s.preprocess.geometry_key(), s.preprocess)
-    data = pipeline.BlockImages(reader, "center", geometries)
+    data = pipeline.BlockImages(reader, "center", pipeline.geometries(s.preprocess for s in specs))
     batch = pipeline.collate([data[i] for i in range(n)])
     assert batch["ok"].all(), "the synthetic images must all decode"
     return {k: torch.as_tensor(v) for k, v in batch["images"].items()}
@@ -481,6 +478,8 @@ def main(argv=None) -> int:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "beyond-imagenet" / "bench"
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     summary: dict = {"device": device, "models": [s.id for s in specs], "config": cfg, "stages": {}}
     data_root = make_dataset((Path(args.workdir) if args.workdir else cache) / f"data-{cfg['n_images']}",
