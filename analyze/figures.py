@@ -106,10 +106,23 @@ MANY_GROUPS = 16
 PANEL_COLUMNS = 4
 
 
-def _save(fig, path: Path) -> Path:
+DPI = 110
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG at ``DPI`` and close it.
+
+    The pixels are those of ``fig.savefig(path, dpi=DPI)``; the file is RGB, not RGBA (the figures are opaque:
+    alpha is 255 everywhere), at zlib level 1, not 6: on these flat-coloured pictures that halves the encoding,
+    which was a fifth of drawing a report's figures, for files about 5% larger."""
+    from PIL import Image
+
     from .pyplot_agg import plt
 
-    fig.savefig(path, dpi=110)
+    fig.set_dpi(DPI)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path, format="png", compress_level=1, dpi=(DPI, DPI))
     plt.close(fig)
     return path
 
@@ -197,7 +210,7 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _horizontal_bars(ax, y: np.ndarray, values: np.ndarray, height: float, xerr: np.ndarray | None) -> None:
@@ -253,7 +266,7 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
     fig.set_size_inches(width + left, height)
     fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
                         top=1 - 0.6 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 @background
@@ -286,7 +299,7 @@ def lines(path: Path, panels: dict[str, dict[str, tuple[list, list]]], *, ylabel
         if handles:
             axes[0][0].legend(fontsize=8)
         fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 @background
@@ -325,7 +338,7 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     fig.suptitle(title)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
                         wspace=0.25)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 @background
@@ -371,4 +384,4 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
         fig.colorbar(image, cax=bar_axes)
         x0 += side + bar
     fig.suptitle(title, y=1 - edge / height, va="top")
-    return _save(fig, path)
+    return save(fig, path)

@@ -102,3 +102,28 @@ def test_horizontal_bars_match_matplotlibs_barh(whiskers):
             assert np.array_equal(a, b)
     assert ours.get_xlim() == pytest.approx(reference.get_xlim())
     assert ours.get_ylim() == pytest.approx(reference.get_ylim())
+
+
+def test_a_saved_figure_has_savefigs_pixels_without_its_alpha(tmp_path):
+    """``figures.save`` writes what ``fig.savefig(dpi=DPI)`` would (matplotlib's own PNG, read back), as RGB."""
+    import io
+
+    from PIL import Image
+
+    from analyze.pyplot_agg import plt
+
+    def figure():
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.imshow(np.arange(12.0).reshape(3, 4), cmap="viridis")
+        ax.plot([0, 3], [0, 2], "r-", lw=2)
+        ax.set_title("κ, ViT-B/16")
+        return fig
+
+    reference = io.BytesIO()
+    figure().savefig(reference, dpi=figures.DPI, format="png")
+    want = np.asarray(Image.open(reference))
+    with Image.open(figures.save(figure(), tmp_path / "f.png")) as im:
+        assert im.mode == "RGB" and np.allclose(im.info["dpi"], figures.DPI, atol=0.01)
+        got = np.asarray(im)
+    assert (want[..., 3] == 255).all()  # opaque: dropping alpha loses nothing
+    np.testing.assert_array_equal(got, want[..., :3])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..context import Context, Section, select
-from ..figures import background, heatmap, label_inches
+from ..figures import background, heatmap, label_inches, save
 from ..metrics.accuracy import correct_single
 from ..metrics.calibration import ece, reliability
 from ..store import RunKey
@@ -74,9 +74,7 @@ def plot_reliability(path, curves: dict[str, dict], title: str):
     width, height = fig.get_size_inches()
     fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.6 / height,
                         wspace=0.25, hspace=0.45)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def run(ctx: Context) -> None:
