@@ -127,3 +127,26 @@ def test_a_saved_figure_has_savefigs_pixels_without_its_alpha(tmp_path):
         got = np.asarray(im)
     assert (want[..., 3] == 255).all()  # opaque: dropping alpha loses nothing
     np.testing.assert_array_equal(got, want[..., :3])
+
+
+def test_a_transparent_figure_keeps_its_alpha(tmp_path):
+    """A figure that is not opaque (a matplotlibrc with a transparent background) is written as RGBA, as savefig
+    writes it."""
+    import io
+
+    from PIL import Image
+
+    from analyze.pyplot_agg import plt
+
+    def figure():
+        fig, ax = plt.subplots(figsize=(3, 2), facecolor="none")
+        ax.set_facecolor("none")
+        ax.plot([0, 1], [1, 0])
+        return fig
+
+    reference = io.BytesIO()
+    figure().savefig(reference, dpi=figures.DPI, format="png", facecolor="none")
+    with Image.open(figures.save(figure(), tmp_path / "t.png")) as im:
+        assert im.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(Image.open(reference)))
+
