@@ -165,7 +165,6 @@ def _batches(n_images: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n_images))) for i in range(0, n_images, batch_size)]
 
 
-
 def bench_single_passes(specs, models, transform, *, data_root: Path, device: str, batch_size: int,
                         workers: int, n_images: int):
     """The usual loop, once per model: DataLoader(read -> decode -> this model's preprocessing) -> forward.
