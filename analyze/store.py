@@ -14,7 +14,7 @@ import zarr
 from schemas import integrity
 from schemas import layout as L
 from schemas.local_arrays import read_local, read_whole
-from schemas.local_members import local_members
+from schemas.local_members import local_groups, local_members
 from schemas.remote import is_url, reraise_network
 from schemas.manifest import FORMER_STUDY_NAMES
 from schemas.store import StoreError, check_root_attrs, metadata_errors, open_read_only
@@ -106,7 +106,7 @@ class StoreReader:
         """Every complete run, in sorted order. On object storage runs are inspected concurrently: each inspection
         is a dozen small requests (metadata, listings, done flags) whose latency dominates."""
         found: list[tuple[RunKey, zarr.Group, int]] = []
-        for name, dataset in sorted(self.root.groups()):
+        for name, dataset in _sorted_groups(self.root):
             if name.startswith("_"):
                 continue
             sid = self._require(dataset, L.SAMPLE_ID, None, "sample ids [sample]")
@@ -116,8 +116,8 @@ class StoreReader:
             if "label_space" not in dataset.attrs:
                 raise AnalysisError(f"{self.url}/{name}: missing attribute 'label_space' (the dataset's manifest entry)")
             self._attrs.setdefault(name, dict(dataset.attrs))
-            for tname, transform in sorted(dataset.groups()):
-                for mname, run in sorted(transform.groups()):
+            for tname, transform in _sorted_groups(dataset):
+                for mname, run in _sorted_groups(transform):
                     key = RunKey(name, tname, mname)
                     found.append((key, run, n))
                     self._attrs.setdefault(key.path, dict(run.attrs))  # listing read them: not asked for again
@@ -376,6 +376,11 @@ class StoreReader:
             warnings.simplefilter("ignore")
             # The open store (with its storage options for a URL), not the URL again.
             return xr.open_datatree(self.root.store, engine="zarr", consolidated=False)
+
+
+def _sorted_groups(group: zarr.Group) -> list[tuple[str, zarr.Group]]:
+    """The group's sub-groups by name: read from their files where the store is local, else listed by zarr."""
+    return sorted((local_groups(group) or dict(group.groups())).items())
 
 
 def _plain(values) -> np.ndarray:

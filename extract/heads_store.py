@@ -69,7 +69,8 @@ def write_head(root, model: str, weights: np.ndarray, attrs: Mapping[str, Any]) 
     group = _child_group(heads, model)
     try:
         arr = group.create_array(HEAD_ARRAY, shape=weights.shape, dtype="float32", chunks=weights.shape,
-                                 compressors=ZstdCodec(level=L.ZSTD_LEVEL), dimension_names=("class", "embed"))
+                                 compressors=ZstdCodec(level=L.ZSTD_LEVEL), chunk_key_encoding=L.CHUNK_KEY_ENCODING,
+                                 dimension_names=("class", "embed"))
     except ContainsArrayError:  # created meanwhile by another process: the same metadata
         arr = group[HEAD_ARRAY]
     arr[...] = weights

@@ -157,7 +157,8 @@ def check_root_attrs(attrs: Mapping, where: str) -> None:
 def _create(group: zarr.Group, name: str, data: np.ndarray | None = None, **kw) -> zarr.Array:
     """Create an array unless an identical one exists (concurrent writers prepare the same metadata)."""
     try:
-        arr = group.create_array(name, compressors=ZstdCodec(level=L.ZSTD_LEVEL), **kw)
+        arr = group.create_array(name, compressors=ZstdCodec(level=L.ZSTD_LEVEL),
+                                 chunk_key_encoding=L.CHUNK_KEY_ENCODING, **kw)
     except ContainsArrayError:
         arr = group[name]
         if tuple(arr.shape) != tuple(kw["shape"]):

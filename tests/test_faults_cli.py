@@ -164,7 +164,7 @@ def test_disk_full_mid_run_keeps_the_done_blocks(tmp_path, data, complete_store,
     by the writer thread around the failure) stay done and right, block 1 stays pending, a rerun fills it."""
     reference = arrays(complete_store)
     store = tmp_path / "full.zarr"
-    logits_chunk = f"imagenet-val/center/{SUP}/{L.LOGITS}/c/1/0"
+    logits_chunk = f"imagenet-val/center/{SUP}/{L.LOGITS}/c.1.0"
     with failing_writes(lambda key: key == logits_chunk,
                         lambda path: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) as refused:
         rc, _, err = cli(capsys, extract_main, *run_args(store, data, "--allow-partial"))

@@ -122,7 +122,7 @@ def test_block_checksums_are_crc32c_of_what_was_stored_and_all_invalid_blocks_ke
         assert table[b].tolist() == [crc(stored_logits[rows], np.float32), crc(stored_feats[rows], np.float16),
                                      crc(valid[rows], np.bool_)], b
     # zarr skips writing a chunk of fill values; the writer must not, or an all-invalid block looks lost
-    for name in ("logits/c/1/0", "features/c/1/0", "valid/c/1"):
+    for name in ("logits/c.1.0", "features/c.1.0", "valid/c.1"):
         assert (store / DS / "center" / "m" / name).is_file(), name
     assert schemas.validate(store) == [] and schemas.validate(store, quick=True) == []
 
@@ -177,14 +177,14 @@ def _rewrite_values(store, rel):
 # fault -> (make it, the array the messages name, its block (None: the sample list as a whole), whether the
 # checks that read no chunk data (--quick, extract status) see it)
 FAULTS = {
-    "deleted-logits-chunk": (lambda s: _delete(s, f"{RUN}/logits/c/1/0"), f"{RUN}/logits", 1, True),
-    "deleted-valid-chunk": (lambda s: _delete(s, f"{RUN}/valid/c/1"), f"{RUN}/valid", 1, True),
-    "deleted-features-chunk": (lambda s: _delete(s, f"{RUN}/features/c/2/0"), f"{RUN}/features", 2, True),
-    "deleted-sample-id-chunk": (lambda s: _delete(s, f"{DS}/sample_id/c/1"), f"{DS}/sample_id", 1, True),
-    "deleted-label-chunk": (lambda s: _delete(s, f"{DS}/label/c/0"), DS, None, False),
-    "truncated-logits-chunk": (lambda s: _truncate(s, f"{RUN}/logits/c/2/0"), f"{RUN}/logits", 2, False),
+    "deleted-logits-chunk": (lambda s: _delete(s, f"{RUN}/logits/c.1.0"), f"{RUN}/logits", 1, True),
+    "deleted-valid-chunk": (lambda s: _delete(s, f"{RUN}/valid/c.1"), f"{RUN}/valid", 1, True),
+    "deleted-features-chunk": (lambda s: _delete(s, f"{RUN}/features/c.2.0"), f"{RUN}/features", 2, True),
+    "deleted-sample-id-chunk": (lambda s: _delete(s, f"{DS}/sample_id/c.1"), f"{DS}/sample_id", 1, True),
+    "deleted-label-chunk": (lambda s: _delete(s, f"{DS}/label/c.0"), DS, None, False),
+    "truncated-logits-chunk": (lambda s: _truncate(s, f"{RUN}/logits/c.2.0"), f"{RUN}/logits", 2, False),
     # valid is small enough that --quick and status read it whole (for the all-invalid check, the invalid ids)
-    "truncated-valid-chunk": (lambda s: _truncate(s, f"{RUN}/valid/c/0"), f"{RUN}/valid", 0, True),
+    "truncated-valid-chunk": (lambda s: _truncate(s, f"{RUN}/valid/c.0"), f"{RUN}/valid", 0, True),
     "rewritten-logits": (lambda s: _rewrite_values(s, None), f"{RUN}/logits", 0, False),
 }
 
@@ -262,7 +262,7 @@ def test_repair_touches_only_the_selected_runs(extracted, tmp_path):
     store = tmp_path / "damaged.zarr"
     shutil.copytree(clean, store)
     for model in (SUP, VIT):
-        _delete(store, f"{DS}/{T}/{model}/logits/c/0/0")
+        _delete(store, f"{DS}/{T}/{model}/logits/c.0.0")
     res = runner.run(run_opts(store, data, models=[SUP], repair=True))
     assert res.repaired == [(RUN, "missing or damaged", [0])]
     left = errors(store)
@@ -281,10 +281,10 @@ def test_a_rerun_without_repair_does_not_redo_a_damaged_block_but_says_where_to_
     data, clean = extracted
     store = tmp_path / "damaged.zarr"
     shutil.copytree(clean, store)
-    _delete(store, f"{RUN}/logits/c/1/0")
+    _delete(store, f"{RUN}/logits/c.1.0")
     assert runner.run(run_opts(store, data)).images == 0
     rc, out, _ = extract_cli(capsys, "verify", store)
-    assert rc == 1 and f"{RUN}/logits: block 1 (rows 8:16): chunk c/1/0 missing" in out
+    assert rc == 1 and f"{RUN}/logits: block 1 (rows 8:16): chunk c.1.0 missing" in out
 
 
 def test_store_written_before_checksums_verifies_by_presence_and_analyses(extracted, tmp_path, capsys):
@@ -310,9 +310,9 @@ def test_store_written_before_checksums_verifies_by_presence_and_analyses(extrac
     assert summary.valid.sum() == N - 1  # the bad image only
 
     # presence is still checked in an old store
-    _delete(store, f"{RUN}/valid/c/2")
+    _delete(store, f"{RUN}/valid/c.2")
     rc, out, _ = extract_cli(capsys, "verify", "--quick", store)
-    assert rc == 1 and f"error: {RUN}/valid: block 2 (rows 16:20): chunk c/2 missing" in out, out
+    assert rc == 1 and f"error: {RUN}/valid: block 2 (rows 16:20): chunk c.2 missing" in out, out
 
     # resumed by this version: the block it writes gets a checksum, the older ones are named as unchecked
     runner.run(run_opts(store, data, repair=True))
@@ -324,6 +324,55 @@ def test_store_written_before_checksums_verifies_by_presence_and_analyses(extrac
     table = zarr.open_group(str(store), mode="r")[f"{RUN}/{L.BLOCK_CHECKSUM}"]
     valid = zarr.open_group(str(store), mode="r")[f"{RUN}/{L.VALID}"][16:20]
     assert int(table[2][2]) == crc(valid, np.bool_)
+
+
+def _slash_keys(store: Path) -> None:
+    """Rewrite a store as one written before chunk keys were "c.<row>.<column>": zarr's default "/" separator, each
+    chunk at c/<row>/<column>."""
+    import json
+
+    for meta in store.rglob("zarr.json"):
+        document = json.loads(meta.read_text())
+        if document.get("node_type") != "array":
+            continue
+        document["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": "/"}}
+        meta.write_text(json.dumps(document))
+        for chunk in meta.parent.glob("c.*"):
+            moved = meta.parent.joinpath(*chunk.name.split("."))
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            chunk.rename(moved)
+
+
+def test_a_store_with_slash_chunk_keys_reads_alike_and_its_damage_is_named(extracted, tmp_path, capsys):
+    """New stores keep each chunk as a file of its array's folder (c.1.0); one written before (c/1/0) reads to the
+    same summaries, verifies clean, and a chunk lost from it is found and named by its key."""
+    from analyze.store import StoreReader
+    from analyze.summaries import SummaryCache
+
+    data, clean = extracted
+    assert (clean / RUN / L.LOGITS / "c.1.0").is_file() and not (clean / RUN / L.LOGITS / "c").exists()
+    store = tmp_path / "slash.zarr"
+    shutil.copytree(clean, store)
+    _slash_keys(store)
+    assert (store / RUN / L.LOGITS / "c" / "1" / "0").is_file() and not list(store.rglob("c.*"))
+
+    def summaries(path):
+        reader = StoreReader(path)
+        cache = SummaryCache(reader)
+        try:
+            return reader.runs(), [cache.summary(k) for k in reader.runs()]
+        finally:
+            cache.close()
+
+    (keys, new), (old_keys, old) = summaries(clean), summaries(store)
+    assert keys == old_keys and len(keys) == 2
+    for a, b in zip(new, old):
+        for name in ("pred", "confidence", "p_true", "valid"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert errors(store) == []
+    _delete(store, f"{RUN}/logits/c/1/0")
+    rc, out, _ = extract_cli(capsys, "verify", "--quick", store)
+    assert rc == 1 and f"{RUN}/logits: block 1 (rows 8:16): chunk c/1/0 missing" in out, out
 
 
 # ---------------------------------------------------------------- the block writer killed at every write

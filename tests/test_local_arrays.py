@@ -210,7 +210,7 @@ def test_a_torn_done_flag_is_still_found(kit, tmp_path):
     run = zarr.open_group(store, mode="r")["imagenet-val/center/m"]
     assert read_local(run["block_done"]) is not None
     np.testing.assert_array_equal(integrity.done_flags(run)[0], [True, True, True])
-    (store / "imagenet-val/center/m/block_done/c/1").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    (store / "imagenet-val/center/m/block_done/c.1").write_bytes(b"\x28\xb5\x2f\xfd garbage")
     flags, torn = integrity.done_flags(zarr.open_group(store, mode="r")["imagenet-val/center/m"])
     assert torn == [1] and flags.tolist() == [True, False, True]
 
@@ -221,7 +221,7 @@ def test_a_damaged_checksum_table_is_refused_by_name(kit, tmp_path):
     table = StoreReader(store).checksums(key)
     assert table is not None and table.shape[0] == 3
     np.testing.assert_array_equal(table, zarr.open_group(store, mode="r")[f"{key.path}/block_checksum"][...])
-    (store / f"{key.path}/block_checksum/c/2/0").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    (store / f"{key.path}/block_checksum/c.2.0").write_bytes(b"\x28\xb5\x2f\xfd garbage")
     with pytest.raises(AnalysisError, match="block_checksum.*unreadable"):
         StoreReader(store).checksums(key)
 

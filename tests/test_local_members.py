@@ -11,7 +11,7 @@ import zarr
 
 from analyze.store import AnalysisError, StoreReader
 from schemas import integrity
-from schemas.local_members import local_members
+from schemas.local_members import local_groups, local_members
 
 RUN = "imagenet-val/center/m"
 
@@ -106,3 +106,32 @@ def test_runs_described_alike_share_one_parse_and_keep_their_own_paths(kit, tmp_
     changed = local_members(zarr.open_group(store, mode="r")[RUN])
     assert changed["valid"].metadata is not second["valid"].metadata and dict(changed["valid"].attrs) == {
         "note": "changed"}
+
+
+def test_the_groups_of_a_store_are_zarrs(kit, tmp_path):
+    store = _run_store(kit, tmp_path)
+    root = zarr.open_group(store, mode="r")
+    for node in (root, root["imagenet-val"], root["imagenet-val/center"]):  # the dataset also holds arrays: skipped
+        got, want = local_groups(node), dict(node.groups())
+        assert got is not None and set(got) == set(want) and want, node.path
+        for name, group in want.items():
+            assert type(got[name]) is type(group) and got[name].store_path == group.store_path, name
+            assert got[name].metadata == group.metadata and dict(got[name].attrs) == dict(group.attrs), name
+    assert dict(local_groups(root["imagenet-val/center"])["m"].members()).keys() == dict(root[RUN].members()).keys()
+
+
+@pytest.mark.parametrize("other", ["stray file", "folder without zarr.json", "bad json", "not an object", "zarr v2"])
+def test_a_listing_that_is_not_the_plain_case_is_left_to_zarr(kit, tmp_path, other):
+    store = _run_store(kit, tmp_path)
+    folder = store / "imagenet-val" / "center"
+    if other == "stray file":
+        (folder / "notes.txt").write_text("x")
+    elif other == "folder without zarr.json":
+        (folder / "empty").mkdir()
+    elif other == "bad json":
+        (folder / "m" / "zarr.json").write_text("{not json")
+    elif other == "not an object":
+        (folder / "m" / "zarr.json").write_text("[1, 2]")
+    else:
+        (folder / "m" / "zarr.json").write_text(json.dumps({"zarr_format": 2}))
+    assert local_groups(zarr.open_group(store, mode="r")["imagenet-val/center"]) is None

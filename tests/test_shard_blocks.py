@@ -108,7 +108,7 @@ def test_other_layouts_are_not_read_this_way(kit, tmp_path):
 
 
 def _shard_file(store, b: int):
-    return store / KEY.path / "logits" / "c" / str(b) / "0"
+    return store / KEY.path / "logits" / f"c.{b}.0"
 
 
 @pytest.mark.parametrize("where", ["frame", "last frame", "index", "truncated", "missing"])
