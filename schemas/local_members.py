@@ -39,55 +39,50 @@ def _metadata(raw: bytes) -> ArrayV3Metadata:
     return ArrayV3Metadata.from_dict(document)
 
 
-def _plain_folder(group: zarr.Group) -> str | None:
-    """The folder of a zarr v3 group on the local file system without consolidated metadata; None otherwise."""
+def _documents(group: zarr.Group) -> list[tuple[StorePath, bytes]] | None:
+    """Each child's store path and ``zarr.json`` bytes, for a zarr v3 group on the local file system without
+    consolidated metadata whose every entry is a folder holding a document; None otherwise."""
     store, meta = group.store_path.store, group.metadata
     if not isinstance(store, LocalStore) or meta.zarr_format != 3 or meta.consolidated_metadata is not None:
         return None
-    return os.path.join(store.root, group.path)
+    folder = os.path.join(store.root, group.path)
+    found = []
+    try:
+        for name in os.listdir(folder):
+            if name != METADATA:
+                with open(os.path.join(folder, name, METADATA), "rb") as f:
+                    found.append((StorePath(store, f"{group.path}/{name}" if group.path else name), f.read()))
+    except OSError:  # a stray file, a folder without a document: zarr opens the group and reports what is wrong
+        return None
+    return found
 
 
 def local_members(group: zarr.Group) -> dict[str, zarr.Array] | None:
     """``dict(group.members())`` for a plain local group (see the module); None where zarr must open it."""
-    folder = _plain_folder(group)
-    if folder is None:
-        return None
-    store = group.store_path.store
-    members: dict[str, zarr.Array] = {}
+    documents = _documents(group)
     try:
-        for name in os.listdir(folder):
-            if name == METADATA:
-                continue
-            with open(os.path.join(folder, name, METADATA), "rb") as f:
-                meta = _metadata(f.read())
-            path = f"{group.path}/{name}" if group.path else name
-            members[name] = zarr.Array(AsyncArray(metadata=meta, store_path=StorePath(store, path)))
+        return None if documents is None else {
+            path.path.rsplit("/", 1)[-1]: zarr.Array(AsyncArray(metadata=_metadata(raw), store_path=path))
+            for path, raw in documents}
     except Exception:  # noqa: BLE001 - not the plain case: zarr opens the group and reports what is wrong
         return None
-    return members
 
 
 def local_groups(group: zarr.Group) -> dict[str, zarr.Group] | None:
     """``dict(group.groups())`` for a local group every entry of which is a folder holding a ``zarr.json`` (a
     group's or an array's): the store's datasets, transforms and runs, listed when a store is opened. None where
     zarr must list it (anything else, or a document that does not parse)."""
-    folder = _plain_folder(group)
-    if folder is None:
+    documents = _documents(group)
+    if documents is None:
         return None
-    store = group.store_path.store
     groups: dict[str, zarr.Group] = {}
     try:
-        for name in os.listdir(folder):
-            if name == METADATA:
-                continue
-            with open(os.path.join(folder, name, METADATA), "rb") as f:
-                document = json.loads(f.read())
+        for path, raw in documents:
+            document = json.loads(raw)
             if not isinstance(document, dict) or document.get("zarr_format") != 3:
                 return None
-            if document.get("node_type") == "array":
-                continue
-            path = f"{group.path}/{name}" if group.path else name
-            groups[name] = zarr.Group(AsyncGroup.from_dict(StorePath(store, path), document))
+            if document.get("node_type") != "array":
+                groups[path.path.rsplit("/", 1)[-1]] = zarr.Group(AsyncGroup.from_dict(path, document))
     except Exception:  # noqa: BLE001 - not the plain case: zarr lists the group and reports what is wrong
         return None
     return groups
