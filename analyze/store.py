@@ -380,7 +380,8 @@ class StoreReader:
 
 def _sorted_groups(group: zarr.Group) -> list[tuple[str, zarr.Group]]:
     """The group's sub-groups by name: read from their files where the store is local, else listed by zarr."""
-    return sorted((local_groups(group) or dict(group.groups())).items())
+    found = local_groups(group)
+    return sorted((dict(group.groups()) if found is None else found).items())
 
 
 def _plain(values) -> np.ndarray:

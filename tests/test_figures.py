@@ -104,10 +104,19 @@ def test_horizontal_bars_match_matplotlibs_barh(whiskers):
     assert ours.get_ylim() == pytest.approx(reference.get_ylim())
 
 
-def test_a_saved_figure_has_savefigs_pixels_without_its_alpha(tmp_path):
-    """``figures.save`` writes what ``fig.savefig(dpi=DPI)`` would (matplotlib's own PNG, read back), as RGB."""
+def _savefig_pixels(fig, **kw) -> np.ndarray:
+    """The pixels of matplotlib's own PNG of ``fig`` at ``figures.DPI``, read back."""
     import io
 
+    from PIL import Image
+
+    reference = io.BytesIO()
+    fig.savefig(reference, dpi=figures.DPI, format="png", **kw)
+    return np.asarray(Image.open(reference))
+
+
+def test_a_saved_figure_has_savefigs_pixels_without_its_alpha(tmp_path):
+    """``figures.save`` writes what ``fig.savefig(dpi=DPI)`` would (matplotlib's own PNG, read back), as RGB."""
     from PIL import Image
 
     from analyze.pyplot_agg import plt
@@ -119,9 +128,7 @@ def test_a_saved_figure_has_savefigs_pixels_without_its_alpha(tmp_path):
         ax.set_title("κ, ViT-B/16")
         return fig
 
-    reference = io.BytesIO()
-    figure().savefig(reference, dpi=figures.DPI, format="png")
-    want = np.asarray(Image.open(reference))
+    want = _savefig_pixels(figure())
     with Image.open(figures.save(figure(), tmp_path / "f.png")) as im:
         assert im.mode == "RGB" and np.allclose(im.info["dpi"], figures.DPI, atol=0.01)
         got = np.asarray(im)
@@ -132,8 +139,6 @@ def test_a_saved_figure_has_savefigs_pixels_without_its_alpha(tmp_path):
 def test_a_transparent_figure_keeps_its_alpha(tmp_path):
     """A figure that is not opaque (a matplotlibrc with a transparent background) is written as RGBA, as savefig
     writes it."""
-    import io
-
     from PIL import Image
 
     from analyze.pyplot_agg import plt
@@ -144,9 +149,7 @@ def test_a_transparent_figure_keeps_its_alpha(tmp_path):
         ax.plot([0, 1], [1, 0])
         return fig
 
-    reference = io.BytesIO()
-    figure().savefig(reference, dpi=figures.DPI, format="png", facecolor="none")
+    want = _savefig_pixels(figure(), facecolor="none")
     with Image.open(figures.save(figure(), tmp_path / "t.png")) as im:
         assert im.mode == "RGBA"
-        np.testing.assert_array_equal(np.asarray(im), np.asarray(Image.open(reference)))
-
+        np.testing.assert_array_equal(np.asarray(im), want)

@@ -51,20 +51,24 @@ def test_a_group_at_the_stores_root(tmp_path):
     assert got["a"][...].tolist() == [-1, -1, -1] and np.isnan(got["b"][...]).all()
 
 
-@pytest.mark.parametrize("other", ["sub-group", "stray file", "folder without zarr.json", "bad json", "not an object"])
-def test_anything_but_the_plain_case_is_left_to_zarr(kit, tmp_path, other):
-    store = _run_store(kit, tmp_path)
-    folder = store / RUN
-    if other == "sub-group":
-        zarr.open_group(store, mode="a")[RUN].create_group("inner")
-    elif other == "stray file":
+def _spoil(folder, child: str, other: str) -> None:
+    """Make ``folder`` (a group's) other than the plain case: ``other`` names how; a document is ``child``'s."""
+    if other == "stray file":
         (folder / "notes.txt").write_text("x")
     elif other == "folder without zarr.json":
         (folder / "empty").mkdir()
-    elif other == "bad json":
-        (folder / "valid" / "zarr.json").write_text("{not json")
     else:
-        (folder / "valid" / "zarr.json").write_text("[1, 2]")
+        text = {"bad json": "{not json", "not an object": "[1, 2]", "zarr v2": json.dumps({"zarr_format": 2})}
+        (folder / child / "zarr.json").write_text(text[other])
+
+
+@pytest.mark.parametrize("other", ["sub-group", "stray file", "folder without zarr.json", "bad json", "not an object"])
+def test_anything_but_the_plain_case_is_left_to_zarr(kit, tmp_path, other):
+    store = _run_store(kit, tmp_path)
+    if other == "sub-group":
+        zarr.open_group(store, mode="a")[RUN].create_group("inner")
+    else:
+        _spoil(store / RUN, "valid", other)
     assert local_members(zarr.open_group(store, mode="r")[RUN]) is None
 
 
@@ -123,15 +127,5 @@ def test_the_groups_of_a_store_are_zarrs(kit, tmp_path):
 @pytest.mark.parametrize("other", ["stray file", "folder without zarr.json", "bad json", "not an object", "zarr v2"])
 def test_a_listing_that_is_not_the_plain_case_is_left_to_zarr(kit, tmp_path, other):
     store = _run_store(kit, tmp_path)
-    folder = store / "imagenet-val" / "center"
-    if other == "stray file":
-        (folder / "notes.txt").write_text("x")
-    elif other == "folder without zarr.json":
-        (folder / "empty").mkdir()
-    elif other == "bad json":
-        (folder / "m" / "zarr.json").write_text("{not json")
-    elif other == "not an object":
-        (folder / "m" / "zarr.json").write_text("[1, 2]")
-    else:
-        (folder / "m" / "zarr.json").write_text(json.dumps({"zarr_format": 2}))
+    _spoil(store / "imagenet-val" / "center", "m", other)
     assert local_groups(zarr.open_group(store, mode="r")["imagenet-val/center"]) is None
