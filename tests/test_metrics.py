@@ -146,6 +146,17 @@ def test_ece_confidences_on_bin_edges(kit):
         assert rel["count"][m] == count
 
 
+@pytest.mark.parametrize("n_bins", [1, 2, 3, 7, 15, 20, 100])
+def test_bins_are_those_of_a_binary_search_over_the_edges(n_bins):
+    """Against numpy's binary search: every edge and the floats either side of it, values above 1 and below 0."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    conf = np.concatenate([np.random.default_rng(n_bins).random(20_000), edges, np.nextafter(edges, 2.0),
+                           np.nextafter(edges, -1.0), np.arange(1001) / 1000, [1e-300, 1.5, -0.5, np.inf, -np.inf]])
+    for values in (conf, conf.astype(np.float32)):
+        search = np.searchsorted(edges, values.astype(np.float64), side="left") - 1
+        np.testing.assert_array_equal(bin_index(values, n_bins), np.clip(search, 0, n_bins - 1))
+
+
 @pytest.mark.parametrize("k_classes, expected_bin", [(3, 4), (5, 2), (15, 0), (2, 7)])
 def test_equal_logits_give_confidence_exactly_on_an_edge(k_classes, expected_bin):
     """K equal logits: confidence 1/K exactly (1/3 == 5/15, 1/5 == 3/15, 1/15); 1/2 is inside bin 7."""

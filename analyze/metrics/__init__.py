@@ -123,10 +123,12 @@ def wmean(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean over samples; NaN where the weights sum to zero."""
     x = np.asarray(x, dtype=np.float64)
     flat = x.reshape(len(x), -1)
-    # The weight total rides along as one more column: one pass over the weight matrix, not two.
-    sums = wsum(np.concatenate([np.ones((len(x), 1)), flat], axis=1), weights)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums[..., 1:] / sums[..., :1]
+        if weights is None:  # the point estimate: every weight is 1, their total the sample count
+            means = flat.sum(axis=0, dtype=np.float64) / len(x)
+        else:  # the weight total rides along as one more column: one pass over the weight matrix, not two
+            sums = wsum(np.concatenate([np.ones((len(x), 1)), flat], axis=1), weights)
+            means = sums[..., 1:] / sums[..., :1]
     return means.reshape(means.shape[:-1] + x.shape[1:])
 
 

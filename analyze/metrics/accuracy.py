@@ -32,8 +32,12 @@ def correct_multi(pred: np.ndarray, label_sets: np.ndarray) -> tuple[np.ndarray,
     if label_sets.ndim != 2:
         raise ValueError(f"label_sets must be [sample, slot] padded with -1, got shape {label_sets.shape}")
     check_same_length(pred=pred, label_sets=label_sets)
-    counted = (label_sets >= 0).any(axis=1)
-    correct = (label_sets == np.asarray(pred)[:, None]).any(axis=1)
+    pred = np.asarray(pred)
+    counted = np.zeros(len(label_sets), bool)
+    correct = np.zeros(len(label_sets), bool)
+    for slot in label_sets.T:  # a few slots: a pass per slot beats numpy's reduction over a short axis
+        counted |= slot >= 0
+        correct |= slot == pred
     return correct & counted, counted
 
 

@@ -28,8 +28,15 @@ def _check(confidence: np.ndarray, correct: np.ndarray) -> None:
 def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     """Bin of each confidence under ``lower < conf <= upper`` (bins 0..n_bins-1)."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # side="left" returns the first edge >= conf, i.e. conf in (edges[k-1], edges[k]] -> bin k-1.
-    return np.clip(np.searchsorted(edges, np.asarray(confidence, dtype=np.float64), side="left") - 1, 0, n_bins - 1)
+    conf = np.asarray(confidence, dtype=np.float64)
+    # ceil(conf * n_bins) - 1 is the bin but where rounding puts conf * n_bins on the wrong side of an integer: one
+    # step against the edges themselves settles it (a binary search per sample costs ten times as much).
+    with np.errstate(invalid="ignore"):
+        k = np.ceil(conf * n_bins)
+    k = np.clip(np.nan_to_num(k, nan=n_bins), 1, n_bins).astype(np.intp) - 1  # NaN sorts last: the last bin
+    k -= (conf <= edges[k]) & (k > 0)
+    k += (conf > edges[k + 1]) & (k < n_bins - 1)
+    return k
 
 
 def _bin_sums(confidence, correct, n_bins, weights):
