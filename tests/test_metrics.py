@@ -148,10 +148,11 @@ def test_ece_confidences_on_bin_edges(kit):
 
 @pytest.mark.parametrize("n_bins", [1, 2, 3, 7, 15, 20, 100])
 def test_bins_are_those_of_a_binary_search_over_the_edges(n_bins):
-    """Against numpy's binary search: every edge and the floats either side of it, values above 1 and below 0."""
+    """Against numpy's binary search: every edge and the floats either side of it, values outside [0, 1], NaN last."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     conf = np.concatenate([np.random.default_rng(n_bins).random(20_000), edges, np.nextafter(edges, 2.0),
-                           np.nextafter(edges, -1.0), np.arange(1001) / 1000, [1e-300, 1.5, -0.5, np.inf, -np.inf]])
+                           np.nextafter(edges, -1.0), np.arange(1001) / 1000,
+                           [1e-300, 1.5, -0.5, np.inf, -np.inf, np.nan]])
     for values in (conf, conf.astype(np.float32)):
         search = np.searchsorted(edges, values.astype(np.float64), side="left") - 1
         np.testing.assert_array_equal(bin_index(values, n_bins), np.clip(search, 0, n_bins - 1))

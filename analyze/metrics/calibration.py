@@ -30,7 +30,7 @@ def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     conf = np.asarray(confidence, dtype=np.float64)
     # ceil(conf * n_bins) - 1 is the bin but where rounding puts conf * n_bins on the wrong side of an integer: one
-    # step against the edges themselves settles it (a binary search per sample costs ten times as much).
+    # step against the edges themselves settles it (a binary search per sample took twice as long).
     with np.errstate(invalid="ignore"):
         k = np.ceil(conf * n_bins)
     k = np.clip(np.nan_to_num(k, nan=n_bins), 1, n_bins).astype(np.intp) - 1  # NaN sorts last: the last bin
