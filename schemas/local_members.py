@@ -39,8 +39,8 @@ def _metadata(raw: bytes) -> ArrayV3Metadata:
     return ArrayV3Metadata.from_dict(document)
 
 
-def _documents(group: zarr.Group) -> list[tuple[StorePath, bytes]] | None:
-    """Each child's store path and ``zarr.json`` bytes, for a zarr v3 group on the local file system without
+def _documents(group: zarr.Group) -> list[tuple[str, StorePath, bytes]] | None:
+    """Each child's name, store path and ``zarr.json`` bytes, for a zarr v3 group on the local file system without
     consolidated metadata whose every entry is a folder holding a document; None otherwise."""
     store, meta = group.store_path.store, group.metadata
     if not isinstance(store, LocalStore) or meta.zarr_format != 3 or meta.consolidated_metadata is not None:
@@ -51,7 +51,7 @@ def _documents(group: zarr.Group) -> list[tuple[StorePath, bytes]] | None:
         for name in os.listdir(folder):
             if name != METADATA:
                 with open(os.path.join(folder, name, METADATA), "rb") as f:
-                    found.append((StorePath(store, f"{group.path}/{name}" if group.path else name), f.read()))
+                    found.append((name, StorePath(store, f"{group.path}/{name}" if group.path else name), f.read()))
     except OSError:  # a stray file, a folder without a document: zarr opens the group and reports what is wrong
         return None
     return found
@@ -62,8 +62,7 @@ def local_members(group: zarr.Group) -> dict[str, zarr.Array] | None:
     documents = _documents(group)
     try:
         return None if documents is None else {
-            path.path.rsplit("/", 1)[-1]: zarr.Array(AsyncArray(metadata=_metadata(raw), store_path=path))
-            for path, raw in documents}
+            name: zarr.Array(AsyncArray(metadata=_metadata(raw), store_path=path)) for name, path, raw in documents}
     except Exception:  # noqa: BLE001 - not the plain case: zarr opens the group and reports what is wrong
         return None
 
@@ -77,12 +76,12 @@ def local_groups(group: zarr.Group) -> dict[str, zarr.Group] | None:
         return None
     groups: dict[str, zarr.Group] = {}
     try:
-        for path, raw in documents:
+        for name, path, raw in documents:
             document = json.loads(raw)
             if not isinstance(document, dict) or document.get("zarr_format") != 3:
                 return None
             if document.get("node_type") != "array":
-                groups[path.path.rsplit("/", 1)[-1]] = zarr.Group(AsyncGroup.from_dict(path, document))
+                groups[name] = zarr.Group(AsyncGroup.from_dict(path, document))
     except Exception:  # noqa: BLE001 - not the plain case: zarr lists the group and reports what is wrong
         return None
     return groups

@@ -8,6 +8,7 @@ with ``schemas.integrity``. Blocks are a few rows (``CHUNK_ROWS`` patched, here 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -290,9 +291,6 @@ def test_a_rerun_without_repair_does_not_redo_a_damaged_block_but_says_where_to_
 def test_store_written_before_checksums_verifies_by_presence_and_analyses(extracted, tmp_path, capsys):
     from extract import runner
 
-    from analyze.store import StoreReader
-    from analyze.summaries import SummaryCache
-
     data, clean = extracted
     store = tmp_path / "old.zarr"
     shutil.copytree(clean, store)
@@ -301,12 +299,7 @@ def test_store_written_before_checksums_verifies_by_presence_and_analyses(extrac
 
     rc, out, _ = extract_cli(capsys, "verify", store)
     assert rc == 0 and f"warning: {RUN}: no checksums recorded (written before checksums)" in out, out
-    reader = StoreReader(store)
-    cache = SummaryCache(reader)
-    try:
-        summary = cache.summary(reader.runs(DS)[0])
-    finally:
-        cache.close()
+    summary = next(s for k, s in _summaries(store).items() if k.dataset == DS)
     assert summary.valid.sum() == N - 1  # the bad image only
 
     # presence is still checked in an old store
@@ -326,11 +319,22 @@ def test_store_written_before_checksums_verifies_by_presence_and_analyses(extrac
     assert int(table[2][2]) == crc(valid, np.bool_)
 
 
+def _summaries(store: Path) -> dict:
+    """Every run's summary as the analysis reads it, by run, in the reader's order."""
+    from analyze.store import StoreReader
+    from analyze.summaries import SummaryCache
+
+    reader = StoreReader(store)
+    cache = SummaryCache(reader)
+    try:
+        return {key: cache.summary(key) for key in reader.runs()}
+    finally:
+        cache.close()
+
+
 def _slash_keys(store: Path) -> None:
     """Rewrite a store as one written before chunk keys were "c.<row>.<column>": zarr's default "/" separator, each
     chunk at c/<row>/<column>."""
-    import json
-
     for meta in store.rglob("zarr.json"):
         document = json.loads(meta.read_text())
         if document.get("node_type") != "array":
@@ -346,9 +350,6 @@ def _slash_keys(store: Path) -> None:
 def test_a_store_with_slash_chunk_keys_reads_alike_and_its_damage_is_named(extracted, tmp_path, capsys):
     """New stores keep each chunk as a file of its array's folder (c.1.0); one written before (c/1/0) reads to the
     same summaries, verifies clean, and a chunk lost from it is found and named by its key."""
-    from analyze.store import StoreReader
-    from analyze.summaries import SummaryCache
-
     data, clean = extracted
     assert (clean / RUN / L.LOGITS / "c.1.0").is_file() and not (clean / RUN / L.LOGITS / "c").exists()
     store = tmp_path / "slash.zarr"
@@ -356,17 +357,9 @@ def test_a_store_with_slash_chunk_keys_reads_alike_and_its_damage_is_named(extra
     _slash_keys(store)
     assert (store / RUN / L.LOGITS / "c" / "1" / "0").is_file() and not list(store.rglob("c.*"))
 
-    def summaries(path):
-        reader = StoreReader(path)
-        cache = SummaryCache(reader)
-        try:
-            return reader.runs(), [cache.summary(k) for k in reader.runs()]
-        finally:
-            cache.close()
-
-    (keys, new), (old_keys, old) = summaries(clean), summaries(store)
-    assert keys == old_keys and len(keys) == 2
-    for a, b in zip(new, old):
+    new, old = _summaries(clean), _summaries(store)
+    assert list(new) == list(old) and len(new) == 2
+    for a, b in zip(new.values(), old.values()):
         for name in ("pred", "confidence", "p_true", "valid"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert errors(store) == []
