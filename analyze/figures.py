@@ -20,8 +20,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from schemas.host import usable_cores
-
 
 _pool: ProcessPoolExecutor | None = None
 _drawing: list[tuple[Path, Callable[..., Path], tuple, dict, Future]] = []
@@ -59,6 +57,8 @@ def _warm(pool: ProcessPoolExecutor, workers: int) -> None:
 def default_workers() -> int:
     """Processes drawing beside the analysis: none on one core (drawing inline costs the same), else one a core
     up to 4 (the analysis itself waits on the figures at the end)."""
+    from schemas.host import usable_cores  # here: importing schemas opens zarr, which a drawing process never needs
+
     cores = usable_cores()
     return 0 if cores < 2 else min(4, cores)
 
@@ -339,6 +339,64 @@ def heatmap(path: Path, rows: list[str], columns: list[str], panels: dict[str, n
     fig.suptitle(title)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
                         wspace=0.25)
+    return save(fig, path)
+
+
+RELIABILITY_PER_ROW = 6  # models per row of the reliability figure; more models wrap onto further rows
+
+
+@background
+def reliability_panels(path: Path, curves: dict[str, dict], title: str) -> Path:
+    """Calibration's figure: reliability diagram (top) and confidence histogram (below it), one column per model,
+    ``RELIABILITY_PER_ROW`` a row; beyond two rows of models, heat maps instead: per model and bin, accuracy minus
+    mean confidence (what ECE weighs) and the fraction of the samples."""
+    from .pyplot_agg import plt
+
+    if len(curves) > 2 * RELIABILITY_PER_ROW:
+        bins = next(iter(curves.values()))
+        columns = [f"{hi:.2f}" for hi in bins["upper"]]
+        with np.errstate(all="ignore"):
+            gap = np.array([r["accuracy"] - r["confidence"] for r in curves.values()])
+            share = np.array([r["count"] / max(1, r["count"].sum()) for r in curves.values()])
+        return heatmap(path, list(curves), columns,
+                       {"accuracy - confidence": gap, "fraction of samples": share},
+                       title=f"{title} (columns: bins by upper confidence edge)",
+                       cmap={"accuracy - confidence": "RdBu", "fraction of samples": "Greys"},
+                       limits={"accuracy - confidence": (-0.5, 0.5)})
+    cols = min(RELIABILITY_PER_ROW, len(curves))
+    rows = -(-len(curves) // cols)
+    column = max(3.2, label_inches(curves, 9) / 0.8 + 0.3)  # each model's name fits above its panel
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(column * cols, 4.6 * rows + 1), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1] * rows})
+    for k, (model, r) in enumerate(curves.items()):
+        i, j = 2 * (k // cols), k % cols
+        centers = (r["lower"] + r["upper"]) / 2
+        width = r["upper"] - r["lower"]
+        ax = axes[i][j]
+        ax.bar(centers, np.nan_to_num(r["accuracy"]), width, edgecolor="k", lw=0.4, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy" if j == 0 else "")
+        hist = axes[i + 1][j]
+        hist.bar(centers, r["count"] / max(1, r["count"].sum()), width, color="tab:orange", edgecolor="k", lw=0.4)
+        hist.set_xlim(0, 1)
+        hist.set_xlabel("confidence")
+        hist.set_ylabel("fraction" if j == 0 else "")
+        for a in (ax, hist):
+            a.set_xticks((0, 0.5, 1))
+        ax.set_yticks((0, 0.5, 1))
+        if j:  # the accuracy axis is [0, 1] everywhere: its numbers once per row
+            ax.tick_params(labelleft=False)
+    for k in range(len(curves), rows * cols):
+        axes[2 * (k // cols)][k % cols].set_visible(False)
+        axes[2 * (k // cols) + 1][k % cols].set_visible(False)
+    fig.suptitle(title)
+    # Margins in inches, not tight_layout: its measuring pass costs as much as the drawing, at every model.
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.6 / height,
+                        wspace=0.25, hspace=0.45)
     return save(fig, path)
 
 

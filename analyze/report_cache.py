@@ -6,8 +6,8 @@ manifest entry and sample digest, and the analysis version (the source of ``anal
 bundled tables, numpy's and scikit-learn's versions). Runs without checksums (written before them) are never
 cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 
-- ``summary.arrays``: the run's per-sample summary (pred, confidence, p_true, valid, its logit kind, cue-conflict
-  category probabilities and decisions) and the notes reading it gave, so the logits are not read again;
+- ``summary.arrays``: the run's per-sample summary (pred, valid, its logit kind; confidence and p_true unless the
+  summary holds decisions only; cue-conflict category probabilities and decisions) and the notes reading it gave, so the logits are not read again;
 - ``derived-<name>.arrays``: per-run results that need more than the logits (the VTAB probe's test-set correctness,
   CKA's Gram matrix of the run's features and its own HSIC);
 - ``stats/<hash>.arrays``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by
@@ -161,7 +161,7 @@ class ReportCache:
             return None
         self.reader.notes.extend(str(n) for n in data["notes"])
         self.hits.add(key)
-        return RunSummary(key, data["pred"], data["confidence"], data["p_true"], data["valid"],
+        return RunSummary(key, data["pred"], data.get("confidence"), data.get("p_true"), data["valid"],
                           data.get("category_probs"), str(data["kind"]), data.get("category"))
 
     def save_summary(self, key: RunKey, summary: RunSummary, notes: list[str]) -> None:
@@ -169,9 +169,8 @@ class ReportCache:
         self.misses.add(key)
         if token is None:
             return
-        arrays = {"pred": summary.pred, "confidence": summary.confidence, "p_true": summary.p_true,
-                  "valid": summary.valid, "kind": np.array(summary.kind), "notes": self._notes(notes)}
-        for name in ("category_probs", "category"):  # cue-conflict only
+        arrays = {"pred": summary.pred, "valid": summary.valid, "kind": np.array(summary.kind), "notes": self._notes(notes)}
+        for name in ("confidence", "p_true", "category_probs", "category"):  # not in decisions only; cue-conflict only
             if getattr(summary, name) is not None:
                 arrays[name] = getattr(summary, name)
         self._write(self._dir(token) / "summary.arrays", arrays)

@@ -16,16 +16,21 @@ from schemas import logit_kinds
 
 from . import labels
 from .metrics import shape_bias as sb
-from .metrics.softmax import stable_exp, summarize
+from .metrics.softmax import decide, stable_exp, summarize
 from .store import RunKey, StoreReader
+
+# The studies that read a summary's probabilities (confidence, p_true); the others read its decisions. A dataset
+# that none of these lists (data_manifest.yaml `studies`) is summarised to decisions, without the softmax of its
+# logits: ImageNet-C's 3.75 M rows a run cost an argmax instead of an exp of every logit.
+PROBABILITY_STUDIES = frozenset({"calibration", "invariance", "shape_bias"})
 
 
 @dataclass(frozen=True)
 class RunSummary:
     key: RunKey
     pred: np.ndarray            # [sample] int32 predicted class (logit space), argmax over the class subset
-    confidence: np.ndarray      # [sample] float64 max softmax probability (over the subset)
-    p_true: np.ndarray          # [sample] float64 probability of the label (NaN when the label is not a logit class)
+    confidence: np.ndarray | None  # [sample] float64 max softmax probability (over the subset); None: decisions only
+    p_true: np.ndarray | None   # [sample] float64 probability of the label (NaN when the label is not a logit class)
     valid: np.ndarray           # [sample] bool: read, and logits finite
     category_probs: np.ndarray | None = None   # [sample, 16] cue-conflict category mean probabilities
     kind: str = logit_kinds.CLASSIFIER          # the run's logit kind (schemas.logit_kinds)
@@ -65,9 +70,11 @@ class _Pending:
         self.subset = class_subset(entry) if self.full else None
         self.categories = (list(labels.cue_conflict_groups().values())
                            if entry.get("class_subset") == "cue-conflict-16" else None)
+        # A 16-way category decision is the category of highest mean probability: it needs the softmax.
+        self.decisions_only = not (set(entry.get("studies", ())) & PROBABILITY_STUDIES) and self.categories is None
         self.pred = np.zeros(n, np.int32)
-        self.conf = np.full(n, np.nan)
-        self.p_true = np.full(n, np.nan)
+        self.conf = None if self.decisions_only else np.full(n, np.nan)
+        self.p_true = None if self.decisions_only else np.full(n, np.nan)
         self.finite = np.zeros(n, bool)
         self.cat = np.full((n, len(self.categories)), np.nan) if self.categories and self.full else None
         self.blocks = list(reader.blocks(key))
@@ -93,6 +100,9 @@ class _Pending:
         # A chunk at a time; an AnalysisError naming the rows, after the last part, when the block is damaged.
         for part, block in self.reader.logit_parts(self.key, rows):
             at = slice(rows.start + part.start, rows.start + part.stop)
+            if self.decisions_only:
+                self.pred[at], self.finite[at] = decide(block, self.subset)
+                continue
             out = summarize(block, self.label[at], self.subset)
             # A NaN or +inf logit makes the row's softmax sum NaN: no separate pass over the block is needed.
             ok = np.isfinite(out["confidence"])

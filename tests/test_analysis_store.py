@@ -180,6 +180,30 @@ def test_imagenet_a_and_r_class_subsets(kit, tmp_path, results_of):
     assert ("convnext-clip", "imagenet-a", "center", "ece") not in rows   # the paper's ECE: val and R only
 
 
+def test_only_datasets_a_probability_study_lists_get_the_softmax(kit, tmp_path):
+    """ImageNet-A is read for its decisions alone (no study that reads probabilities lists it): its summary holds
+    the argmax over its 200 classes and which rows count, no confidence; ImageNet-R, which calibration lists, holds both."""
+    from analyze.summaries import SummaryCache
+
+    rng = np.random.default_rng(102)
+    store, n = tmp_path / "ar.zarr", 30
+    logits = {}
+    for dataset in ("imagenet-a", "imagenet-r"):
+        logits[dataset] = (rng.standard_normal((n, 1000)) * 3).astype(np.float32)
+        kit.write(store, dataset, "center", "m", logits[dataset], sample_id=[f"{dataset}/{i}.jpg" for i in range(n)],
+                  label=rng.choice(kit.read_subset(f"{dataset}-200"), n))
+    reader = StoreReader(store)
+    summaries = SummaryCache(reader)
+    a, r = (summaries.summary(k) for k in sorted(reader.runs(), key=lambda k: k.dataset))
+    assert a.key.dataset == "imagenet-a" and a.confidence is None and a.p_true is None
+    assert r.confidence is not None and np.isfinite(r.confidence[r.valid]).all() and np.isfinite(r.p_true[r.valid]).all()
+    for summary, subset in ((a, kit.read_subset("imagenet-a-200")), (r, kit.read_subset("imagenet-r-200"))):
+        rows = logits[summary.key.dataset]
+        assert summary.valid.all()
+        assert summary.pred.tolist() == [kit.ref_argmax(rows[i], subset) for i in range(n)]
+    summaries.close()
+
+
 def test_imagenet_hard_label_lists(kit, tmp_path, results_of):
     label_set = np.array([[1, -1, -1], [2, 3, -1], [4, 5, 6], [7, -1, -1], [8, 9, -1], [0, -1, -1]], np.int32)
     pred = np.array([1, 3, 6, 0, 2, 0])        # hits: rows 0, 1, 2, 5

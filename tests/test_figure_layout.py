@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from analyze import figures
-from analyze.studies.calibration import plot_reliability
 
 WIDE = ["WWW_MMM_convnext_xxlarge.clip_laion2b_soup_ft_in12k_in1k_384",
         "vit_huge_patch14_clip_quickgelu_378.dfn5b_ft_in12k_in1k_WWWW",
@@ -108,7 +107,7 @@ def _reliability_curve() -> dict[str, np.ndarray]:
 
 def test_reliability_as_heat_maps(tmp_path, outside):
     curve = _reliability_curve()
-    plot_reliability(tmp_path / "r.png", {m: curve for m in NAMES}, "Calibration on imagenet-val")
+    figures.reliability_panels(tmp_path / "r.png", {m: curve for m in NAMES}, "Calibration on imagenet-val")
     assert outside == []
 
 
@@ -122,5 +121,5 @@ def test_bars_for_few_models_and_groups(tmp_path, outside):
 
 def test_reliability_of_a_few_models(tmp_path, outside):
     curve = _reliability_curve()
-    plot_reliability(tmp_path / "r.png", {m: curve for m in WIDE[:2] + ["a", "b", "c"]}, "Calibration on imagenet-val")
+    figures.reliability_panels(tmp_path / "r.png", {m: curve for m in WIDE[:2] + ["a", "b", "c"]}, "Calibration on imagenet-val")
     assert outside == []

@@ -19,7 +19,7 @@ from analyze.metrics.grouped import group_means
 from analyze.metrics.imagenet_x import error_ratios
 from analyze.metrics.linear_probe import linear_probe
 from analyze.metrics.shape_bias import category_probabilities, shape_bias, shape_bias_per_category
-from analyze.metrics.softmax import softmax, summarize
+from analyze.metrics.softmax import decide, softmax, summarize
 
 RNG = np.random.default_rng(12345)
 
@@ -44,6 +44,35 @@ def test_summarize_matches_loop_reference(kit, dtype):
             assert math.isnan(out["p_true"][i])
     assert out["confidence"].dtype == np.float64
     np.testing.assert_allclose(softmax(logits)[np.arange(n), out["pred"]], out["confidence"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("with_subset", [False, True])
+def test_decide_gives_summarize_decisions_without_the_softmax(kit, dtype, with_subset):
+    """The argmax (first of ties) and whether the row counts: no NaN, no +inf, some value above -inf (over the
+    subset when given). Rows span several of the passes the rows are taken in."""
+    rng = np.random.default_rng(4)
+    n, k = 700, 30
+    logits = np.round(rng.standard_normal((n, k)) * 2).astype(dtype)  # rounded: many ties
+    logits[10, 4] = np.nan
+    logits[11, 7] = np.inf
+    logits[12, :] = -np.inf
+    logits[13, ::2] = -np.inf
+    logits[300, 29] = np.nan
+    logits[301, :5] = np.inf
+    subset = np.array([1, 4, 7, 8, 20, 29]) if with_subset else None
+    columns = list(range(k)) if subset is None else subset.tolist()
+    pred, finite = decide(logits, subset)
+    for i in range(n):
+        values = [float(logits[i, j]) for j in columns]
+        expected = not any(math.isnan(v) or v == math.inf for v in values) and max(values) > -math.inf
+        assert finite[i] == expected, i
+        if expected:
+            assert pred[i] == kit.ref_argmax(logits[i], columns), i
+    assert pred.dtype == np.int32 and finite.sum() < n - 3
+    out = summarize(logits, np.zeros(n, int) if subset is None else np.full(n, subset[0]), subset)
+    np.testing.assert_array_equal(finite, np.isfinite(out["confidence"]))
+    np.testing.assert_array_equal(pred[finite], out["pred"][finite])
 
 
 def test_top1_accuracy_plain(kit):

@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 import schemas
-from analyze.array_file import write_arrays
+from analyze.array_file import read_arrays, write_arrays
 from analyze.report import build_report
 from analyze.store import StoreReader
 from analyze.synthetic import build_synthetic_store
 
-SIZES = {"imagenet-val": 120, "imagenet-r": 40, "cue-conflict": 64}
+SIZES = {"imagenet-val": 120, "imagenet-r": 40, "imagenet-a": 40, "cue-conflict": 64}
 STUDIES = ["robustness", "calibration", "shape_bias", "invariance", "transfer"]
 OUTPUTS = ("results.csv", "differences.csv", "ranking.csv", "scores.csv")
 
@@ -98,6 +98,10 @@ def test_after_adding_a_model_only_its_runs_are_read(kit, tmp_path, counting, mo
     runs = StoreReader(store).runs()
     assert again["cache"] == {"from_cache": sum(k.model != "newcomer" for k in runs) - 2,
                               "read": sum(k.model == "newcomer" for k in runs) - 1}
+    # ImageNet-A's summaries hold decisions alone (no study that reads probabilities lists it), ImageNet-R's not.
+    kept = [read_arrays(path) for path in cache.glob("*/*/summary.arrays")]
+    assert len(kept) == again["cache"]["from_cache"] + again["cache"]["read"]
+    assert sum("confidence" not in arrays for arrays in kept) == sum(k.dataset == "imagenet-a" for k in runs) == 3
     # The same report as one computed from scratch: values, intervals, differences, ranking.
     plain = report(store, tmp_path / "plain")
     same_outputs(tmp_path / "again", tmp_path / "plain")

@@ -134,6 +134,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / s[:, None]
 
 
+def decide(logits: np.ndarray, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred, finite)`` of each row: the argmax over ``subset`` (first of ties; an index in the full label space)
+    and whether the row's logits there are finite, without the softmax: the decision and the validity
+    ``summarize`` gives (its softmax sum is NaN exactly where the row max is not finite)."""
+    logits = np.asarray(logits)
+    n = len(logits)
+    arg, finite = np.empty(n, np.intp), np.empty(n, bool)
+    for start in range(0, n, PASS_ROWS):
+        rows = slice(start, min(n, start + PASS_ROWS))
+        part = _widened(logits[rows] if subset is None else logits[rows][:, subset], scratch="widened")
+        arg[rows] = part.argmax(axis=1)  # NaN wins numpy's argmax, so a row holding one reads as not finite
+        finite[rows] = np.isfinite(part[np.arange(len(part)), arg[rows]])
+    pred = arg if subset is None else np.asarray(subset)[arg]
+    return pred.astype(np.int32), finite
+
+
 def summarize(logits: np.ndarray, label: np.ndarray, subset: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """``pred`` (index in the full label space), ``confidence`` and ``p_true`` of each row."""
     logits = np.asarray(logits)
