@@ -7,7 +7,8 @@ bundled tables, numpy's and scikit-learn's versions). Runs without checksums (wr
 cached. Under ``DIR/<token[:2]>/<token>/`` the cache keeps
 
 - ``summary.arrays``: the run's per-sample summary (pred, valid, its logit kind; confidence and p_true unless the
-  summary holds decisions only; cue-conflict category probabilities and decisions) and the notes reading it gave, so the logits are not read again;
+  summary holds decisions only; cue-conflict category probabilities and decisions) and the notes reading it gave,
+  so the logits are not read again;
 - ``derived-<name>.arrays``: per-run results that need more than the logits (the VTAB probe's test-set correctness,
   CKA's Gram matrix of the run's features and its own HSIC);
 - ``stats/<hash>.arrays``: the bootstrap replicates of each statistic the studies recorded over the run, keyed by

@@ -43,7 +43,7 @@ def _compiled(name: str, build) -> object | None:
 
 def prepare_kernel() -> threading.Thread:
     """Build the exp kernel on a background thread (started and returned): importing numba and loading the kernel
-    from its cache take about half a second, which would otherwise come before the first block's summary. Much
+    from its cache take about a second, which would otherwise come before the first block's summary. Much
     of the loading is LLVM's, which runs without holding the interpreter, beside whatever the caller does."""
     thread = threading.Thread(target=_kernel, name="exp-kernel", daemon=True)
     thread.start()
