@@ -170,8 +170,10 @@ class ReportCache:
         self.misses.add(key)
         if token is None:
             return
-        arrays = {"pred": summary.pred, "valid": summary.valid, "kind": np.array(summary.kind), "notes": self._notes(notes)}
-        for name in ("confidence", "p_true", "category_probs", "category"):  # not in decisions only; cue-conflict only
+        arrays = {"pred": summary.pred, "valid": summary.valid, "kind": np.array(summary.kind),
+                  "notes": self._notes(notes)}
+        # confidence and p_true: not in a summary of decisions only; the category arrays: cue-conflict only
+        for name in ("confidence", "p_true", "category_probs", "category"):
             if getattr(summary, name) is not None:
                 arrays[name] = getattr(summary, name)
         self._write(self._dir(token) / "summary.arrays", arrays)

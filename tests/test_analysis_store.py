@@ -182,7 +182,8 @@ def test_imagenet_a_and_r_class_subsets(kit, tmp_path, results_of):
 
 def test_only_datasets_a_probability_study_lists_get_the_softmax(kit, tmp_path):
     """ImageNet-A is read for its decisions alone (no study that reads probabilities lists it): its summary holds
-    the argmax over its 200 classes and which rows count, no confidence; ImageNet-R, which calibration lists, holds both."""
+    the argmax over its 200 classes and which rows count, no confidence; ImageNet-R, which calibration lists, holds
+    both."""
     from analyze.summaries import SummaryCache
 
     rng = np.random.default_rng(102)
@@ -196,7 +197,8 @@ def test_only_datasets_a_probability_study_lists_get_the_softmax(kit, tmp_path):
     summaries = SummaryCache(reader)
     a, r = (summaries.summary(k) for k in sorted(reader.runs(), key=lambda k: k.dataset))
     assert a.key.dataset == "imagenet-a" and a.confidence is None and a.p_true is None
-    assert r.confidence is not None and np.isfinite(r.confidence[r.valid]).all() and np.isfinite(r.p_true[r.valid]).all()
+    assert r.confidence is not None and np.isfinite(r.confidence[r.valid]).all() \
+        and np.isfinite(r.p_true[r.valid]).all()
     for summary, subset in ((a, kit.read_subset("imagenet-a-200")), (r, kit.read_subset("imagenet-r-200"))):
         rows = logits[summary.key.dataset]
         assert summary.valid.all()

@@ -121,5 +121,6 @@ def test_bars_for_few_models_and_groups(tmp_path, outside):
 
 def test_reliability_of_a_few_models(tmp_path, outside):
     curve = _reliability_curve()
-    figures.reliability_panels(tmp_path / "r.png", {m: curve for m in WIDE[:2] + ["a", "b", "c"]}, "Calibration on imagenet-val")
+    figures.reliability_panels(tmp_path / "r.png", {m: curve for m in WIDE[:2] + ["a", "b", "c"]},
+                               "Calibration on imagenet-val")
     assert outside == []

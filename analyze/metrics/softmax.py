@@ -134,18 +134,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / s[:, None]
 
 
+def _argmax_passes(logits: np.ndarray, subset: np.ndarray | None, arg: np.ndarray):
+    """``PASS_ROWS`` rows at a time: fills ``arg[rows]`` with each row's argmax over ``subset`` (first of ties; a
+    column of the subset) and yields ``(rows, part, top)``: the rows, their widened logits over the subset (this
+    thread's buffer, valid until the next pass) and each row's max (NaN where the row holds one: NaN wins numpy's
+    argmax)."""
+    n = len(logits)
+    for start in range(0, n, PASS_ROWS):
+        rows = slice(start, min(n, start + PASS_ROWS))
+        part = _widened(logits[rows] if subset is None else logits[rows][:, subset], scratch="widened")
+        arg[rows] = part.argmax(axis=1)
+        yield rows, part, part[np.arange(len(part)), arg[rows]]
+
+
 def decide(logits: np.ndarray, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(pred, finite)`` of each row: the argmax over ``subset`` (first of ties; an index in the full label space)
     and whether the row's logits there are finite, without the softmax: the decision and the validity
     ``summarize`` gives (its softmax sum is NaN exactly where the row max is not finite)."""
     logits = np.asarray(logits)
-    n = len(logits)
-    arg, finite = np.empty(n, np.intp), np.empty(n, bool)
-    for start in range(0, n, PASS_ROWS):
-        rows = slice(start, min(n, start + PASS_ROWS))
-        part = _widened(logits[rows] if subset is None else logits[rows][:, subset], scratch="widened")
-        arg[rows] = part.argmax(axis=1)  # NaN wins numpy's argmax, so a row holding one reads as not finite
-        finite[rows] = np.isfinite(part[np.arange(len(part)), arg[rows]])
+    arg, finite = np.empty(len(logits), np.intp), np.empty(len(logits), bool)
+    for rows, _, top in _argmax_passes(logits, subset, arg):
+        finite[rows] = np.isfinite(top)
     pred = arg if subset is None else np.asarray(subset)[arg]
     return pred.astype(np.int32), finite
 
@@ -166,15 +175,11 @@ def summarize(logits: np.ndarray, label: np.ndarray, subset: np.ndarray | None =
     width = logits.shape[1] if subset is None else len(subset)
     total, e_true = np.empty(n), np.empty(n)
     arg = np.empty(n, np.intp)
-    for start in range(0, n, PASS_ROWS):
-        rows = slice(start, min(n, start + PASS_ROWS))
-        part = _widened(logits[rows] if subset is None else logits[rows][:, subset], scratch="widened")
-        # exp is monotonic, so the argmax of the logits is the argmax of the probabilities (first of ties
-        # alike); its logit is the row max (NaN when the row holds one), so one pass gives both.
-        index = np.arange(len(part))
-        arg[rows] = part.argmax(axis=1)
-        e, total[rows] = _exp_rows(part, part[index, arg[rows]], thread_buffer("exp", (len(part), width)))
-        e_true[rows] = e[index, col[rows]]
+    # exp is monotonic, so the argmax of the logits is the argmax of the probabilities (first of ties alike); its
+    # logit is the row max, the softmax's shift, so one pass gives both.
+    for rows, part, top in _argmax_passes(logits, subset, arg):
+        e, total[rows] = _exp_rows(part, top, thread_buffer("exp", (len(part), width)))
+        e_true[rows] = e[np.arange(len(part)), col[rows]]
     pred = arg if subset is None else subset[arg]
     with np.errstate(invalid="ignore"):
         p_true = np.where(known, e_true / total, np.nan)
