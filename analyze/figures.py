@@ -400,6 +400,11 @@ def reliability_panels(path: Path, curves: dict[str, dict], title: str) -> Path:
     return save(fig, path)
 
 
+# A matrix's cell in inches beyond a dozen names: a 6-point name a row with room between them (the picture's pixels,
+# most of its drawing at 51 models, grow with the square of this). Smaller matrices keep 3 inches, room for values.
+MATRIX_CELL = 0.18
+
+
 @background
 def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, float]], *, title: str) -> Path:
     """Square heat maps side by side: ``{panel: (names, matrix [len(names), len(names)], vmin, vmax)}``, NaN
@@ -413,7 +418,7 @@ def matrices(path: Path, panels: dict[str, tuple[list[str], np.ndarray, float, f
     m = max((len(names) for names, *_ in panels.values()), default=1)
     font = 8 if m <= 16 else 6
     margin = 0.1 + label_inches((n for names, *_ in panels.values() for n in names), font)  # names, their gap
-    side = max(2.6, 0.25 * m + 0.3)  # the matrix
+    side = max(3.0, MATRIX_CELL * m + 0.3)  # the matrix
     bar, top, edge = 0.85, 0.75, 0.15  # colour bar with its numbers; both titles; the picture's border
     # A panel over the same names as the one to its left shares its row names: their texts are most of the drawing.
     lists = [names for names, *_ in panels.values()]

@@ -20,6 +20,28 @@ NAMES = WIDE + [f"model-{i:03d}" for i in range(51 - len(WIDE))]
 
 
 @pytest.fixture
+def boxes(monkeypatch) -> dict[str, list]:
+    """Every text drawn as the figures are saved: its window extent, by its text."""
+    found: dict[str, list] = {}
+    draw = Text.draw
+
+    def drawn(text, renderer):
+        draw(text, renderer)
+        if text.get_visible() and text.get_text().strip():
+            found.setdefault(text.get_text(), []).append(text.get_window_extent(renderer))
+
+    monkeypatch.setattr(Text, "draw", drawn)
+    return found
+
+
+def _overlaps(extents: list) -> list[tuple[int, int]]:
+    """Pairs of boxes (in the order given) that share more than half a pixel each way."""
+    return [(i, j) for i in range(len(extents)) for j in range(i + 1, len(extents))
+            if min(extents[i].x1, extents[j].x1) - max(extents[i].x0, extents[j].x0) > 0.5
+            and min(extents[i].y1, extents[j].y1) - max(extents[i].y0, extents[j].y0) > 0.5]
+
+
+@pytest.fixture
 def outside(monkeypatch) -> list[str]:
     """The texts drawn outside their figure, one line each, as each figure is saved."""
     found: list[str] = []
@@ -57,6 +79,33 @@ def test_matrices_sharing_their_names(tmp_path, outside):
     figures.matrices(tmp_path / "m.png", {"error consistency κ": (NAMES, grid, -1.0, 1.0),
                                           "linear CKA": (list(NAMES), grid, 0.0, 1.0)}, title="Agreement")
     assert outside == []
+
+
+@pytest.mark.parametrize("n", [11, 16, 17, 51, 80])
+def test_matrix_names_do_not_touch(tmp_path, boxes, n):
+    """Each row's name and each column's name clear of its neighbours', however many models (the cell shrinks to
+    what a name needs beyond a dozen)."""
+    names = [f"model-{i:03d}" for i in range(n)]
+    figures.matrices(tmp_path / "m.png", {"κ": (names, np.random.default_rng(n).random((n, n)), -1.0, 1.0)},
+                     title="Agreement")
+    drawn = [boxes[name] for name in names]
+    assert all(len(b) == 2 for b in drawn)  # once beside its row, once under its column
+    rows = sorted((b for pair in drawn for b in pair if b.width > b.height), key=lambda b: b.y0)
+    columns = sorted((b for pair in drawn for b in pair if b.height > b.width), key=lambda b: b.x0)
+    assert len(rows) == len(columns) == n
+    assert _overlaps(rows) == [] and _overlaps(columns) == []
+
+
+def test_matrix_values_inside_their_cells(tmp_path, boxes):
+    """With ten models or fewer each cell shows its value: every one, minus signs included, within its cell."""
+    names = [f"m{i}" for i in range(10)]
+    grid = np.full((10, 10), -0.37) + np.eye(10) * 1.28  # values no colour bar tick shows
+    figures.matrices(tmp_path / "m.png", {"κ": (names, grid, -1.0, 1.0)}, title="Agreement")
+    assert len(boxes["-0.37"]) == 90 and len(boxes["0.91"]) == 10
+    cells = sorted(boxes["-0.37"] + boxes["0.91"], key=lambda b: (round(b.y0), b.x0))
+    assert _overlaps(cells) == []
+    width = min(abs(b.x0 - a.x0) for a, b in zip(cells, cells[1:]) if abs(a.y0 - b.y0) < 1)  # one cell
+    assert max(b.width for b in cells) < width
 
 
 def test_matrices_of_few_models_with_values(tmp_path, outside):
