@@ -232,6 +232,25 @@ def test_pairs_summed_in_small_batches_give_the_same_table(cue, tmp_path, monkey
     assert pl.read_parquet(tmp_path / "agreement.parquet").equals(cue["table"])
 
 
+@pytest.mark.parametrize("gather", [0, 10**9])
+def test_pairs_summed_over_a_run_s_hits_or_misses_give_the_same_table(cue, tmp_path, monkeypatch, gather):
+    """A run's columns summed over the rows it gets right, or over those it gets wrong subtracted from its row
+    set's sums (every group of columns where the rows are fewer, at ``GATHER_COLUMNS = 0``), or none of them so
+    (every column over every row): the same table as the fixture's, the observers' row sets differing as they do."""
+    from analyze.report import build_report
+
+    monkeypatch.setattr(_pairs, "GATHER_COLUMNS", gather)
+    groups = []
+    plan = _pairs._plan
+    monkeypatch.setattr(_pairs, "_plan", lambda *a, **k: (lambda out: groups.extend(out[1]) or out)(plan(*a, **k)))
+    build_report(cue["store"], tmp_path, study_names=["agreement"], n_boot=N_BOOT, seed=0, progress=False)
+    assert pl.read_parquet(tmp_path / "agreement.parquet").equals(cue["table"])
+    if gather:
+        assert groups == []
+    else:  # both ways, and from both kinds of columns (a run's hits and its row set; two runs' hits)
+        assert {(g.level, g.complement is None) for g in groups} == {(1, True), (1, False), (2, True), (2, False)}
+
+
 def test_the_decisions_follow_the_plan(cue):
     # Sanity of the fixture itself: model-a agrees with subject-01 wherever it followed, i.e. on most images.
     same = np.mean([x == y for x, y in zip(cue["answers"]["model-a"], cue["answers"]["subject-01"]) if y])

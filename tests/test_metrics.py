@@ -591,6 +591,9 @@ def test_weighted_product_of_counts_in_slices(slice_rows):
     x = rng.random((101, 4)).astype(np.float32)
     expected = counts.astype(np.float64) @ x.astype(np.float64)
     np.testing.assert_allclose(weighted_product(counts, x, slice_rows=slice_rows), expected, rtol=1e-5)
+    rows = np.flatnonzero(rng.random(101) < 0.4)  # a subset of the samples, gathered slice by slice
+    subset = counts[:, rows].astype(np.float64) @ x[rows].astype(np.float64)
+    np.testing.assert_allclose(weighted_product(counts, x[rows], slice_rows=slice_rows, rows=rows), subset, rtol=1e-5)
 
 
 def test_bootstrap_interval_percentiles():

@@ -57,17 +57,20 @@ class ProductBatch:
         self.columns, self.cursor = [], 0
 
 
-def weighted_product(weights: np.ndarray, x: np.ndarray, slice_rows: int = 4096) -> np.ndarray:
+def weighted_product(weights: np.ndarray, x: np.ndarray, slice_rows: int = 4096,
+                     rows: np.ndarray | None = None) -> np.ndarray:
     """``weights @ x`` in float32 for ``[n]`` or ``[B, n]`` weights of any numeric dtype: a ``[B, n]`` matrix
     that is not float32 (uint8 bootstrap counts) is converted a slice of samples at a time into this thread's
-    reused buffer, never as a whole float32 copy."""
+    reused buffer, never as a whole float32 copy. ``rows``: ``weights[:, rows] @ x`` (``x`` has ``len(rows)``
+    rows), gathered a slice at a time too."""
     weights = np.asarray(weights)
-    if weights.dtype == np.float32 or weights.ndim == 1:
+    if rows is None and (weights.dtype == np.float32 or weights.ndim == 1):
         return weights.astype(np.float32, copy=False) @ x
+    n = weights.shape[1] if rows is None else len(rows)
     out = np.zeros((weights.shape[0], x.shape[1]), np.float32)
-    buf = thread_buffer("weights", (weights.shape[0], min(slice_rows, weights.shape[1])), np.float32)
-    for start in range(0, weights.shape[1], slice_rows):
-        part = weights[:, start:start + slice_rows]
+    buf = thread_buffer("weights", (weights.shape[0], min(slice_rows, n)), np.float32)
+    for start in range(0, n, slice_rows):
+        part = weights[:, start:start + slice_rows] if rows is None else weights[:, rows[start:start + slice_rows]]
         chunk = buf[:, :part.shape[1]]
         np.copyto(chunk, part, casting="unsafe")
         out += chunk @ x[start:start + slice_rows]
