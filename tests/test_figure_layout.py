@@ -114,6 +114,12 @@ def test_matrices_of_few_models_with_values(tmp_path, outside):
     assert outside == []
 
 
+def test_lines_of_a_few_models_with_large_values(tmp_path, outside):
+    panels = {p: {m: ([1.0, 1.5, 2.0], [12345.6, 23456.7, 34567.8]) for m in WIDE[:2]} for p in ("scale", "shift", "rot")}
+    figures.lines(tmp_path / "l.png", panels, ylabel="images per second", title="Throughput")
+    assert outside == []
+
+
 def test_lines_with_a_legend_beside(tmp_path, outside):
     rng = np.random.default_rng(1)
     panels = {p: {m: ([1.0, 1.5, 2.0], list(rng.random(3) * 100)) for m in NAMES} for p in ("scale", "shift")}
