@@ -277,6 +277,8 @@ def test_imagenet_x_error_ratios_vs_reference():
     onehot[np.arange(n), factor_of] = True
     got = error_ratios(correct, onehot)
     np.testing.assert_allclose(got, _ref_error_ratios(list(correct), list(factor_of)), rtol=1e-12, equal_nan=True)
+    # The point estimate's own sums and the replicates' table give the same numbers: a replicate of unit weights.
+    np.testing.assert_array_equal(got, error_ratios(correct, onehot, weights=np.ones((1, n), np.uint8))[0])
     with pytest.raises(ValueError):
         error_ratios(correct, factor_of)
 

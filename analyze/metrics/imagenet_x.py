@@ -21,8 +21,11 @@ def error_ratios(correct: np.ndarray, factors: np.ndarray, weights: np.ndarray |
         raise ValueError(f"factors must be [image, factor], got shape {factors.shape}")
     check_same_length(correct=correct, factors=factors)
     hit = np.asarray(correct, dtype=np.float64)
-    stacked = np.concatenate([factors, factors * hit[:, None], np.ones((len(hit), 1)), hit[:, None]], axis=1)
-    sums = wsum(stacked, weights)
+    if weights is None:  # the point estimate: the same sums without the [n, 2F + 2] table (integers: exact either way)
+        sums = np.concatenate([factors.sum(axis=0), hit @ factors, [len(hit), hit.sum()]])
+    else:
+        stacked = np.concatenate([factors, factors * hit[:, None], np.ones((len(hit), 1)), hit[:, None]], axis=1)
+        sums = wsum(stacked, weights)
     n_f = factors.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         acc_f = sums[..., n_f:2 * n_f] / sums[..., :n_f]
