@@ -244,6 +244,13 @@ def test_reliability_diagram_and_histogram(kit):
     # ECE is the count-weighted gap of the diagram.
     gap = sum(c / len(conf) * abs(a - m) for c, a, m in ref if c)
     assert float(ece(conf, correct)) == pytest.approx(gap, abs=1e-12)
+    # Bins handed in (the calibration study bins once for the point estimate, its replicates and the curve).
+    bins = bin_index(conf)
+    assert float(ece(conf, correct, bins=bins)) == float(ece(conf, correct))
+    weights = rng.integers(0, 3, (4, len(conf))).astype(np.uint8)
+    np.testing.assert_array_equal(ece(conf, correct, weights=weights, bins=bins), ece(conf, correct, weights=weights))
+    for name, values in reliability(conf, correct, bins=bins).items():
+        np.testing.assert_array_equal(values, rel[name])
 
 
 def test_ece_rejects_confidence_outside_unit_interval():

@@ -39,25 +39,30 @@ def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     return k
 
 
-def _bin_sums(confidence, correct, n_bins, weights):
-    sums = group_sums(bin_index(confidence, n_bins), n_bins, [confidence, correct], weights)
+def _bin_sums(confidence, correct, n_bins, weights, bins):
+    bins = bin_index(confidence, n_bins) if bins is None else bins
+    sums = group_sums(bins, n_bins, [confidence, correct], weights)
     return sums[..., :n_bins], sums[..., n_bins:2 * n_bins], sums[..., 2 * n_bins:]
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS,
-        weights: np.ndarray | None = None) -> np.ndarray:
-    """Expected calibration error (per bootstrap row when ``weights`` is ``[B, n]``)."""
+        weights: np.ndarray | None = None, bins: np.ndarray | None = None) -> np.ndarray:
+    """Expected calibration error (per bootstrap row when ``weights`` is ``[B, n]``). ``bins``:
+    ``bin_index(confidence, n_bins)`` where the caller has it already (the point estimate, its replicates and
+    the reliability curve all bin the same confidences)."""
     _check(confidence, correct)
-    count, conf_sum, hit_sum = _bin_sums(confidence, correct, n_bins, weights)
+    count, conf_sum, hit_sum = _bin_sums(confidence, correct, n_bins, weights, bins)
     total = count.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.abs(hit_sum - conf_sum).sum(axis=-1) / total
 
 
-def reliability(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
-    """Reliability diagram and confidence histogram: per bin its edges, count, accuracy and mean confidence."""
+def reliability(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS,
+                bins: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Reliability diagram and confidence histogram: per bin its edges, count, accuracy and mean confidence
+    (``bins`` as for :func:`ece`)."""
     _check(confidence, correct)
-    count, conf_sum, hit_sum = _bin_sums(confidence, correct, n_bins, None)
+    count, conf_sum, hit_sum = _bin_sums(confidence, correct, n_bins, None, bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "lower": np.linspace(0.0, 1.0, n_bins + 1)[:-1],

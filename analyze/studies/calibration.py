@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..context import Context, Section, select
 from ..figures import reliability_panels
 from ..metrics.accuracy import correct_single
-from ..metrics.calibration import ece, reliability
+from ..metrics.calibration import bin_index, ece, reliability
 from ..store import RunKey
 from ..tables import side_by_side
 from ._common import CENTER, lacks, listed, order_models, skipped_line
@@ -36,10 +36,11 @@ def run(ctx: Context) -> None:
             label = ctx.reader.samples(dataset).label
             rows = summary.valid & (label >= 0)
             correct = correct_single(summary.pred, label)
-            conf = summary.confidence
-            ctx.record(key, lambda w, conf=conf, correct=correct, rows=rows: {
-                "ece": ece(conf[rows], correct[rows], weights=select(w, rows))}, int(rows.sum()))
-            curves[key.model] = reliability(conf[rows], correct[rows])
+            conf, correct = summary.confidence[rows], correct[rows]
+            bins = bin_index(conf)  # binned once for the point estimate, the replicates and the curve
+            ctx.record(key, lambda w, conf=conf, correct=correct, rows=rows, bins=bins: {
+                "ece": ece(conf, correct, weights=select(w, rows), bins=bins)}, int(rows.sum()))
+            curves[key.model] = reliability(conf, correct, bins=bins)
         if curves:
             curves = {m: curves[m] for m in order_models(list(curves))}
             figures.append(reliability_panels(ctx.figure_path(f"reliability_{dataset}"), curves,
