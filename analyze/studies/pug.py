@@ -6,6 +6,8 @@ folder and, within it, per value of that factor.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .. import labels
@@ -25,13 +27,20 @@ def wants(key: RunKey, entry: dict) -> bool:
     return key.transform == CENTER and "pug" in entry["studies"]
 
 
-def pug_correct(pred: np.ndarray, pug_label: np.ndarray) -> np.ndarray:
-    """Correct when the 1000-way prediction is one of the ImageNet classes mapped to the PUG class."""
+@lru_cache(maxsize=1)
+def _members() -> np.ndarray:
+    """``[PUG class, ImageNet class]``: whether the ImageNet class is mapped to the PUG class."""
     classes = list(labels.pug_classes().values())
     member = np.zeros((len(classes), 1000), bool)
     for c, idx in enumerate(classes):
         member[c, idx] = True
-    ok = (pug_label >= 0) & (pug_label < len(classes))
+    return member
+
+
+def pug_correct(pred: np.ndarray, pug_label: np.ndarray) -> np.ndarray:
+    """Correct when the 1000-way prediction is one of the ImageNet classes mapped to the PUG class."""
+    member = _members()
+    ok = (pug_label >= 0) & (pug_label < len(member))
     return ok & member[np.where(ok, pug_label, 0), pred]
 
 
@@ -82,6 +91,14 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
     # Each value column's distinct values and codes, found once for every model (a sort of the whole column).
     coded = {col: np.unique(samples.columns[col], return_inverse=True) for col in {col for _, _, col in groups}}
     panels: dict[str, dict] = {}
+    every = {}  # each factor's rows, values and codes where a run is valid on every sample: found once
+
+    def factor_rows(rows: np.ndarray, col: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        distinct, inverse = coded[col]
+        counts = np.bincount(inverse[rows], minlength=len(distinct))
+        present = counts > 0  # the values these rows hold, numbered in sorted order as np.unique of them would
+        return rows, distinct[present], counts[present], (np.cumsum(present) - 1)[inverse[rows]]
+
     for key in keys:
         summary = ctx.summaries(key)
         if summary is None:
@@ -90,13 +107,14 @@ def run_dataset(ctx: Context, dataset: str, tag: str) -> None:
         correct = pug_correct(summary.pred, samples.label)
         ctx.record(key, lambda w, correct=correct, ok=ok: {"top1": accuracy(correct[ok], select(w, ok))}, int(ok.sum()))
         for factor, rows, col in groups:
-            rows = rows & ok
+            if ok.all():
+                if factor not in every:
+                    every[factor] = factor_rows(rows, col)
+                rows, group_keys, counts, codes = every[factor]
+            else:
+                rows, group_keys, counts, codes = factor_rows(rows & ok, col)
             if not rows.any():
                 continue
-            distinct, inverse = coded[col]
-            counts = np.bincount(inverse[rows], minlength=len(distinct))
-            present = counts > 0  # the values these rows hold, numbered in sorted order as np.unique of them would
-            group_keys, counts, codes = distinct[present], counts[present], (np.cumsum(present) - 1)[inverse[rows]]
 
             def stat(w, correct=correct, rows=rows, codes=codes, factor=factor, group_keys=group_keys):
                 means = coded_group_means(correct[rows], codes, len(group_keys), select(w, rows))
