@@ -66,11 +66,14 @@ def report(store: Path, out: Path, n_boot: int, cache: Path | None = None) -> tu
             if before.exists():
                 shutil.copytree(before, cache)
         runs.append(_report_once(store, out, n_boot, cache))
+    if REPEAT > 1:
+        print(f"    {out.name}: " + ", ".join(f"{seconds:.1f}" for seconds, _ in runs) + " s", flush=True)
     return min(runs)
 
 
 def _report_once(store: Path, out: Path, n_boot: int, cache: Path | None) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # what the bench just wrote (a model's logits, the cache's copy) goes to disk before, not during, the timing
     cmd = [sys.executable, "-m", "analyze", "report", str(store), "--out", str(out), "--n-boot", str(n_boot), "--quiet"]
     if cache is not None:
         cmd += ["--cache", str(cache)]
