@@ -240,9 +240,14 @@ def test_pairs_summed_over_a_run_s_hits_or_misses_give_the_same_table(cue, tmp_p
     from analyze.report import build_report
 
     monkeypatch.setattr(_pairs, "GATHER_COLUMNS", gather)
-    groups = []
-    plan = _pairs._plan
-    monkeypatch.setattr(_pairs, "_plan", lambda *a, **k: (lambda out: groups.extend(out[1]) or out)(plan(*a, **k)))
+    groups, plan = [], _pairs._plan
+
+    def spied(*args, **kwargs):
+        direct, pivoted = plan(*args, **kwargs)
+        groups.extend(pivoted)
+        return direct, pivoted
+
+    monkeypatch.setattr(_pairs, "_plan", spied)
     build_report(cue["store"], tmp_path, study_names=["agreement"], n_boot=N_BOOT, seed=0, progress=False)
     assert pl.read_parquet(tmp_path / "agreement.parquet").equals(cue["table"])
     if gather:
