@@ -212,14 +212,20 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     if horizontal:  # margins from the names' measured width, not tight_layout: its measuring pass was a third of it
-        width, height = fig.get_size_inches()
-        left = 0.3 + label_inches(groups, 8)
-        fig.set_size_inches(width + left, height)
-        fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.55 / height,
-                            top=1 - 0.4 / height)
+        _names_beside(fig, groups, 8, bottom=0.55, top=0.4)
     else:
         fig.tight_layout()
     return save(fig, path)
+
+
+def _names_beside(fig, names: Iterable[str], size: float, *, bottom: float, top: float, **spacing) -> None:
+    """Widen ``fig`` by the room its row names (``_row_names`` at ``size`` points) take left of the panels and set
+    its margins in inches: names and their gap on the left, 0.2 on the right, ``bottom`` and ``top``."""
+    width, height = fig.get_size_inches()
+    left = 0.3 + label_inches(names, size)
+    fig.set_size_inches(width + left, height)
+    fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=bottom / height,
+                        top=1 - top / height, **spacing)
 
 
 def _horizontal_bars(ax, y: np.ndarray, values: np.ndarray, height: float, xerr: np.ndarray | None) -> None:
@@ -269,12 +275,8 @@ def _bar_panels(path: Path, groups: list[str], series: dict[str, list[float]], *
         axes[g // cols][g % cols].set_visible(False)
     # Margins from the longest name's measured width, not tight_layout: its measuring pass costs as much as
     # drawing. The title sits in the top margin, above the first row's panel titles.
-    width, height = fig.get_size_inches()
-    fig.suptitle(title, y=1 - 0.08 / height, va="top")
-    left = 0.3 + label_inches(names, 7)
-    fig.set_size_inches(width + left, height)
-    fig.subplots_adjust(left=left / (width + left), right=1 - 0.2 / (width + left), bottom=0.5 / height,
-                        top=1 - 0.6 / height, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
+    fig.suptitle(title, y=1 - 0.08 / fig.get_size_inches()[1], va="top")
+    _names_beside(fig, names, 7, bottom=0.5, top=0.6, wspace=0.08, hspace=1.0 / (0.8 + 0.16 * len(names)))
     return save(fig, path)
 
 

@@ -83,6 +83,12 @@ def _batches(pairs: list, size: int = PAIR_BATCH) -> Iterator[list]:
         yield pairs[start:start + size]
 
 
+def _columns_at_once(n_rows: int) -> int:
+    """Columns summed by one product over ``n_rows`` rows: at most ``PAIR_BATCH`` and ``BATCH_VALUES`` values, at
+    least 8."""
+    return max(8, min(PAIR_BATCH, BATCH_VALUES // max(1, n_rows)))
+
+
 class _PairCache:
     """``analyze report --cache``: the CKA pairs an earlier report computed, by both runs' tokens; a pair is
     computed only when it is not there (or there is no cache)."""
@@ -199,8 +205,7 @@ class _Pivoted:
     complement: np.ndarray | None  # columns ``row set & partner``, where ``rows`` are the misses
 
     def sum(self, counts: np.ndarray, base: np.ndarray, point: np.ndarray, reps: np.ndarray) -> None:
-        size = max(8, min(PAIR_BATCH, BATCH_VALUES // max(1, len(self.rows))))
-        for part in _batches(np.arange(len(self.columns)), size):
+        for part in _batches(np.arange(len(self.columns)), _columns_at_once(len(self.rows))):
             x = base[self.partners[part]][:, self.rows]
             found = weighted_product(counts, x.T.astype(np.float32), rows=self.rows)
             sums = found if self.complement is None else reps[:, self.complement[part]] - found
@@ -233,11 +238,10 @@ def _plan(base: np.ndarray, n_sets: int, row_set: np.ndarray, columns: np.ndarra
         for h in np.unique(pivot[level == lv]):
             mine = np.flatnonzero((level == lv) & (pivot == h))
             partners = np.where(i[mine] == h, j[mine], i[mine])
-            hit = base[h]
-            miss = base[row_set[h - n_sets]] & ~hit
+            s, hit = row_set[h - n_sets], base[h]
+            miss = base[s] & ~hit
             complement, rows = None, hit
             if miss.sum() < hit.sum():
-                s = row_set[h - n_sets]
                 codes = np.minimum(s, partners) * n_base + np.maximum(s, partners)
                 at = np.minimum(np.searchsorted(columns, codes), len(columns) - 1)
                 if (columns[at] == codes).all():
@@ -287,7 +291,7 @@ def error_consistency_pairs(ctx: Context, keys: list[RunKey]) -> list[Pair]:
     kept = _KeptColumns(ctx, base, columns, weight_key, n_units, image)
     todo = kept.fill(point, reps)
     direct, pivoted = _plan(base, len(sets), row_set, columns, todo, per_image=image is not None or reps is None)
-    for batch in _batches(direct, max(8, min(PAIR_BATCH, BATCH_VALUES // counted.shape[1]))):
+    for batch in _batches(direct, _columns_at_once(counted.shape[1])):
         i, j = np.divmod(columns[batch], len(base))
         x = base[i] & base[j]
         x = x.T.astype(np.float32) if image is None else np.stack(  # per-image datasets: each image's cells summed
